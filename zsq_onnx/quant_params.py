@@ -1,0 +1,32 @@
+"""Scales and zero points from ranges (numpy only): symmetric and affine, safe on zero ranges."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zsq_onnx.recipe import QuantSpec
+
+
+def symmetric_params(absmax: np.ndarray, spec: QuantSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Scale = absmax / qmax, zero point 0; a zero-range channel gets scale 1 (it is exactly 0)."""
+    absmax = np.asarray(absmax, np.float32)
+    scale = absmax / np.float32(spec.qmax)
+    scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
+    return scale, np.zeros(scale.shape, np.int64)
+
+
+def affine_params(low: np.ndarray, high: np.ndarray, spec: QuantSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Scale and zero point that map [min(low,0), max(high,0)] onto [qmin, qmax]."""
+    low = np.minimum(np.asarray(low, np.float32), 0)
+    high = np.maximum(np.asarray(high, np.float32), 0)
+    scale = (high - low) / np.float32(spec.qmax - spec.qmin)
+    scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
+    zero_point = np.clip(np.round(spec.qmin - low / scale), spec.qmin, spec.qmax).astype(np.int64)
+    return scale, zero_point
+
+
+def range_params(low: np.ndarray, high: np.ndarray, spec: QuantSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric or affine parameters for the range [low, high], as ``spec`` asks."""
+    if spec.symmetric:
+        return symmetric_params(np.maximum(np.abs(low), np.abs(high)), spec)
+    return affine_params(low, high, spec)

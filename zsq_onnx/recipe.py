@@ -1,0 +1,102 @@
+"""The quantization recipe: frozen dataclasses with a JSON round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from zsq_onnx.errors import BadInputError
+
+Granularity = Literal["per_tensor", "per_channel"]
+Profile = Literal["ort-cpu"]
+PROFILES: tuple[str, ...] = ("ort-cpu",)
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How one kind of tensor is quantized: bit width, symmetry and granularity."""
+
+    bits: int = 8
+    symmetric: bool = True
+    granularity: Granularity = "per_tensor"
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.bits <= 8:
+            raise BadInputError(f"bit width must be between 2 and 8, got {self.bits}")
+        if self.granularity not in ("per_tensor", "per_channel"):
+            raise BadInputError(f"unknown granularity {self.granularity!r}")
+
+    @property
+    def signed(self) -> bool:
+        """Symmetric quantizers use a signed integer type, asymmetric ones an unsigned type."""
+        return self.symmetric
+
+    @property
+    def qmin(self) -> int:
+        """Smallest integer level."""
+        return -(1 << (self.bits - 1)) if self.signed else 0
+
+    @property
+    def qmax(self) -> int:
+        """Largest integer level."""
+        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """ZeroQ distillation settings (ALGORITHMS.md: Adam, lr 0.5, 500 steps, batch 32-64)."""
+
+    samples: int = 256
+    steps: int = 200
+    batch_size: int = 64
+    lr: float = 0.5
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides the quantized model; written into the report as JSON."""
+
+    weights: QuantSpec = field(default_factory=lambda: QuantSpec(8, True, "per_channel"))
+    activations: QuantSpec = field(default_factory=lambda: QuantSpec(8, False, "per_tensor"))
+    profile: str = "ort-cpu"
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise BadInputError(f"unknown profile {self.profile!r}; expected one of {', '.join(PROFILES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict, suitable for JSON."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """JSON text of the recipe."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            weights=QuantSpec(**data["weights"]),
+            activations=QuantSpec(**data["activations"]),
+            profile=data["profile"],
+            synth=SynthConfig(**data["synth"]),
+            seed=data["seed"],
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Recipe:
+        """Inverse of :meth:`to_json`."""
+        return cls.from_dict(json.loads(text))
+
+
+def parse_bits(text: str) -> tuple[int, int]:
+    """Parse ``W4A8``-style text into (weight bits, activation bits)."""
+    match = re.fullmatch(r"[Ww](\d)[Aa](\d)", text.strip())
+    if match is None:
+        raise BadInputError(f"--bits expects the form W<bits>A<bits> such as W8A8, got {text!r}")
+    return int(match.group(1)), int(match.group(2))

@@ -1,0 +1,106 @@
+"""ZeroQ distillation: inputs whose BatchNorm input statistics match the running statistics."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from zsq_onnx.errors import NoBatchNormError
+from zsq_onnx.recipe import SynthConfig
+
+
+@dataclass(frozen=True)
+class BatchNormStat:
+    """One BatchNormalization node: the tensor entering it and its running statistics' names."""
+
+    node: str
+    input: str
+    mean: str
+    var: str
+    epsilon: float
+
+
+@dataclass(frozen=True)
+class SynthResult:
+    """Distilled inputs (normalized NCHW float32, one array per batch) and the loss curve."""
+
+    batches: list[np.ndarray]
+    loss_curve: list[float]
+    final_bn_losses: dict[str, float]
+    seconds: float
+
+    @property
+    def inputs(self) -> np.ndarray:
+        """All distilled samples in one array."""
+        return np.concatenate(self.batches)
+
+
+def batchnorm_stats(model: onnx.ModelProto, source: str = "model") -> list[BatchNormStat]:
+    """Every BatchNormalization node with constant running statistics; none is NoBatchNormError."""
+    graph = ir.serde.deserialize_model(model).graph
+    stats = []
+    for node in graph:
+        if node.op_type != "BatchNormalization":
+            continue
+        mean, var = node.inputs[3], node.inputs[4]
+        if mean.const_value is None or var.const_value is None:
+            continue
+        epsilon = node.attributes.get("epsilon")
+        stats.append(BatchNormStat(node.name, node.inputs[0].name, mean.name, var.name, epsilon.as_float() if epsilon else 1e-5))
+    if not stats:
+        raise NoBatchNormError(
+            f"{source}: has no BatchNormalization nodes (folded away at export?), so there are no statistics "
+            "to distill data from; re-export with BatchNorm kept, or pass --calibration-data DATA with real images"
+        )
+    return stats
+
+
+def distill(model: onnx.ModelProto, input_shape: tuple[int, ...], config: SynthConfig, seed: int = 0, progress: bool = True, source: str = "model") -> SynthResult:
+    """Distill ``config.samples`` inputs with Adam on the input only (ZeroQ, ALGORITHMS.md)."""
+    import torch
+    from tqdm import tqdm
+
+    from zsq_onnx.torch_graph import TorchGraph
+
+    stats = batchnorm_stats(model, source)
+    graph = TorchGraph(model, trainable=False).eval()
+    targets = [(s.input, graph.parameter(s.mean).detach(), torch.sqrt(graph.parameter(s.var).detach() + s.epsilon), s.epsilon) for s in stats]
+    names = tuple(s.input for s in stats)
+    generator = torch.Generator().manual_seed(seed)
+    sizes = [min(config.batch_size, config.samples - start) for start in range(0, config.samples, config.batch_size)]
+    curve = np.zeros(config.steps)
+    batches, last_losses = [], {}
+    start_time = time.perf_counter()
+    bar = tqdm(total=len(sizes) * config.steps, desc="synth", disable=not progress, leave=False, unit="step")
+    for size in sizes:
+        x = torch.randn(size, *input_shape, generator=generator).requires_grad_(True)
+        optimizer = torch.optim.Adam([x], lr=config.lr)
+        for step in range(config.steps):
+            values = graph.run({graph.input_names[0]: x}, outputs=names)
+            losses = [_stat_loss(values[name], mean, std, eps) for name, mean, std, eps in targets]
+            input_loss = _stat_loss(x, torch.zeros(x.shape[1]), torch.ones(x.shape[1]), 0.0)
+            loss = torch.stack(losses).sum() + input_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            curve[step] += loss.item() / len(sizes)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        last_losses = {s.node: v.item() for s, v in zip(stats, losses)}
+        batches.append(x.detach().numpy().astype(np.float32))
+    bar.close()
+    return SynthResult(batches, curve.tolist(), last_losses, time.perf_counter() - start_time)
+
+
+def _stat_loss(x, mean, std, eps: float):
+    """‖μ̃ − μ‖₂ + ‖σ̃ − σ‖₂ over (N, H, W) per channel."""
+    import torch
+
+    dims = [0, *range(2, x.ndim)]
+    batch_mean = x.mean(dim=dims)
+    batch_std = torch.sqrt(x.var(dim=dims, unbiased=False) + eps)
+    return torch.linalg.vector_norm(batch_mean - mean) + torch.linalg.vector_norm(batch_std - std)

@@ -1,0 +1,98 @@
+"""ONNX Runtime sessions and the metrics that judge a quantized model against its FP32 source."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from zsq_onnx.data import Dataset
+from zsq_onnx.errors import BadInputError
+from zsq_onnx.preprocessing import Preprocessing
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def make_session(model: onnx.ModelProto | str, provider: str = "cpu", level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL) -> ort.InferenceSession:
+    """An ORT session for a model (proto or path) on ``provider`` (cpu or cuda)."""
+    if PROVIDERS.get(provider) not in ort.get_available_providers():
+        raise BadInputError(f"provider {provider!r} is not available in this onnxruntime ({', '.join(ort.get_available_providers())})")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    options.log_severity_level = 3
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    return ort.InferenceSession(source, options, providers=[PROVIDERS[provider]])
+
+
+def run_batched(session: ort.InferenceSession, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """First output of ``session`` over ``inputs`` in batches, concatenated."""
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: inputs[i : i + batch_size]})[0] for i in range(0, len(inputs), batch_size)])
+
+
+def top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of samples whose arg-max equals the label."""
+    return float((logits.argmax(axis=1) == labels).mean())
+
+
+def agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Fraction of samples where both models predict the same class."""
+    return float((reference.argmax(axis=1) == candidate.argmax(axis=1)).mean())
+
+
+def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio of ``candidate`` against ``reference``, in dB."""
+    noise = float(np.sum((reference.astype(np.float64) - candidate) ** 2))
+    signal = float(np.sum(reference.astype(np.float64) ** 2))
+    return float("inf") if noise == 0 else 10.0 * np.log10(signal / noise)
+
+
+def latency_ms(session: ort.InferenceSession, sample: np.ndarray, repeats: int = 20) -> float:
+    """Median wall time of one ``session.run`` on ``sample``, in milliseconds (after a warm-up)."""
+    name = session.get_inputs()[0].name
+    session.run(None, {name: sample})
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, {name: sample})
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """FP32 vs quantized on one dataset, in ORT."""
+
+    dataset: str
+    samples: int
+    fp32_top1: float
+    quantized_top1: float
+    agreement: float
+    output_sqnr_db: float
+    fp32_latency_ms_b64: float
+    quantized_latency_ms_b64: float
+
+    def to_dict(self) -> dict:
+        """Plain dict for the report."""
+        return asdict(self)
+
+
+def evaluate(fp32: onnx.ModelProto, quantized: onnx.ModelProto, data: Dataset, preprocessing: Preprocessing, provider: str = "cpu") -> Evaluation:
+    """Run both models over ``data`` (raw images, preprocessed here) and compare them."""
+    inputs = preprocessing.apply(data.images)
+    fp_session, q_session = make_session(fp32, provider), make_session(quantized, provider)
+    fp_logits, q_logits = run_batched(fp_session, inputs), run_batched(q_session, inputs)
+    batch = np.resize(inputs, (64, *inputs.shape[1:])).astype(np.float32)
+    return Evaluation(
+        dataset=data.name,
+        samples=len(data),
+        fp32_top1=top1(fp_logits, data.labels),
+        quantized_top1=top1(q_logits, data.labels),
+        agreement=agreement(fp_logits, q_logits),
+        output_sqnr_db=sqnr_db(fp_logits, q_logits),
+        fp32_latency_ms_b64=latency_ms(fp_session, batch),
+        quantized_latency_ms_b64=latency_ms(q_session, batch),
+    )
