@@ -100,3 +100,29 @@ def parse_bits(text: str) -> tuple[int, int]:
     if match is None:
         raise BadInputError(f"--bits expects the form W<bits>A<bits> such as W8A8, got {text!r}")
     return int(match.group(1)), int(match.group(2))
+
+
+def build_recipe(
+    bits: str | None = None,
+    wbits: int | None = None,
+    abits: int | None = None,
+    profile: str = "ort-cpu",
+    samples: int | None = None,
+    synth_steps: int | None = None,
+    seed: int = 0,
+) -> Recipe:
+    """A Recipe from CLI-style options; unset ones keep their defaults (W8A8)."""
+    weight_bits, activation_bits = parse_bits(bits) if bits else (8, 8)
+    weight_bits, activation_bits = wbits or weight_bits, abits or activation_bits
+    synth = SynthConfig()
+    if samples is not None or synth_steps is not None:
+        if (samples is not None and samples < 1) or (synth_steps is not None and synth_steps < 1):
+            raise BadInputError("--samples and --synth-steps must be at least 1")
+        synth = dataclasses.replace(synth, samples=samples or synth.samples, steps=synth_steps or synth.steps)
+    return Recipe(
+        weights=QuantSpec(weight_bits, True, "per_channel"),
+        activations=QuantSpec(activation_bits, False, "per_tensor"),
+        profile=profile,
+        synth=synth,
+        seed=seed,
+    )

@@ -9,7 +9,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from zsq_onnx.data import Dataset
+from zsq_onnx import onnx_io
+from zsq_onnx.data import load_dataset
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.preprocessing import Preprocessing
 
@@ -47,7 +48,7 @@ def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Signal-to-quantization-noise ratio of ``candidate`` against ``reference``, in dB."""
     noise = float(np.sum((reference.astype(np.float64) - candidate) ** 2))
     signal = float(np.sum(reference.astype(np.float64) ** 2))
-    return float("inf") if noise == 0 else 10.0 * np.log10(signal / noise)
+    return float("inf") if noise == 0 else float(10.0 * np.log10(signal / noise))
 
 
 def latency_ms(session: ort.InferenceSession, sample: np.ndarray, repeats: int = 20) -> float:
@@ -64,12 +65,12 @@ def latency_ms(session: ort.InferenceSession, sample: np.ndarray, repeats: int =
 
 @dataclass(frozen=True)
 class Evaluation:
-    """FP32 vs quantized on one dataset, in ORT."""
+    """FP32 vs quantized on one input set, in ORT; top-1 figures are None without labels."""
 
     dataset: str
     samples: int
-    fp32_top1: float
-    quantized_top1: float
+    fp32_top1: float | None
+    quantized_top1: float | None
     agreement: float
     output_sqnr_db: float
     fp32_latency_ms_b64: float
@@ -80,19 +81,55 @@ class Evaluation:
         return asdict(self)
 
 
-def evaluate(fp32: onnx.ModelProto, quantized: onnx.ModelProto, data: Dataset, preprocessing: Preprocessing, provider: str = "cpu") -> Evaluation:
-    """Run both models over ``data`` (raw images, preprocessed here) and compare them."""
-    inputs = preprocessing.apply(data.images)
+def evaluate(fp32: onnx.ModelProto, quantized: onnx.ModelProto, inputs: np.ndarray, labels: np.ndarray | None, name: str, provider: str = "cpu") -> Evaluation:
+    """Run both models over preprocessed ``inputs`` and compare them (and with ``labels``)."""
     fp_session, q_session = make_session(fp32, provider), make_session(quantized, provider)
     fp_logits, q_logits = run_batched(fp_session, inputs), run_batched(q_session, inputs)
     batch = np.resize(inputs, (64, *inputs.shape[1:])).astype(np.float32)
     return Evaluation(
-        dataset=data.name,
-        samples=len(data),
-        fp32_top1=top1(fp_logits, data.labels),
-        quantized_top1=top1(q_logits, data.labels),
+        dataset=name,
+        samples=len(inputs),
+        fp32_top1=top1(fp_logits, labels) if labels is not None else None,
+        quantized_top1=top1(q_logits, labels) if labels is not None else None,
         agreement=agreement(fp_logits, q_logits),
         output_sqnr_db=sqnr_db(fp_logits, q_logits),
         fp32_latency_ms_b64=latency_ms(fp_session, batch),
         quantized_latency_ms_b64=latency_ms(q_session, batch),
     )
+
+
+def evaluate_files(model_path: str, data_path: str, reference_path: str | None = None, provider: str = "cpu") -> dict:
+    """Top-1 of an .onnx model on an .npz dataset; with a reference model, agreement and SQNR too."""
+    model = onnx_io.load_onnx(model_path)
+    preprocessing = Preprocessing.from_metadata({p.key: p.value for p in model.metadata_props})
+    if preprocessing is None:
+        raise BadInputError(f"{model_path}: carries no zsq preprocessing metadata (export it with zsq-onnx to record it)")
+    data = load_dataset(data_path)
+    inputs = preprocessing.apply(data.images)
+    session = make_session(model, provider)
+    logits = run_batched(session, inputs)
+    batch = np.resize(inputs, (64, *inputs.shape[1:])).astype(np.float32)
+    result: dict = {"model": model_path, "dataset": data.name, "samples": len(data), "top1": top1(logits, data.labels), "latency_ms_b64": latency_ms(session, batch)}
+    if reference_path is not None:
+        reference_session = make_session(onnx_io.load_onnx(reference_path), provider)
+        reference_logits = run_batched(reference_session, inputs)
+        result["reference"] = {
+            "model": reference_path,
+            "top1": top1(reference_logits, data.labels),
+            "latency_ms_b64": latency_ms(reference_session, batch),
+        }
+        result["agreement"] = agreement(reference_logits, logits)
+        result["output_sqnr_db"] = sqnr_db(reference_logits, logits)
+    return result
+
+
+def describe(result: dict) -> str:
+    """Human-readable lines for :func:`evaluate_files`' result."""
+    lines = [f"{result['model']}: top-1 {100 * result['top1']:.2f}% on {result['dataset']} ({result['samples']} samples), batch-64 latency {result['latency_ms_b64']:.2f} ms"]
+    if "reference" in result:
+        reference = result["reference"]
+        lines.append(
+            f"reference {reference['model']}: top-1 {100 * reference['top1']:.2f}%, latency {reference['latency_ms_b64']:.2f} ms; "
+            f"agreement {100 * result['agreement']:.2f}%, output SQNR {result['output_sqnr_db']:.1f} dB"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""The convert pipeline: load -> export -> synth -> fold BN -> calibrate -> quantize -> emit -> validate.
+
+Each stage is a plain function over ONNX models and arrays; :func:`convert` chains them, times
+them, and writes the emitted model and the report only once everything has succeeded.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from zsq_onnx import onnx_io, report
+from zsq_onnx.calibrate import minmax_ranges
+from zsq_onnx.data import Dataset, load_dataset
+from zsq_onnx.errors import BadInputError
+from zsq_onnx.passes import apply_passes
+from zsq_onnx.passes.fold_batchnorm import FoldBatchNormPass
+from zsq_onnx.passes.insert_quantizers import InsertQuantizersPass
+from zsq_onnx.passes.quant_targets import activation_names
+from zsq_onnx.preprocessing import Preprocessing
+from zsq_onnx.profiles import emit
+from zsq_onnx.recipe import Recipe
+from zsq_onnx.validate import Evaluation, evaluate
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """An FP32 ONNX model with BatchNorm kept, its input shape (C, H, W) and preprocessing."""
+
+    model: onnx.ModelProto
+    name: str
+    input_shape: tuple[int, ...]
+    preprocessing: Preprocessing | None
+    default_eval_data: Dataset | None = None
+
+
+def _input_shape(model: onnx.ModelProto, source: str) -> tuple[int, ...]:
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise BadInputError(f"{source}: expected one image input, found {len(inputs)}")
+    dims = inputs[0].type.tensor_type.shape.dim[1:]
+    if not dims or any(not d.HasField("dim_value") for d in dims):
+        raise BadInputError(f"{source}: input {inputs[0].name!r} needs fixed non-batch dimensions, got {[d.dim_param or d.dim_value for d in dims]}")
+    return tuple(d.dim_value for d in dims)
+
+
+def load_model(source: str | Path, weights: str | Path | None = None) -> LoadedModel:
+    """A zoo name (exported here, BN kept) or an .onnx path, as an FP32 model ready to convert."""
+    text = str(source)
+    if text.endswith(".onnx") or Path(text).is_file():
+        model = onnx_io.load_onnx(text)
+        props = {p.key: p.value for p in model.metadata_props}
+        return LoadedModel(model, Path(text).stem, _input_shape(model, text), Preprocessing.from_metadata(props))
+    from zsq_onnx.export import export_module
+    from zsq_onnx.models import get_entry
+
+    entry = get_entry(text)
+    if entry.needs_weights and weights is None:
+        raise BadInputError(f"{entry.name} needs trained weights: pass --weights FILE (a state dict)")
+    module = entry.build(Path(weights) if weights is not None else None)
+    model = export_module(module, entry.input_shape, entry.preprocessing, entry.name)
+    eval_data = entry.default_eval_data() if entry.default_eval_data else None
+    return LoadedModel(model, entry.name, entry.input_shape, entry.preprocessing, eval_data)
+
+
+def quantize(model: onnx.ModelProto, batches: list[np.ndarray], recipe: Recipe) -> onnx.ModelProto:
+    """Fold BatchNorm, calibrate activation ranges on ``batches``, insert zsq quantizers."""
+    folded = apply_passes(model, FoldBatchNormPass())
+    names = activation_names(ir.serde.deserialize_model(folded).graph)
+    ranges = minmax_ranges(folded, names, batches)
+    return apply_passes(folded, InsertQuantizersPass(recipe.weights, recipe.activations, ranges))
+
+
+@dataclass
+class StageTimer:
+    """Wall-clock seconds per named stage."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the enclosed block as stage ``name``."""
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """What convert produced: the emitted model, its evaluation and the report."""
+
+    model: onnx.ModelProto
+    evaluation: Evaluation
+    report: dict
+
+
+def convert(
+    source: str | Path,
+    output: str | Path,
+    recipe: Recipe | None = None,
+    weights: str | Path | None = None,
+    eval_data: str | Path | Dataset | None = None,
+    report_path: str | Path | None = None,
+    progress: bool = True,
+) -> ConversionResult:
+    """Quantize ``source`` data-free and write the deployable model to ``output``.
+
+    ``eval_data`` (an .npz path or a Dataset of raw images) measures accuracy; without it the
+    zoo model's own test split is used, or the distilled inputs (agreement and SQNR only).
+    """
+    recipe = recipe or Recipe()
+    timer = StageTimer()
+    start = time.perf_counter()
+    with timer.stage("load"):
+        loaded = load_model(source, weights)
+        dataset = load_dataset(eval_data) if isinstance(eval_data, (str, Path)) else eval_data or loaded.default_eval_data
+        if dataset is not None and loaded.preprocessing is None:
+            raise BadInputError(f"{source}: carries no zsq preprocessing metadata, so raw images from {dataset.name} cannot be fed")
+    from zsq_onnx.synth import distill
+
+    with timer.stage("synth"):
+        synthetic = distill(loaded.model, loaded.input_shape, recipe.synth, recipe.seed, progress, source=str(source))
+    with timer.stage("quantize"):
+        quantized = quantize(loaded.model, synthetic.batches, recipe)
+    with timer.stage("emit"):
+        emitted = emit(quantized, recipe.profile)
+    with timer.stage("validate"):
+        if dataset is not None:
+            evaluation = evaluate(loaded.model, emitted, loaded.preprocessing.apply(dataset.images), dataset.labels, dataset.name)
+        else:
+            evaluation = evaluate(loaded.model, emitted, synthetic.inputs, None, "distilled")
+    timer.seconds["total"] = time.perf_counter() - start
+    content = report.build(loaded.name, recipe, evaluation, synthetic, loaded.model, emitted, timer.seconds)
+    onnx_io.save_onnx(emitted, output)
+    if report_path is not None:
+        onnx_io.write_text_atomic(report.to_json(content), report_path)
+    return ConversionResult(emitted, evaluation, content)
