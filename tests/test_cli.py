@@ -1,0 +1,123 @@
+"""CLI contract: results on stdout, one-line errors with exit code 2, no partial outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import parse_model
+from zsq_onnx.cli import main
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def _assert_bad_input(result, *words: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+def test_missing_file(tmp_path):
+    out = tmp_path / "out.onnx"
+    _assert_bad_input(_invoke("convert", str(tmp_path / "nope.onnx"), "-o", str(out)), "nope.onnx", "no such file")
+    assert not out.exists()
+
+
+def test_not_an_onnx_file(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00\xffthis is not protobuf" * 10)
+    out = tmp_path / "out.onnx"
+    _assert_bad_input(_invoke("convert", str(bad), "-o", str(out)), "bad.onnx", "not an ONNX model")
+    assert not out.exists()
+
+
+def test_onnx_without_batchnorm(tmp_path):
+    model = parse_model(
+        """
+        <ir_version: 10, opset_import: ["" : 21]>
+        g (float[N, 1, 4, 4] input) => (float[N, 2, 4, 4] y)
+        <float[2, 1, 1, 1] w = {1., 2.}>
+        { c = Conv (input, w)
+          y = Relu (c) }
+        """
+    )
+    path = tmp_path / "nobn.onnx"
+    onnx.save(model, path)
+    out = tmp_path / "out.onnx"
+    _assert_bad_input(_invoke("convert", str(path), "-o", str(out)), "nobn.onnx", "BatchNormalization", "--calibration-data")
+    assert not out.exists() and list(tmp_path.iterdir()) == [path]
+
+
+def test_nan_weights(tmp_path):
+    model = parse_model(
+        """
+        <ir_version: 10, opset_import: ["" : 21]>
+        g (float[N, 2] input) => (float[N, 2] y)
+        <float[2, 2] w = {1., 2., 3., 4.}>
+        { y = MatMul (input, w) }
+        """
+    )
+    model.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(np.array([[1, np.nan], [0, 1]], np.float32), "w"))
+    path = tmp_path / "nan.onnx"
+    onnx.save(model, path)
+    _assert_bad_input(_invoke("convert", str(path), "-o", str(tmp_path / "o.onnx")), "nan.onnx", "NaN")
+
+
+def test_external_data_outside_model_folder(tmp_path):
+    model = parse_model(
+        """
+        <ir_version: 10, opset_import: ["" : 21]>
+        g (float[N, 2] input) => (float[N, 2] y)
+        <float[2, 2] w = {1., 2., 3., 4.}>
+        { y = MatMul (input, w) }
+        """
+    )
+    tensor = model.graph.initializer[0]
+    tensor.ClearField("float_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    tensor.external_data.add(key="location", value="../../etc/passwd")
+    path = tmp_path / "escape.onnx"
+    path.write_bytes(model.SerializeToString())
+    _assert_bad_input(_invoke("convert", str(path), "-o", str(tmp_path / "o.onnx")), "escape.onnx", "outside the model's folder")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("convert", "no-such-model", "-o", "x.onnx"), ("no-such-model", "digits-cnn")),
+        (("convert", "digits-cnn", "-o", "x.onnx", "--bits", "W9"), ("--bits",)),
+        (("convert", "resnet20-cifar10", "-o", "x.onnx"), ("--weights",)),
+        (("convert", "digits-cnn", "-o", "x.onnx", "--eval-data", "missing.npz"), ("missing.npz",)),
+        (("eval", "missing.onnx", "--data", "d.npz"), ("missing.onnx",)),
+    ],
+)
+def test_bad_arguments(tmp_path, monkeypatch, args, words):
+    monkeypatch.chdir(tmp_path)
+    _assert_bad_input(_invoke(*args), *words)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_convert_export_and_eval(tmp_path):
+    from zsq_onnx.models.digits_cnn import digits_split
+
+    test = digits_split("test")
+    data = tmp_path / "digits.npz"
+    np.savez(data, images=test.images, labels=test.labels)
+    out, fp32 = tmp_path / "q.onnx", tmp_path / "fp32.onnx"
+    result = _invoke("convert", "digits-cnn", "-o", str(out), "--samples", "64", "--synth-steps", "50", "--eval-data", str(data), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "FP32" in result.stdout and out.exists()
+    assert _invoke("export", "digits-cnn", "-o", str(fp32)).exit_code == 0
+    result = _invoke("eval", str(out), "--data", str(data), "--reference", str(fp32), "--json")
+    assert result.exit_code == 0, result.output
+    import json
+
+    report = json.loads(result.stdout)
+    assert report["samples"] == 360 and report["agreement"] > 0.95
