@@ -24,6 +24,17 @@ def _assert_bad_input(result, *words: str) -> None:
         assert word in lines[0]
 
 
+def _matmul_model() -> onnx.ModelProto:
+    return parse_model(
+        """
+        <ir_version: 10, opset_import: ["" : 21]>
+        g (float[N, 2] input) => (float[N, 2] y)
+        <float[2, 2] w = {1., 2., 3., 4.}>
+        { y = MatMul (input, w) }
+        """
+    )
+
+
 def test_missing_file(tmp_path):
     out = tmp_path / "out.onnx"
     _assert_bad_input(_invoke("convert", str(tmp_path / "nope.onnx"), "-o", str(out)), "nope.onnx", "no such file")
@@ -56,14 +67,7 @@ def test_onnx_without_batchnorm(tmp_path):
 
 
 def test_nan_weights(tmp_path):
-    model = parse_model(
-        """
-        <ir_version: 10, opset_import: ["" : 21]>
-        g (float[N, 2] input) => (float[N, 2] y)
-        <float[2, 2] w = {1., 2., 3., 4.}>
-        { y = MatMul (input, w) }
-        """
-    )
+    model = _matmul_model()
     model.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(np.array([[1, np.nan], [0, 1]], np.float32), "w"))
     path = tmp_path / "nan.onnx"
     onnx.save(model, path)
@@ -71,14 +75,7 @@ def test_nan_weights(tmp_path):
 
 
 def test_external_data_outside_model_folder(tmp_path):
-    model = parse_model(
-        """
-        <ir_version: 10, opset_import: ["" : 21]>
-        g (float[N, 2] input) => (float[N, 2] y)
-        <float[2, 2] w = {1., 2., 3., 4.}>
-        { y = MatMul (input, w) }
-        """
-    )
+    model = _matmul_model()
     tensor = model.graph.initializer[0]
     tensor.ClearField("float_data")
     tensor.data_location = onnx.TensorProto.EXTERNAL
