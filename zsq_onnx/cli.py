@@ -25,7 +25,9 @@ class _Group(click.Group):
             click.echo("interrupted", err=True)
             ctx.exit(130)
         except Exception as exc:  # the one place that turns unexpected failures into exit 1
-            click.echo(f"internal error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}", err=True)
+            cause = exc.__cause__ or exc
+            text = str(cause).strip()
+            click.echo(f"internal error: {type(cause).__name__}: {text.splitlines()[0] if text else ''}", err=True)
             ctx.exit(1)
 
 
@@ -33,6 +35,24 @@ class _Group(click.Group):
 @click.version_option(package_name="zsq-onnx")
 def main() -> None:
     """zsq-onnx: data-free quantization of CNNs to deployable ONNX."""
+
+
+def _preprocessing_options(command):
+    """--input-scale/--mean/--std: preprocessing for .onnx files that do not record their own."""
+    command = click.option("--std", default=None, help="Per-channel std, comma-separated (with --mean).")(command)
+    command = click.option("--mean", default=None, help="Per-channel mean, comma-separated, after scaling.")(command)
+    return click.option("--input-scale", type=float, default=None, help="Factor applied to raw pixel values first (e.g. 1/255).")(command)
+
+
+def _preprocessing(input_scale, mean, std):
+    from zsq_onnx.errors import BadInputError
+    from zsq_onnx.preprocessing import Preprocessing
+
+    if input_scale is None and mean is None and std is None:
+        return None
+    if mean is None or std is None:
+        raise BadInputError("--mean and --std must be given together (with an optional --input-scale)")
+    return Preprocessing.from_flags(input_scale if input_scale is not None else 1.0, mean, std)
 
 
 @main.command()
@@ -45,18 +65,25 @@ def main() -> None:
 @click.option("--profile", default="ort-cpu", show_default=True, help="Deployment target.")
 @click.option("--samples", type=int, default=None, help="Number of distilled calibration samples.")
 @click.option("--synth-steps", type=int, default=None, help="Adam steps of ZeroQ distillation.")
-@click.option("--eval-data", default=None, help="Labelled .npz images to measure accuracy on.")
+@click.option("--synth-batch-size", type=int, default=None, help="Samples per distillation batch.")
+@click.option("--synthetic-data", default=None, help="Reuse distilled inputs from `zsq-onnx synth`.")
+@click.option("--calibration-data", default=None, help="Calibrate on REAL images (.npz or class folders) instead.")
+@click.option("--eval-data", default=None, help="Labelled images (.npz or class folders) to measure accuracy on.")
 @click.option("--report", "report_path", default=None, help="Write the JSON report here.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def convert(model, output, weights, bits, wbits, abits, profile, samples, synth_steps, eval_data, report_path, seed, as_json, quiet) -> None:
+@_preprocessing_options
+def convert(model, output, weights, bits, wbits, abits, profile, samples, synth_steps, synth_batch_size, synthetic_data, calibration_data, eval_data, report_path, seed, as_json, quiet, input_scale, mean, std) -> None:
     """Quantize MODEL (a zoo name or an .onnx file with BatchNorm) without data."""
     from zsq_onnx import pipeline, report
     from zsq_onnx.recipe import build_recipe
 
-    recipe = build_recipe(bits=bits, wbits=wbits, abits=abits, profile=profile, samples=samples, synth_steps=synth_steps, seed=seed)
-    result = pipeline.convert(model, output, recipe, weights=weights, eval_data=eval_data, report_path=report_path, progress=not quiet and sys.stderr.isatty())
+    recipe = build_recipe(bits=bits, wbits=wbits, abits=abits, profile=profile, samples=samples, synth_steps=synth_steps, synth_batch_size=synth_batch_size, seed=seed)
+    result = pipeline.convert(
+        model, output, recipe, weights=weights, eval_data=eval_data, report_path=report_path, progress=not quiet and sys.stderr.isatty(),
+        synthetic_data=synthetic_data, calibration_data=calibration_data, preprocessing=_preprocessing(input_scale, mean, std),
+    )
     click.echo(report.to_json(result.report) if as_json else report.summary(result.report))
     if not as_json:
         click.echo(f"wrote {output}" + (f" and {report_path}" if report_path else ""))
@@ -66,24 +93,50 @@ def convert(model, output, weights, bits, wbits, abits, profile, samples, synth_
 @click.argument("model")
 @click.option("-o", "--output", required=True, help="Where to write the FP32 .onnx model.")
 @click.option("--weights", help="Weights file (state dict) for zoo models that need one.")
-def export(model, output, weights) -> None:
+@_preprocessing_options
+def export(model, output, weights, input_scale, mean, std) -> None:
     """Write MODEL's FP32 ONNX (BatchNorm kept) that the pipeline starts from."""
     from zsq_onnx import onnx_io, pipeline
 
-    loaded = pipeline.load_model(model, weights)
+    loaded = pipeline.load_model(model, weights, _preprocessing(input_scale, mean, std))
     onnx_io.save_onnx(loaded.model, output)
+    click.echo(f"wrote {output}")
+
+
+@main.command()
+@click.argument("model")
+@click.option("-o", "--output", required=True, help="Where to write the distilled inputs (.npz).")
+@click.option("--weights", help="Weights file (state dict) for zoo models that need one.")
+@click.option("--samples", type=int, default=None, help="Number of samples to distill.")
+@click.option("--steps", type=int, default=None, help="Adam steps per batch.")
+@click.option("--lr", type=float, default=None, help="Adam learning rate on the inputs.")
+@click.option("--batch-size", type=int, default=None, help="Samples per batch (BN statistics are matched per batch).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def synth(model, output, weights, samples, steps, lr, batch_size, seed, quiet) -> None:
+    """Distill calibration inputs from MODEL's BatchNorm statistics (ZeroQ) into an .npz."""
+    from zsq_onnx import pipeline
+    from zsq_onnx.recipe import build_recipe
+    from zsq_onnx.synth import distill, save_synthetic
+
+    config = build_recipe(samples=samples, synth_steps=steps, synth_lr=lr, synth_batch_size=batch_size, seed=seed).synth
+    loaded = pipeline.load_model(model, weights)
+    result = distill(loaded.model, loaded.input_shape, config, seed, progress=not quiet and sys.stderr.isatty(), source=str(model))
+    save_synthetic(result, output, config, seed, loaded.name)
+    click.echo(f"{loaded.name}: distilled {config.samples} samples in {result.seconds:.1f} s, BN-statistics loss {result.loss_curve[0]:.3f} -> {result.loss_curve[-1]:.3f}")
     click.echo(f"wrote {output}")
 
 
 @main.command("eval")
 @click.argument("model")
-@click.option("--data", required=True, help="Labelled .npz images (uint8 NHWC + labels).")
+@click.option("--data", required=True, help="Labelled images: .npz (uint8 NHWC + labels) or class folders.")
 @click.option("--reference", default=None, help="FP32 .onnx to compare against.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-def eval_command(model, data, reference, provider, as_json) -> None:
+@_preprocessing_options
+def eval_command(model, data, reference, provider, as_json, input_scale, mean, std) -> None:
     """Top-1 of MODEL.onnx on DATA; with --reference, agreement and SQNR against it."""
     from zsq_onnx import validate
 
-    result = validate.evaluate_files(model, data, reference, provider)
+    result = validate.evaluate_files(model, data, reference, provider, _preprocessing(input_scale, mean, std))
     click.echo(json.dumps(result, indent=2) if as_json else validate.describe(result))

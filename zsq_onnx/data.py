@@ -1,4 +1,4 @@
-"""Labelled image datasets: .npz files (``images`` uint8 NHWC, ``labels`` int)."""
+"""Labelled image datasets: .npz files (``images`` uint8 NHWC, ``labels`` int) or class folders."""
 
 from __future__ import annotations
 
@@ -27,11 +27,44 @@ class Dataset:
         return Dataset(self.images[:count], self.labels[:count], self.name)
 
 
-def load_dataset(path: str | Path) -> Dataset:
-    """Load an .npz dataset with ``images`` [N,H,W,C] (or [N,H,W]) and ``labels`` [N]."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def load_dataset(path: str | Path, image_size: tuple[int, int] | None = None) -> Dataset:
+    """Load an .npz dataset, or a folder of class sub-folders of images (resized to ``image_size``)."""
     path = Path(path)
+    if path.is_dir():
+        return load_image_folder(path, image_size)
+    return load_npz(path)
+
+
+def load_image_folder(path: Path, image_size: tuple[int, int] | None = None) -> Dataset:
+    """Images in ``path/<class>/*.png|jpg``, classes in sorted order, as RGB uint8 NHWC."""
+    from PIL import Image, UnidentifiedImageError
+
+    classes = sorted(p for p in path.iterdir() if p.is_dir())
+    files = [(f, label) for label, folder in enumerate(classes) for f in sorted(folder.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise BadInputError(f"{path}: expected class sub-folders holding images ({', '.join(IMAGE_SUFFIXES)}), found none")
+    images = []
+    for file, _ in files:
+        try:
+            with Image.open(file) as image:
+                image = image.convert("RGB")
+                if image_size is not None and image.size != (image_size[1], image_size[0]):
+                    image = image.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
+                images.append(np.asarray(image, np.uint8))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise BadInputError(f"{file}: not a readable image ({exc})") from None
+    if len({image.shape for image in images}) > 1:
+        raise BadInputError(f"{path}: images differ in size; the model's input size is needed to resize them")
+    return Dataset(np.stack(images), np.array([label for _, label in files], np.int64), path.name)
+
+
+def load_npz(path: Path) -> Dataset:
+    """Load an .npz dataset with ``images`` [N,H,W,C] (or [N,H,W]) and ``labels`` [N]."""
     if not path.is_file():
-        raise BadInputError(f"{path}: no such data file")
+        raise BadInputError(f"{path}: no such data file or folder")
     if path.suffix != ".npz":
         raise BadInputError(f"{path}: expected an .npz file with 'images' and 'labels' arrays")
     try:

@@ -7,7 +7,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 import onnx
-from onnx_ir.passes.common import IdentityEliminationPass, LiftConstantsToInitializersPass, RemoveUnusedNodesPass
+from onnx_ir.passes.common import IdentityEliminationPass, LiftConstantsToInitializersPass, NameFixPass, RemoveUnusedNodesPass
 
 from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.fold_constants import FoldConstantsPass
@@ -58,9 +58,10 @@ def export_module(
 
 
 def tidy(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Remove Identity nodes, lift Constant nodes to initializers, fold constant subgraphs."""
+    """Name every node, remove Identity nodes, lift Constant nodes, fold constant subgraphs."""
     return apply_passes(
         model,
+        NameFixPass(),
         LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
         IdentityEliminationPass(),
         FoldConstantsPass(),

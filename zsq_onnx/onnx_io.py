@@ -63,12 +63,17 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
 
 def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
     """Write ``model`` to ``path`` through a temporary file and a rename: never half-written."""
+    return write_bytes_atomic(model.SerializeToString(), path)
+
+
+def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
+    """Write a file through a temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
     try:
-        onnx.save(model, temp)
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
         os.replace(temp, path)
     finally:
         if os.path.exists(temp):
@@ -78,14 +83,4 @@ def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
 
 def write_text_atomic(text: str, path: str | Path) -> Path:
     """Write a text file through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
-    return path
+    return write_bytes_atomic(text.encode(), path)

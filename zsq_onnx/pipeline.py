@@ -27,6 +27,7 @@ from zsq_onnx.passes.quant_targets import activation_names
 from zsq_onnx.preprocessing import Preprocessing
 from zsq_onnx.profiles import emit
 from zsq_onnx.recipe import Recipe
+from zsq_onnx.synth import SynthResult, distill, load_synthetic
 from zsq_onnx.validate import Evaluation, evaluate
 
 
@@ -52,13 +53,19 @@ def _input_shape(model: onnx.ModelProto, source: str) -> tuple[int, ...]:
     return tuple(d.dim_value for d in dims)
 
 
-def load_model(source: str | Path, weights: str | Path | None = None) -> LoadedModel:
-    """A zoo name (exported here, BN kept) or an .onnx path, as an FP32 model ready to convert."""
+def load_model(source: str | Path, weights: str | Path | None = None, preprocessing: Preprocessing | None = None) -> LoadedModel:
+    """A zoo name (exported here, BN kept) or an .onnx path, as an FP32 model ready to convert.
+
+    ``preprocessing`` overrides the recorded one and is written into the model's metadata."""
     text = str(source)
     if text.endswith(".onnx") or Path(text).is_file():
-        model = onnx_io.load_onnx(text)
+        from zsq_onnx.export import tidy
+
+        model = tidy(onnx_io.load_onnx(text))
+        if preprocessing is not None:
+            preprocessing.write_metadata(model)
         props = {p.key: p.value for p in model.metadata_props}
-        return LoadedModel(model, Path(text).stem, _input_shape(model, text), Preprocessing.from_metadata(props))
+        return LoadedModel(model, text, _input_shape(model, text), Preprocessing.from_metadata(props))
     from zsq_onnx.export import export_module
     from zsq_onnx.models import get_entry
 
@@ -66,9 +73,9 @@ def load_model(source: str | Path, weights: str | Path | None = None) -> LoadedM
     if entry.needs_weights and weights is None:
         raise BadInputError(f"{entry.name} needs trained weights: pass --weights FILE (a state dict)")
     module = entry.build(Path(weights) if weights is not None else None)
-    model = export_module(module, entry.input_shape, entry.preprocessing, entry.name)
+    model = export_module(module, entry.input_shape, preprocessing or entry.preprocessing, entry.name)
     eval_data = entry.default_eval_data() if entry.default_eval_data else None
-    return LoadedModel(model, entry.name, entry.input_shape, entry.preprocessing, eval_data)
+    return LoadedModel(model, entry.name, entry.input_shape, preprocessing or entry.preprocessing, eval_data)
 
 
 def quantize(model: onnx.ModelProto, batches: list[np.ndarray], recipe: Recipe) -> onnx.ModelProto:
@@ -102,6 +109,27 @@ class ConversionResult:
     report: dict
 
 
+def calibration_inputs(
+    loaded: LoadedModel,
+    recipe: Recipe,
+    synthetic_data: str | Path | None = None,
+    calibration_data: str | Path | None = None,
+    progress: bool = True,
+) -> SynthResult:
+    """The inputs that calibrate the quantizers: distilled now (default), reused from a
+    ``zsq-onnx synth`` file, or real images (``calibration_data``, the only path without BN)."""
+    if calibration_data is not None:
+        if loaded.preprocessing is None:
+            raise BadInputError(f"{loaded.name}: carries no preprocessing metadata; pass --input-scale/--mean/--std")
+        images = load_dataset(calibration_data, loaded.input_shape[1:]).images[: recipe.synth.samples]
+        inputs = loaded.preprocessing.apply(images)
+        size = recipe.synth.batch_size
+        return SynthResult([inputs[i : i + size] for i in range(0, len(inputs), size)], [], {}, 0.0, source="real images")
+    if synthetic_data is not None:
+        return load_synthetic(synthetic_data, loaded.input_shape)
+    return distill(loaded.model, loaded.input_shape, recipe.synth, recipe.seed, progress, source=loaded.name)
+
+
 def convert(
     source: str | Path,
     output: str | Path,
@@ -110,35 +138,37 @@ def convert(
     eval_data: str | Path | Dataset | None = None,
     report_path: str | Path | None = None,
     progress: bool = True,
+    synthetic_data: str | Path | None = None,
+    calibration_data: str | Path | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> ConversionResult:
     """Quantize ``source`` data-free and write the deployable model to ``output``.
 
-    ``eval_data`` (an .npz path or a Dataset of raw images) measures accuracy; without it the
-    zoo model's own test split is used, or the distilled inputs (agreement and SQNR only).
+    ``eval_data`` (an .npz path, a class folder or a Dataset of raw images) measures accuracy;
+    without it the zoo model's own test split is used, or the calibration inputs (agreement
+    and SQNR only). ``preprocessing`` replaces what the model's metadata records.
     """
     recipe = recipe or Recipe()
     timer = StageTimer()
     start = time.perf_counter()
     with timer.stage("load"):
-        loaded = load_model(source, weights)
-        dataset = load_dataset(eval_data) if isinstance(eval_data, (str, Path)) else eval_data or loaded.default_eval_data
+        loaded = load_model(source, weights, preprocessing)
+        dataset = load_dataset(eval_data, loaded.input_shape[1:]) if isinstance(eval_data, (str, Path)) else eval_data or loaded.default_eval_data
         if dataset is not None and loaded.preprocessing is None:
-            raise BadInputError(f"{source}: carries no zsq preprocessing metadata, so raw images from {dataset.name} cannot be fed")
-    from zsq_onnx.synth import distill
-
+            raise BadInputError(f"{source}: carries no zsq preprocessing metadata, so raw images from {dataset.name} cannot be fed; pass --input-scale/--mean/--std")
     with timer.stage("synth"):
-        synthetic = distill(loaded.model, loaded.input_shape, recipe.synth, recipe.seed, progress, source=str(source))
+        calibration = calibration_inputs(loaded, recipe, synthetic_data, calibration_data, progress)
     with timer.stage("quantize"):
-        quantized = quantize(loaded.model, synthetic.batches, recipe)
+        quantized = quantize(loaded.model, calibration.batches, recipe)
     with timer.stage("emit"):
         emitted = emit(quantized, recipe.profile)
     with timer.stage("validate"):
         if dataset is not None:
             evaluation = evaluate(loaded.model, emitted, loaded.preprocessing.apply(dataset.images), dataset.labels, dataset.name)
         else:
-            evaluation = evaluate(loaded.model, emitted, synthetic.inputs, None, "distilled")
+            evaluation = evaluate(loaded.model, emitted, calibration.inputs, None, calibration.source)
     timer.seconds["total"] = time.perf_counter() - start
-    content = report.build(loaded.name, recipe, evaluation, synthetic, loaded.model, emitted, timer.seconds)
+    content = report.build(loaded.name, recipe, evaluation, calibration, loaded.model, emitted, timer.seconds)
     onnx_io.save_onnx(emitted, output)
     if report_path is not None:
         onnx_io.write_text_atomic(report.to_json(content), report_path)

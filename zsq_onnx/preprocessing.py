@@ -36,6 +36,24 @@ class Preprocessing:
         """metadata_props entries that record this preprocessing."""
         return {_KEY: json.dumps({"scale": self.scale, "mean": list(self.mean), "std": list(self.std), "layout": "NHWC->NCHW"})}
 
+    def write_metadata(self, model) -> None:
+        """Record this preprocessing in ``model.metadata_props`` (replacing an earlier record)."""
+        kept = [(p.key, p.value) for p in model.metadata_props if p.key != _KEY]
+        del model.metadata_props[:]
+        for key, value in [*kept, *self.to_metadata().items()]:
+            model.metadata_props.add(key=key, value=value)
+
+    @classmethod
+    def from_flags(cls, scale: float, mean: str, std: str) -> Preprocessing:
+        """From CLI text: ``--input-scale 0.0039 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225``."""
+        try:
+            means, stds = tuple(float(v) for v in mean.split(",")), tuple(float(v) for v in std.split(","))
+        except ValueError:
+            raise BadInputError(f"--mean and --std take comma-separated numbers, got {mean!r} and {std!r}") from None
+        if len(means) != len(stds) or any(v <= 0 for v in stds):
+            raise BadInputError(f"--mean and --std need the same number of values and positive stds, got {mean!r} and {std!r}")
+        return cls(scale, means, stds)
+
     @classmethod
     def from_metadata(cls, props: dict[str, str]) -> Preprocessing | None:
         """Read it back from metadata_props; None when the model carries none."""

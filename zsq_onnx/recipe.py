@@ -109,16 +109,18 @@ def build_recipe(
     profile: str = "ort-cpu",
     samples: int | None = None,
     synth_steps: int | None = None,
+    synth_lr: float | None = None,
+    synth_batch_size: int | None = None,
     seed: int = 0,
 ) -> Recipe:
     """A Recipe from CLI-style options; unset ones keep their defaults (W8A8)."""
     weight_bits, activation_bits = parse_bits(bits) if bits else (8, 8)
     weight_bits, activation_bits = wbits or weight_bits, abits or activation_bits
-    synth = SynthConfig()
-    if samples is not None or synth_steps is not None:
-        if (samples is not None and samples < 1) or (synth_steps is not None and synth_steps < 1):
-            raise BadInputError("--samples and --synth-steps must be at least 1")
-        synth = dataclasses.replace(synth, samples=samples or synth.samples, steps=synth_steps or synth.steps)
+    overrides = {"samples": samples, "steps": synth_steps, "lr": synth_lr, "batch_size": synth_batch_size}
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if any(value <= 0 for value in overrides.values()):
+        raise BadInputError(f"synthesis settings must be positive, got {overrides}")
+    synth = dataclasses.replace(SynthConfig(), **overrides)
     return Recipe(
         weights=QuantSpec(weight_bits, True, "per_channel"),
         activations=QuantSpec(activation_bits, False, "per_tensor"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import resource
 from typing import TYPE_CHECKING, Any
 
 import onnx
@@ -23,7 +24,12 @@ def quantizer_counts(model: onnx.ModelProto) -> dict[str, int]:
     return {"weights": weights, "activations": activations}
 
 
-def build(name: str, recipe: Recipe, evaluation: Evaluation, synthetic: "SynthResult", fp32: onnx.ModelProto, quantized: onnx.ModelProto, seconds: dict[str, float]) -> dict[str, Any]:
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build(name: str, recipe: Recipe, evaluation: Evaluation, calibration: "SynthResult", fp32: onnx.ModelProto, quantized: onnx.ModelProto, seconds: dict[str, float]) -> dict[str, Any]:
     """The report of one conversion (accuracies are fractions 0..1)."""
     return {
         "model": name,
@@ -38,12 +44,14 @@ def build(name: str, recipe: Recipe, evaluation: Evaluation, synthetic: "SynthRe
             "quantizers": quantizer_counts(quantized),
         },
         "size_bytes": {"fp32": fp32.ByteSize(), "quantized": quantized.ByteSize()},
-        "synth": {
-            "samples": sum(len(b) for b in synthetic.batches),
-            "loss_start": synthetic.loss_curve[0],
-            "loss_end": synthetic.loss_curve[-1],
+        "calibration": {
+            "source": calibration.source,
+            "samples": sum(len(b) for b in calibration.batches),
+            "synth_loss_start": calibration.loss_curve[0] if calibration.loss_curve else None,
+            "synth_loss_end": calibration.loss_curve[-1] if calibration.loss_curve else None,
         },
         "seconds": {key: round(value, 3) for key, value in seconds.items()},
+        "peak_memory_mb": round(peak_memory_mb(), 1),
     }
 
 
@@ -72,10 +80,10 @@ def summary(report: dict[str, Any]) -> str:
     bits = f"W{recipe['weights']['bits']}A{recipe['activations']['bits']}"
     fp32, quantized, size = report["fp32"], report["quantized"], report["size_bytes"]
     lines = [
-        f"{report['model']}: {bits} {recipe['profile']}, data-free, evaluated on {report['eval']['dataset']} ({report['eval']['samples']} samples)",
+        f"{report['model']}: {bits} {recipe['profile']}, calibrated on {report['calibration']['samples']} {report['calibration']['source']} samples, evaluated on {report['eval']['dataset']} ({report['eval']['samples']} samples)",
         f"  top-1   FP32 {_percent(fp32['top1'])}   {bits} {_percent(quantized['top1'])}   agreement {_percent(quantized['agreement'])}   output SQNR {quantized['output_sqnr_db']:.1f} dB",
         f"  size    FP32 {size['fp32'] / 1024:.1f} KiB   {bits} {size['quantized'] / 1024:.1f} KiB",
         f"  latency batch 64: FP32 {fp32['latency_ms_b64']:.2f} ms   {bits} {quantized['latency_ms_b64']:.2f} ms",
-        "  seconds " + "  ".join(f"{k} {v:.2f}" for k, v in report["seconds"].items()),
+        "  seconds " + "  ".join(f"{k} {v:.2f}" for k, v in report["seconds"].items()) + f"   peak memory {report['peak_memory_mb']:.0f} MiB",
     ]
     return "\n".join(lines)

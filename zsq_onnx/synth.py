@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
-from zsq_onnx.errors import NoBatchNormError
+from zsq_onnx import onnx_io
+from zsq_onnx.errors import BadInputError, NoBatchNormError
 from zsq_onnx.recipe import SynthConfig
 
 
@@ -26,17 +30,55 @@ class BatchNormStat:
 
 @dataclass(frozen=True)
 class SynthResult:
-    """Distilled inputs (normalized NCHW float32, one array per batch) and the loss curve."""
+    """Calibration inputs (normalized NCHW float32, one array per batch) and how they were made:
+    the distillation loss curve and final per-BN losses (empty for real images)."""
 
     batches: list[np.ndarray]
     loss_curve: list[float]
     final_bn_losses: dict[str, float]
     seconds: float
+    source: str = "distilled"
 
     @property
     def inputs(self) -> np.ndarray:
         """All distilled samples in one array."""
         return np.concatenate(self.batches)
+
+
+def save_synthetic(result: SynthResult, path: str | Path, config: SynthConfig, seed: int, model_name: str) -> Path:
+    """Write distilled inputs, their settings and the per-BN loss to an .npz (atomically)."""
+    import io
+
+    settings = {"model": model_name, "seed": seed, **asdict(config), "seconds": result.seconds}
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        inputs=result.inputs,
+        batch_sizes=np.array([len(b) for b in result.batches]),
+        loss_curve=np.array(result.loss_curve),
+        bn_names=np.array(list(result.final_bn_losses), dtype=str),
+        bn_losses=np.array(list(result.final_bn_losses.values())),
+        settings=np.array(json.dumps(settings)),
+    )
+    return onnx_io.write_bytes_atomic(buffer.getvalue(), path)
+
+
+def load_synthetic(path: str | Path, input_shape: tuple[int, ...]) -> SynthResult:
+    """Read an .npz written by :func:`save_synthetic`; its inputs must fit ``input_shape``."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"{path}: no such synthetic-data file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            inputs, sizes = archive["inputs"].astype(np.float32), archive["batch_sizes"]
+            curve, names, losses = archive["loss_curve"], archive["bn_names"], archive["bn_losses"]
+            seconds = json.loads(str(archive["settings"])).get("seconds", 0.0)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise BadInputError(f"{path}: not a synthetic-data file written by `zsq-onnx synth` ({exc})") from None
+    if tuple(inputs.shape[1:]) != tuple(input_shape):
+        raise BadInputError(f"{path}: inputs have shape {tuple(inputs.shape[1:])}, the model expects {tuple(input_shape)}")
+    batches = np.split(inputs, np.cumsum(sizes)[:-1])
+    return SynthResult(batches, curve.tolist(), dict(zip(names.tolist(), losses.tolist())), float(seconds))
 
 
 def batchnorm_stats(model: onnx.ModelProto, source: str = "model") -> list[BatchNormStat]:

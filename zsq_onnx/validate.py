@@ -98,13 +98,14 @@ def evaluate(fp32: onnx.ModelProto, quantized: onnx.ModelProto, inputs: np.ndarr
     )
 
 
-def evaluate_files(model_path: str, data_path: str, reference_path: str | None = None, provider: str = "cpu") -> dict:
-    """Top-1 of an .onnx model on an .npz dataset; with a reference model, agreement and SQNR too."""
+def evaluate_files(model_path: str, data_path: str, reference_path: str | None = None, provider: str = "cpu", preprocessing: Preprocessing | None = None) -> dict:
+    """Top-1 of an .onnx model on a dataset; with a reference model, agreement and SQNR too."""
     model = onnx_io.load_onnx(model_path)
-    preprocessing = Preprocessing.from_metadata({p.key: p.value for p in model.metadata_props})
+    preprocessing = preprocessing or Preprocessing.from_metadata({p.key: p.value for p in model.metadata_props})
     if preprocessing is None:
-        raise BadInputError(f"{model_path}: carries no zsq preprocessing metadata (export it with zsq-onnx to record it)")
-    data = load_dataset(data_path)
+        raise BadInputError(f"{model_path}: carries no zsq preprocessing metadata; pass --input-scale/--mean/--std")
+    shape = model.graph.input[0].type.tensor_type.shape.dim
+    data = load_dataset(data_path, (shape[2].dim_value, shape[3].dim_value) if len(shape) == 4 else None)
     inputs = preprocessing.apply(data.images)
     session = make_session(model, provider)
     logits = run_batched(session, inputs)

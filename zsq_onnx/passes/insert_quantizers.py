@@ -9,7 +9,7 @@ import onnx_ir as ir
 
 from zsq_onnx import quantizers
 from zsq_onnx.errors import BadInputError
-from zsq_onnx.passes.quant_targets import find_targets
+from zsq_onnx.passes.quant_targets import as_target
 from zsq_onnx.quant_params import range_params
 from zsq_onnx.recipe import QuantSpec
 
@@ -72,13 +72,12 @@ class InsertQuantizersPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        targets = find_targets(graph)
+        targets = [(node, target) for node in list(graph) if (target := as_target(node)) is not None]
         if not targets:
             return ir.passes.PassResult(model, modified=False)
         ensure_quantizer_functions(model)
         quantized: dict[str, ir.Value] = {}
-        for target in targets:
-            node = next(n for n in graph if n.name == target.node)
+        for node, target in targets:
             self._quantize_weight(graph, node, target.weight_axis, quantized)
             self._quantize_activation(graph, node, quantized)
         return ir.passes.PassResult(model, modified=True)

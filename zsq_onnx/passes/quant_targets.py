@@ -32,20 +32,22 @@ def _weight_axis(node: ir.Node) -> int | None:
     return None
 
 
+def as_target(node: ir.Node) -> QuantTarget | None:
+    """The node as a target when it is a Conv/Gemm/MatMul whose input 1 is a 2-D+ float initializer."""
+    axis = _weight_axis(node)
+    if axis is None or len(node.inputs) < 2:
+        return None
+    activation, weight = node.inputs[0], node.inputs[1]
+    if activation is None or weight is None or weight.const_value is None or len(weight.const_value.shape) < 2:
+        return None
+    if weight.const_value.dtype != ir.DataType.FLOAT or activation.is_initializer():
+        return None
+    return QuantTarget(node.name, node.op_type, activation.name, weight.name, axis)
+
+
 def find_targets(graph: ir.Graph) -> list[QuantTarget]:
-    """Every Conv/Gemm/MatMul whose input 1 is a 2-D+ float initializer, in graph order."""
-    targets = []
-    for node in graph:
-        axis = _weight_axis(node)
-        if axis is None or len(node.inputs) < 2:
-            continue
-        activation, weight = node.inputs[0], node.inputs[1]
-        if activation is None or weight is None or weight.const_value is None or len(weight.const_value.shape) < 2:
-            continue
-        if weight.const_value.dtype != ir.DataType.FLOAT or activation.is_initializer():
-            continue
-        targets.append(QuantTarget(node.name, node.op_type, activation.name, weight.name, axis))
-    return targets
+    """Every target node of ``graph``, in graph order."""
+    return [target for target in map(as_target, graph) if target is not None]
 
 
 def activation_names(graph: ir.Graph) -> list[str]:
