@@ -8,7 +8,8 @@ import onnx_ir as ir
 import pytest
 import torch
 
-from zsq_onnx.passes.insert_quantizers import add_static_quantizer, ensure_quantizer_functions, weight_params
+from zsq_onnx.passes.quantizer_nodes import add_static_quantizer, ensure_quantizer_functions
+from zsq_onnx.passes.quantize_weights import weight_params
 from zsq_onnx.quant_params import affine_params
 from zsq_onnx.quantizers import fake_quantize
 from zsq_onnx.recipe import QuantSpec

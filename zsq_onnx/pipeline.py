@@ -15,6 +15,7 @@ from typing import Iterator
 import numpy as np
 import onnx
 import onnx_ir as ir
+from onnx_ir.passes.common import NameFixPass
 
 from zsq_onnx import onnx_io, report
 from zsq_onnx.calibrate import minmax_ranges
@@ -22,10 +23,11 @@ from zsq_onnx.data import Dataset, load_dataset
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.fold_batchnorm import FoldBatchNormPass
-from zsq_onnx.passes.insert_quantizers import InsertQuantizersPass
-from zsq_onnx.passes.quant_targets import activation_names
+from zsq_onnx.passes.quant_targets import plan_quantization
+from zsq_onnx.passes.quantize_activations import QuantizeActivationsPass
+from zsq_onnx.passes.quantize_weights import QuantizeWeightsPass
 from zsq_onnx.preprocessing import Preprocessing
-from zsq_onnx.profiles import emit
+from zsq_onnx.profiles import emit, get_profile
 from zsq_onnx.recipe import Recipe
 from zsq_onnx.synth import SynthResult, distill, load_synthetic
 from zsq_onnx.validate import Evaluation, evaluate
@@ -79,11 +81,21 @@ def load_model(source: str | Path, weights: str | Path | None = None, preprocess
 
 
 def quantize(model: onnx.ModelProto, batches: list[np.ndarray], recipe: Recipe) -> onnx.ModelProto:
-    """Fold BatchNorm, calibrate activation ranges on ``batches``, insert zsq quantizers."""
-    folded = apply_passes(model, FoldBatchNormPass())
-    names = activation_names(ir.serde.deserialize_model(folded).graph)
-    ranges = minmax_ranges(folded, names, batches)
-    return apply_passes(folded, InsertQuantizersPass(recipe.weights, recipe.activations, ranges))
+    """Fold BatchNorm, calibrate activation ranges on ``batches``, insert zsq quantizers as the
+    recipe's profile needs them."""
+    profile = get_profile(recipe.profile)
+    profile.check(recipe)
+    folded = apply_passes(model, FoldBatchNormPass(), NameFixPass())
+    plan = plan_quantization(
+        ir.serde.deserialize_model(folded).graph, profile.weight_spec(recipe), recipe.activations, profile.rules, recipe.keep_ends_8bit
+    )
+    per_channel = {name for name, spec in plan.activations.items() if spec.granularity == "per_channel"}
+    ranges = minmax_ranges(folded, list(plan.activations), batches, per_channel)
+    return apply_passes(  # activations first: the rules recognise weighted ops by their float weights
+        folded,
+        QuantizeActivationsPass(plan.activations, ranges, plan.rules, profile.use_4bit_types),
+        QuantizeWeightsPass(plan.weights, profile.use_4bit_types),
+    )
 
 
 @dataclass

@@ -1,7 +1,12 @@
-"""Deployment targets: lower the zsq functions to plain QDQ and check the result."""
+"""Deployment targets: which tensors get quantizers, what the target accepts, and emission.
+
+Emission lowers the zsq functions to plain QuantizeLinear/(Clip)/DequantizeLinear, folds the
+quantization of constant weights into integer initializers, and runs the full ONNX checker.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import onnx
@@ -10,26 +15,72 @@ from onnx_ir.passes.common import InlinePass, RemoveUnusedFunctionsPass, RemoveU
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.fold_constants import KEPT_OPS, FoldConstantsPass
+from zsq_onnx.recipe import PROFILE_NAMES, QuantSpec, Recipe
+
+WEIGHTED_AND_RESIDUAL = ("weighted-op-input", "residual-add-input")
 
 
 @dataclass(frozen=True)
 class Profile:
-    """A deployment target: its name and what it is for."""
+    """A deployment target: the activation rules it needs and the quantizers it can run."""
 
     name: str
     description: str
+    rules: tuple[str, ...]
+    use_4bit_types: bool
+    integer_kernels: bool
+    symmetric_int8_only: bool = False
+
+    def check(self, recipe: Recipe) -> None:
+        """Raise BadInputError when ``recipe`` asks for quantizers this target cannot run."""
+        if not self.symmetric_int8_only:
+            return
+        weights, activations = recipe.weights, recipe.activations
+        if weights.bits != 8 or activations.bits != 8 or not weights.symmetric or not activations.symmetric:
+            raise BadInputError(f"profile {self.name} runs symmetric int8 only (zero points 0); got W{weights.bits}A{activations.bits} "
+                                f"{'symmetric' if weights.symmetric else 'asymmetric'} weights, {'symmetric' if activations.symmetric else 'asymmetric'} activations")
+        if activations.granularity != "per_tensor":
+            raise BadInputError(f"profile {self.name} needs per-tensor activation scales")
+
+    def weight_spec(self, recipe: Recipe) -> QuantSpec:
+        """The weight spec after the target's adjustments (ORT's 7-bit reduce_range)."""
+        if recipe.reduce_range and recipe.weights.bits == 8:
+            return dataclasses.replace(recipe.weights, bits=7)
+        return recipe.weights
 
 
 PROFILES = {
-    "ort-cpu": Profile("ort-cpu", "ONNX Runtime CPU: int8 per-channel weights, uint8 per-tensor activations (QLinearConv)"),
+    "ort-cpu": Profile(
+        "ort-cpu", "ONNX Runtime CPU: int8 per-channel weights, uint8 per-tensor activations, fused to QLinearConv/QLinearMatMul",
+        WEIGHTED_AND_RESIDUAL, use_4bit_types=False, integer_kernels=True,
+    ),
+    "tensorrt": Profile(
+        "tensorrt", "TensorRT: symmetric int8, zero points 0, constant scales, per-channel weights, per-tensor activations",
+        WEIGHTED_AND_RESIDUAL, use_4bit_types=False, integer_kernels=True, symmetric_int8_only=True,
+    ),
+    "ort-cuda": Profile(
+        "ort-cuda", "ONNX Runtime CUDA: as tensorrt; QDQ runs as float there (accuracy, not speed)",
+        WEIGHTED_AND_RESIDUAL, use_4bit_types=False, integer_kernels=False, symmetric_int8_only=True,
+    ),
+    "sim": Profile(
+        "sim", "bit-exact simulation: any bits and granularity, int4/uint4 types at 4 bits",
+        ("weighted-op-input",), use_4bit_types=True, integer_kernels=False,
+    ),
 }
+assert tuple(PROFILES) == PROFILE_NAMES
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called ``name``."""
+    if name not in PROFILES:
+        raise BadInputError(f"unknown profile {name!r}; expected one of {', '.join(PROFILES)}")
+    return PROFILES[name]
 
 
 def emit(model: onnx.ModelProto, profile: str = "ort-cpu") -> onnx.ModelProto:
     """Lower a model with zsq quantizers for ``profile``: inline the functions to QuantizeLinear/
     DequantizeLinear, store quantized weights as integer initializers, and run the full checker."""
-    if profile not in PROFILES:
-        raise BadInputError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
+    get_profile(profile)
     lowered = apply_passes(
         model,
         InlinePass(),

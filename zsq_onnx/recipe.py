@@ -11,8 +11,7 @@ from typing import Any, Literal
 from zsq_onnx.errors import BadInputError
 
 Granularity = Literal["per_tensor", "per_channel"]
-Profile = Literal["ort-cpu"]
-PROFILES: tuple[str, ...] = ("ort-cpu",)
+PROFILE_NAMES: tuple[str, ...] = ("ort-cpu", "tensorrt", "ort-cuda", "sim")
 
 
 @dataclass(frozen=True)
@@ -62,12 +61,14 @@ class Recipe:
     weights: QuantSpec = field(default_factory=lambda: QuantSpec(8, True, "per_channel"))
     activations: QuantSpec = field(default_factory=lambda: QuantSpec(8, False, "per_tensor"))
     profile: str = "ort-cpu"
+    keep_ends_8bit: bool = True
+    reduce_range: bool = False
     synth: SynthConfig = field(default_factory=SynthConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.profile not in PROFILES:
-            raise BadInputError(f"unknown profile {self.profile!r}; expected one of {', '.join(PROFILES)}")
+        if self.profile not in PROFILE_NAMES:
+            raise BadInputError(f"unknown profile {self.profile!r}; expected one of {', '.join(PROFILE_NAMES)}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, suitable for JSON."""
@@ -84,6 +85,8 @@ class Recipe:
             weights=QuantSpec(**data["weights"]),
             activations=QuantSpec(**data["activations"]),
             profile=data["profile"],
+            keep_ends_8bit=data.get("keep_ends_8bit", True),
+            reduce_range=data.get("reduce_range", False),
             synth=SynthConfig(**data["synth"]),
             seed=data["seed"],
         )
@@ -107,24 +110,34 @@ def build_recipe(
     wbits: int | None = None,
     abits: int | None = None,
     profile: str = "ort-cpu",
+    weight_symmetric: bool = True,
+    weight_granularity: Granularity = "per_channel",
+    act_symmetric: bool | None = None,
+    act_granularity: Granularity = "per_tensor",
+    keep_ends_8bit: bool = True,
+    reduce_range: bool = False,
     samples: int | None = None,
     synth_steps: int | None = None,
     synth_lr: float | None = None,
     synth_batch_size: int | None = None,
     seed: int = 0,
 ) -> Recipe:
-    """A Recipe from CLI-style options; unset ones keep their defaults (W8A8)."""
+    """A Recipe from CLI-style options; unset ones keep their defaults (W8A8, activations
+    symmetric for the TensorRT-style profiles and asymmetric otherwise)."""
     weight_bits, activation_bits = parse_bits(bits) if bits else (8, 8)
     weight_bits, activation_bits = wbits or weight_bits, abits or activation_bits
+    if act_symmetric is None:
+        act_symmetric = profile in ("tensorrt", "ort-cuda")
     overrides = {"samples": samples, "steps": synth_steps, "lr": synth_lr, "batch_size": synth_batch_size}
     overrides = {key: value for key, value in overrides.items() if value is not None}
     if any(value <= 0 for value in overrides.values()):
         raise BadInputError(f"synthesis settings must be positive, got {overrides}")
-    synth = dataclasses.replace(SynthConfig(), **overrides)
     return Recipe(
-        weights=QuantSpec(weight_bits, True, "per_channel"),
-        activations=QuantSpec(activation_bits, False, "per_tensor"),
+        weights=QuantSpec(weight_bits, weight_symmetric, weight_granularity),
+        activations=QuantSpec(activation_bits, act_symmetric, act_granularity),
         profile=profile,
-        synth=synth,
+        keep_ends_8bit=keep_ends_8bit,
+        reduce_range=reduce_range,
+        synth=dataclasses.replace(SynthConfig(), **overrides),
         seed=seed,
     )

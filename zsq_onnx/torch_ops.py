@@ -7,6 +7,7 @@ the inputs), and returns one tensor or a tuple of tensors.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
@@ -34,11 +35,6 @@ def _ints(tensor) -> list[int]:
     return [int(v) for v in tensor.reshape(-1).tolist()]
 
 
-def _split_pads(pads: list[int], spatial: int) -> tuple[list[int], bool]:
-    begins, ends = pads[:spatial], pads[spatial:]
-    return begins, begins == ends
-
-
 def _torch_pad_list(begins: list[int], ends: list[int]) -> list[int]:
     """ONNX per-axis (begin, end) pads, first axis first -> torch's last-axis-first list."""
     flat: list[int] = []
@@ -47,25 +43,57 @@ def _torch_pad_list(begins: list[int], ends: list[int]) -> list[int]:
     return flat
 
 
-def _check_auto_pad(attrs: dict[str, Any], op: str) -> None:
-    if attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-        raise NotImplementedError(f"{op} with auto_pad={attrs['auto_pad']}")
+def _explicit_pads(attrs: dict[str, Any], sizes: tuple[int, ...], kernel: list[int], strides: list[int], dilations: list[int]) -> tuple[list[int], list[int]]:
+    """(begins, ends) of a Conv or pool, from ``pads`` or from ``auto_pad`` and the spatial ``sizes``."""
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        totals = [max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0) for n, k, s, d in zip(sizes, kernel, strides, dilations)]
+        small, large = [t // 2 for t in totals], [t - t // 2 for t in totals]
+        return (small, large) if auto_pad == "SAME_UPPER" else (large, small)
+    if auto_pad == "VALID":
+        return [0] * len(kernel), [0] * len(kernel)
+    pads = attrs.get("pads", [0] * 2 * len(kernel))
+    return pads[: len(kernel)], pads[len(kernel) :]
 
 
 def conv(inputs: list, attrs: dict[str, Any]):
+    """ONNX Conv (1-3 spatial dims, groups, dilations, any pads or auto_pad)."""
     x, weight = inputs[0], inputs[1]
     bias = inputs[2] if len(inputs) > 2 else None
-    _check_auto_pad(attrs, "Conv")
     spatial = weight.ndim - 2
-    pads = attrs.get("pads", [0] * 2 * spatial)
-    begins, symmetric = _split_pads(pads, spatial)
-    if not symmetric:
-        x = F.pad(x, _torch_pad_list(begins, pads[spatial:]))
+    strides, dilations = attrs.get("strides", [1] * spatial), attrs.get("dilations", [1] * spatial)
+    begins, ends = _explicit_pads(attrs, tuple(x.shape[2:]), list(weight.shape[2:]), strides, dilations)
+    if begins != ends:
+        x = F.pad(x, _torch_pad_list(begins, ends))
         begins = [0] * spatial
     function = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[spatial]
-    return function(
-        x, weight, bias, attrs.get("strides", [1] * spatial), begins, attrs.get("dilations", [1] * spatial), attrs.get("group", 1)
+    return function(x, weight, bias, strides, begins, dilations, attrs.get("group", 1))
+
+
+def conv_transpose(inputs: list, attrs: dict[str, Any]):
+    """ONNX ConvTranspose with explicit pads (asymmetric ones crop the full output)."""
+    x, weight = inputs[0], inputs[1]
+    bias = inputs[2] if len(inputs) > 2 else None
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    if auto_pad not in ("NOTSET", "VALID") or attrs.get("output_shape"):
+        raise NotImplementedError("ConvTranspose with auto_pad SAME_* or output_shape")
+    spatial = weight.ndim - 2
+    pads = [0] * 2 * spatial if auto_pad == "VALID" else attrs.get("pads", [0] * 2 * spatial)
+    begins, ends = pads[:spatial], pads[spatial:]
+    function = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[spatial]
+    y = function(
+        x,
+        weight,
+        bias,
+        attrs.get("strides", [1] * spatial),
+        begins if begins == ends else 0,
+        attrs.get("output_padding", [0] * spatial),
+        attrs.get("group", 1),
+        attrs.get("dilations", [1] * spatial),
     )
+    if begins == ends:
+        return y
+    return y[(slice(None), slice(None)) + tuple(slice(b, n - e) for b, e, n in zip(begins, ends, y.shape[2:]))]
 
 
 def batch_norm(inputs: list, attrs: dict[str, Any]):
@@ -88,29 +116,44 @@ def gemm(inputs: list, attrs: dict[str, Any]):
     return alpha * (a @ b) + beta * c
 
 
-def _pool_args(x, attrs: dict[str, Any], op: str):
-    _check_auto_pad(attrs, op)
+def _pool_padding(x, attrs: dict[str, Any], op: str, dilations: list[int]) -> tuple[list[int], list[int]]:
+    """(padding for torch's pooling call, F.pad list to apply first: empty when torch takes the pads)."""
     kernel = attrs["kernel_shape"]
-    spatial = len(kernel)
-    pads = attrs.get("pads", [0] * 2 * spatial)
-    begins, symmetric = _split_pads(pads, spatial)
-    if not symmetric:
-        raise NotImplementedError(f"{op} with asymmetric pads")
-    return kernel, attrs.get("strides", [1] * spatial), begins, bool(attrs.get("ceil_mode", 0))
+    begins, ends = _explicit_pads(attrs, tuple(x.shape[2:]), kernel, attrs.get("strides", [1] * len(kernel)), dilations)
+    if begins == ends and all(2 * p <= (k - 1) * d + 1 for p, k, d in zip(begins, kernel, dilations)):
+        return begins, []
+    if attrs.get("ceil_mode", 0):
+        raise NotImplementedError(f"{op} with ceil_mode and asymmetric or large pads")
+    return [0] * len(kernel), _torch_pad_list(begins, ends)
 
 
 def max_pool(inputs: list, attrs: dict[str, Any]):
-    x = inputs[0]
-    kernel, strides, pads, ceil = _pool_args(x, attrs, "MaxPool")
+    """ONNX MaxPool (first output only)."""
+    x, kernel = inputs[0], attrs["kernel_shape"]
+    dilations = attrs.get("dilations", [1] * len(kernel))
+    padding, padded = _pool_padding(x, attrs, "MaxPool", dilations)
+    if padded:
+        x = F.pad(x, padded, value=-math.inf)
     function = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[len(kernel)]
-    return function(x, kernel, strides, pads, attrs.get("dilations", [1] * len(kernel)), ceil)
+    return function(x, kernel, attrs.get("strides", [1] * len(kernel)), padding, dilations, bool(attrs.get("ceil_mode", 0)))
 
 
 def average_pool(inputs: list, attrs: dict[str, Any]):
-    x = inputs[0]
-    kernel, strides, pads, ceil = _pool_args(x, attrs, "AveragePool")
+    """ONNX AveragePool; the divisor counts padded cells only with count_include_pad=1."""
+    x, kernel = inputs[0], attrs["kernel_shape"]
+    if any(d != 1 for d in attrs.get("dilations", [1] * len(kernel))):
+        raise NotImplementedError("AveragePool with dilations")
+    padding, padded = _pool_padding(x, attrs, "AveragePool", [1] * len(kernel))
+    include_pad = bool(attrs.get("count_include_pad", 0))
     function = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[len(kernel)]
-    return function(x, kernel, strides, pads, ceil, bool(attrs.get("count_include_pad", 0)))
+
+    def pool(t):
+        t = F.pad(t, padded) if padded else t
+        return function(t, kernel, attrs.get("strides", [1] * len(kernel)), padding, bool(attrs.get("ceil_mode", 0)), include_pad)
+
+    if not padded or include_pad:
+        return pool(x)
+    return pool(x) / pool(torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype, device=x.device))
 
 
 def _reduce_axes(inputs: list, attrs: dict[str, Any], ndim: int) -> list[int] | None:
@@ -149,8 +192,9 @@ def reshape(inputs: list, attrs: dict[str, Any]):
 
 def flatten(inputs: list, attrs: dict[str, Any]):
     x = inputs[0]
-    axis = attrs.get("axis", 1) % max(x.ndim, 1)
-    return x.reshape(math.prod(x.shape[:axis]), -1)
+    axis = attrs.get("axis", 1)
+    axis = axis + x.ndim if axis < 0 else axis
+    return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
 
 
 def slice_(inputs: list, attrs: dict[str, Any]):
@@ -177,12 +221,17 @@ def pad(inputs: list, attrs: dict[str, Any]):
     for i, axis in enumerate(axes):
         begins[axis], ends[axis] = pads[i], pads[i + len(axes)]
     mode = attrs.get("mode", "constant")
-    mode = {"edge": "replicate"}.get(mode, mode)
-    first = next((i for i in range(x.ndim) if begins[i] or ends[i]), x.ndim)
-    flat = _torch_pad_list(begins[first:], ends[first:])
+    if not any(begins + ends):
+        return x
     if mode == "constant":
-        return F.pad(x, flat, value=value)
-    return F.pad(x, flat, mode=mode)
+        return F.pad(x, _torch_pad_list(begins, ends), value=value)
+    first = next((i for i in range(x.ndim) if begins[i] or ends[i]), x.ndim)
+    if x.ndim - first > 3:
+        raise NotImplementedError(f"Pad mode {mode} on more than the last 3 axes")
+    flat = _torch_pad_list(begins[first:], ends[first:])
+    folded = x.reshape(-1, *x.shape[first:])
+    padded = F.pad(folded, flat, mode={"edge": "replicate", "wrap": "circular"}.get(mode, mode))
+    return padded.reshape(*x.shape[:first], *padded.shape[1:])
 
 
 def clip(inputs: list, attrs: dict[str, Any]):
@@ -227,8 +276,119 @@ def _gather(inputs: list, attrs: dict[str, Any]):
     return data.index_select(axis, index.reshape(-1)).reshape(data.shape[:axis] + index.shape + data.shape[axis + 1 :])
 
 
+def _div(inputs: list, attrs: dict[str, Any]):
+    """ONNX Div: integer tensors (shape arithmetic) divide truncating toward zero, like ORT."""
+    a, b = inputs
+    if a.dtype.is_floating_point or b.dtype.is_floating_point:
+        return a / b
+    return torch.div(a, b, rounding_mode="trunc")
+
+
+def split(inputs: list, attrs: dict[str, Any]):
+    """ONNX Split by the ``split`` input or, from opset 18, into ``num_outputs`` ceil-sized chunks."""
+    x, axis = inputs[0], attrs.get("axis", 0)
+    if len(inputs) > 1 and inputs[1] is not None:
+        sizes = _ints(inputs[1])
+    elif "num_outputs" in attrs:
+        count, length = attrs["num_outputs"], x.shape[axis]
+        chunk = -(-length // count)
+        sizes = [chunk] * (count - 1) + [length - chunk * (count - 1)]
+    else:
+        raise NotImplementedError("Split into equal parts without num_outputs (opset < 18)")
+    return tuple(torch.split(x, sizes, dim=axis))
+
+
+def _split_to_sequence(inputs: list, attrs: dict[str, Any]):
+    """ONNX SplitToSequence as a Python list (what SequenceAt indexes)."""
+    x, axis = inputs[0], attrs.get("axis", 0)
+    sizes = inputs[1] if len(inputs) > 1 else None
+    if sizes is None:
+        parts = torch.split(x, 1, dim=axis)
+        return [p.squeeze(axis) for p in parts] if not attrs.get("keepdims", 1) else list(parts)
+    return list(torch.split(x, int(sizes) if sizes.ndim == 0 else _ints(sizes), dim=axis))
+
+
+def _variadic(function: Callable) -> OpFn:
+    return lambda inputs, attrs: functools.reduce(function, inputs)
+
+
+def _source_coordinates(attrs: dict[str, Any], out_length: int, in_length: int, scale: torch.Tensor) -> torch.Tensor:
+    """Resize: the input coordinate of every output index on one axis (float32, as ONNX Runtime)."""
+    x = torch.arange(out_length, dtype=torch.float32)
+    mode = attrs.get("coordinate_transformation_mode", "half_pixel")
+    if mode == "asymmetric":
+        return x / scale
+    if mode == "half_pixel":
+        return (x + 0.5) / scale - 0.5
+    if mode == "pytorch_half_pixel":
+        return (x + 0.5) / scale - 0.5 if out_length > 1 else torch.zeros(out_length)
+    if mode == "align_corners":
+        return x * (in_length - 1) / (out_length - 1) if out_length > 1 else torch.zeros(out_length)
+    if mode == "half_pixel_symmetric":
+        offset = in_length / 2 * (1 - out_length / (scale * in_length))
+        return offset + (x + 0.5) / scale - 0.5
+    raise NotImplementedError(f"Resize with coordinate_transformation_mode={mode}")
+
+
+def _resize_taps(attrs: dict[str, Any], coordinates: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize: source indices and weights, each [outputs, taps], of one axis (edge-clamped)."""
+    mode = attrs.get("mode", "nearest")
+    if mode == "nearest":
+        rounding = {
+            "round_prefer_floor": lambda c: torch.ceil(c - 0.5),
+            "round_prefer_ceil": lambda c: torch.floor(c + 0.5),
+            "floor": torch.floor,
+            "ceil": torch.ceil,
+        }[attrs.get("nearest_mode", "round_prefer_floor")]
+        return rounding(coordinates).long().clamp(0, length - 1)[:, None], torch.ones(len(coordinates), 1)
+    base = torch.floor(coordinates)
+    t = (coordinates - base)[:, None]
+    if mode == "linear":
+        offsets, weights = torch.tensor([0, 1]), torch.cat([1 - t, t], dim=1)
+    else:
+        a = attrs.get("cubic_coeff_a", -0.75)
+        offsets = torch.tensor([-1, 0, 1, 2])
+        d = (t - offsets).abs()
+        weights = torch.where(d <= 1, ((a + 2) * d - (a + 3)) * d * d + 1, ((a * d - 5 * a) * d + 8 * a) * d - 4 * a)
+    index = base.long()[:, None] + offsets
+    if attrs.get("exclude_outside", 0):
+        weights = weights * ((index >= 0) & (index < length))
+        weights = weights / weights.sum(dim=1, keepdim=True)
+    return index.clamp(0, length - 1), weights
+
+
+def resize(inputs: list, attrs: dict[str, Any]):
+    """ONNX Resize (nearest, linear, cubic; separable per axis) with exact coordinate semantics."""
+    x = inputs[0]
+    scales = inputs[2] if len(inputs) > 2 and inputs[2] is not None and inputs[2].numel() else None
+    sizes = inputs[3] if len(inputs) > 3 and inputs[3] is not None and inputs[3].numel() else None
+    if attrs.get("keep_aspect_ratio_policy", "stretch") != "stretch" and sizes is not None:
+        raise NotImplementedError(f"Resize with keep_aspect_ratio_policy={attrs['keep_aspect_ratio_policy']}")
+    axes = [a % x.ndim for a in attrs.get("axes", range(x.ndim))]
+    y = x
+    for position, axis in enumerate(axes):
+        length = x.shape[axis]
+        if sizes is not None:
+            out_length = int(sizes[position])
+            scale = torch.tensor(out_length / length, dtype=torch.float32)
+        else:
+            scale = torch.tensor(float(scales[position]), dtype=torch.float32)
+            out_length = int(math.floor(float(scale) * length))
+        if out_length == length and float(scale) == 1.0:
+            continue
+        if attrs.get("antialias", 0) and out_length < length and attrs.get("mode", "nearest") != "nearest":
+            raise NotImplementedError("Resize with antialias when downsampling")
+        index, weights = _resize_taps(attrs, _source_coordinates(attrs, out_length, length, scale), length)
+        shape = [1] * x.ndim
+        shape[axis] = out_length
+        index, weights = index.to(y.device), weights.to(y.device, y.dtype)
+        y = sum(y.index_select(axis, index[:, tap]) * weights[:, tap].reshape(shape) for tap in range(index.shape[1]))
+    return y
+
+
 OPS: dict[str, OpFn] = {
     "Conv": conv,
+    "ConvTranspose": conv_transpose,
     "BatchNormalization": batch_norm,
     "Gemm": gemm,
     "MatMul": lambda i, a: torch.matmul(i[0], i[1]),
@@ -238,11 +398,17 @@ OPS: dict[str, OpFn] = {
     "HardSigmoid": lambda i, a: torch.clamp(a.get("alpha", 0.2) * i[0] + a.get("beta", 0.5), 0, 1),
     "HardSwish": lambda i, a: F.hardswish(i[0]),
     "Tanh": lambda i, a: torch.tanh(i[0]),
+    "Gelu": lambda i, a: F.gelu(i[0], approximate=a.get("approximate", "none")),
+    "Abs": lambda i, a: torch.abs(i[0]),
     "Clip": clip,
     "Add": lambda i, a: i[0] + i[1],
     "Sub": lambda i, a: i[0] - i[1],
     "Mul": lambda i, a: i[0] * i[1],
-    "Div": lambda i, a: i[0] / i[1],
+    "Div": _div,
+    "Sum": _variadic(torch.add),
+    "Mean": lambda i, a: functools.reduce(torch.add, i) / len(i),
+    "Max": _variadic(torch.maximum),
+    "Min": _variadic(torch.minimum),
     "Neg": lambda i, a: -i[0],
     "Sqrt": lambda i, a: torch.sqrt(i[0]),
     "Exp": lambda i, a: torch.exp(i[0]),
@@ -264,11 +430,18 @@ OPS: dict[str, OpFn] = {
     "Unsqueeze": _unsqueeze,
     "Concat": lambda i, a: torch.cat(i, dim=a["axis"]),
     "Slice": slice_,
+    "Split": split,
+    "SplitToSequence": _split_to_sequence,
+    "SequenceAt": lambda i, a: i[0][int(i[1])],
     "Pad": pad,
     "Shape": lambda i, a: torch.tensor(i[0].shape[a.get("start", 0) : a.get("end", None)], dtype=torch.int64),
     "Gather": _gather,
+    "Expand": lambda i, a: i[0].expand(torch.broadcast_shapes(i[0].shape, tuple(_ints(i[1])))),
     "Cast": lambda i, a: i[0].to(TORCH_DTYPES[a["to"]]),
+    "CastLike": lambda i, a: i[0].to(i[1].dtype),
     "ConstantOfShape": _constant_of_shape,
     "Constant": _constant,
     "Softmax": lambda i, a: torch.softmax(i[0], dim=a.get("axis", -1)),
+    "LogSoftmax": lambda i, a: torch.log_softmax(i[0], dim=a.get("axis", -1)),
+    "Resize": resize,
 }

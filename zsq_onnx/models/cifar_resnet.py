@@ -6,6 +6,7 @@ from pathlib import Path
 
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.models.registry import ZooEntry
+from zsq_onnx.models.weights import load_state_dict
 from zsq_onnx.preprocessing import Preprocessing
 
 PREPROCESSING = Preprocessing(scale=1.0 / 255.0, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
@@ -56,26 +57,6 @@ def build_module(depth: int):
     if (depth - 2) % 6:
         raise BadInputError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
     return CifarResNet((depth - 2) // 6)
-
-
-def load_state_dict(path: Path) -> dict:
-    """A state dict from ``path`` (weights_only); unwraps ``{"state_dict": ...}`` and ``module.``."""
-    import pickle
-
-    import torch
-
-    if not path.is_file():
-        raise BadInputError(f"{path}: no such weights file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BadInputError(f"{path}: not a loadable weights-only checkpoint ({first_line})") from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise BadInputError(f"{path}: expected a state dict, found {type(state).__name__}")
-    return {key.removeprefix("module."): value for key, value in state.items()}
 
 
 def _builder(depth: int):

@@ -28,9 +28,9 @@ class ZooEntry:
 
 
 def _entries() -> dict[str, ZooEntry]:
-    from zsq_onnx.models import cifar_resnet, digits_cnn
+    from zsq_onnx.models import cifar_resnet, digits_cnn, efficientnet_lite
 
-    entries = [digits_cnn.ENTRY, *cifar_resnet.ENTRIES]
+    entries = [digits_cnn.ENTRY, *cifar_resnet.ENTRIES, efficientnet_lite.ENTRY]
     return {entry.name: entry for entry in entries}
 
 

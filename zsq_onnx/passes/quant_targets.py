@@ -1,14 +1,28 @@
-"""Which tensors get quantizers: the rule table for weighted ops (Conv, Gemm, MatMul)."""
+"""Which tensors get quantizers: weights of weighted ops, and activations by a small rule table.
+
+Activation rules map a node to the input indices whose tensor gets a quantizer:
+
+| rule | node | inputs |
+|---|---|---|
+| ``weighted-op-input`` | Conv, Gemm, MatMul with an initializer weight | 0 |
+| ``residual-add-input`` | Add of two computed tensors | 0, 1 |
+
+A profile picks the rules its target needs (ORT CPU and TensorRT fuse quantized residual
+adds; the research ``sim`` profile quantizes only weighted-op inputs).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import onnx_ir as ir
 
+from zsq_onnx.recipe import QuantSpec
+
 
 @dataclass(frozen=True)
-class QuantTarget:
+class WeightTarget:
     """A weighted node: its activation input, its weight initializer and the weight's channel axis."""
 
     node: str
@@ -19,7 +33,7 @@ class QuantTarget:
 
 
 def _weight_axis(node: ir.Node) -> int | None:
-    """Axis of output channels in the weight, or None when the node is not a target."""
+    """Axis of output channels in the weight, or None when the node is not a weighted op."""
     if node.domain not in ("", "ai.onnx"):
         return None
     if node.op_type == "Conv":
@@ -32,7 +46,7 @@ def _weight_axis(node: ir.Node) -> int | None:
     return None
 
 
-def as_target(node: ir.Node) -> QuantTarget | None:
+def as_weight_target(node: ir.Node) -> WeightTarget | None:
     """The node as a target when it is a Conv/Gemm/MatMul whose input 1 is a 2-D+ float initializer."""
     axis = _weight_axis(node)
     if axis is None or len(node.inputs) < 2:
@@ -42,14 +56,72 @@ def as_target(node: ir.Node) -> QuantTarget | None:
         return None
     if weight.const_value.dtype != ir.DataType.FLOAT or activation.is_initializer():
         return None
-    return QuantTarget(node.name, node.op_type, activation.name, weight.name, axis)
+    return WeightTarget(node.name, node.op_type, activation.name, weight.name, axis)
 
 
-def find_targets(graph: ir.Graph) -> list[QuantTarget]:
-    """Every target node of ``graph``, in graph order."""
-    return [target for target in map(as_target, graph) if target is not None]
+def find_weight_targets(graph: ir.Graph) -> list[WeightTarget]:
+    """Every weighted node of ``graph``, in graph order."""
+    return [target for target in map(as_weight_target, graph) if target is not None]
 
 
-def activation_names(graph: ir.Graph) -> list[str]:
-    """The distinct activation tensors that get quantizers, in graph order."""
-    return list(dict.fromkeys(target.activation for target in find_targets(graph)))
+def _computed(value: ir.Value | None) -> bool:
+    return value is not None and value.const_value is None and not value.is_initializer()
+
+
+def _weighted_op_input(node: ir.Node) -> tuple[int, ...]:
+    return (0,) if as_weight_target(node) is not None else ()
+
+
+def _residual_add_inputs(node: ir.Node) -> tuple[int, ...]:
+    if node.op_type == "Add" and node.domain in ("", "ai.onnx") and len(node.inputs) == 2 and all(map(_computed, node.inputs)):
+        return (0, 1)
+    return ()
+
+
+ACTIVATION_RULES: dict[str, Callable[[ir.Node], tuple[int, ...]]] = {
+    "weighted-op-input": _weighted_op_input,
+    "residual-add-input": _residual_add_inputs,
+}
+
+
+def activation_uses(graph: ir.Graph, rules: Sequence[str]) -> list[tuple[ir.Node, int]]:
+    """(node, input index) of every activation use that ``rules`` quantize, in graph order."""
+    uses = []
+    for node in graph:
+        indices = sorted({i for rule in rules for i in ACTIVATION_RULES[rule](node)})
+        uses += [(node, index) for index in indices]
+    return uses
+
+
+def activation_names(graph: ir.Graph, rules: Sequence[str] = ("weighted-op-input",)) -> list[str]:
+    """The distinct activation tensors that ``rules`` quantize, in graph order."""
+    return list(dict.fromkeys(node.inputs[index].name for node, index in activation_uses(graph, rules)))
+
+
+@dataclass(frozen=True)
+class QuantPlan:
+    """What each quantizer will be: a spec per weighted node and per activation tensor."""
+
+    weights: dict[str, QuantSpec]
+    activations: dict[str, QuantSpec]
+    rules: tuple[str, ...]
+
+
+def _eight_bit(spec: QuantSpec) -> QuantSpec:
+    return QuantSpec(8, spec.symmetric, spec.granularity)
+
+
+def plan_quantization(graph: ir.Graph, weights: QuantSpec, activations: QuantSpec, rules: Sequence[str], keep_ends_8bit: bool = True) -> QuantPlan:
+    """Specs for every quantizer; with ``keep_ends_8bit`` the first and last weighted nodes (weight
+    and input) stay at 8 bits. A tensor read by several quantized uses gets the widest spec.
+    Nodes are keyed by name, so node names must be unique (NameFixPass makes them so)."""
+    targets = find_weight_targets(graph)
+    ends = {targets[0].node, targets[-1].node} if keep_ends_8bit and targets else set()
+    weight_specs = {t.node: _eight_bit(weights) if t.node in ends else weights for t in targets}
+    activation_specs: dict[str, QuantSpec] = {}
+    for node, index in activation_uses(graph, rules):
+        spec = _eight_bit(activations) if node.name in ends else activations
+        name = node.inputs[index].name
+        if name not in activation_specs or spec.bits > activation_specs[name].bits:
+            activation_specs[name] = spec
+    return QuantPlan(weight_specs, activation_specs, tuple(rules))

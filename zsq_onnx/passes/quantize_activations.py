@@ -1,0 +1,55 @@
+"""Insert zsq static quantizers on the activation uses that the rule table selects."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from zsq_onnx.errors import BadInputError
+from zsq_onnx.passes.quant_targets import activation_uses
+from zsq_onnx.passes.quantizer_nodes import add_static_quantizer, ensure_quantizer_functions
+from zsq_onnx.quant_params import range_params
+from zsq_onnx.recipe import QuantSpec
+
+Range = tuple[np.ndarray, np.ndarray]
+
+
+class QuantizeActivationsPass(ir.passes.InPlacePass):
+    """One quantizer per selected tensor (shared by all its selected uses), with scale and zero
+    point from calibrated ``ranges`` (per-tensor scalars, or per-channel vectors on axis 1)."""
+
+    def __init__(self, specs: Mapping[str, QuantSpec], ranges: Mapping[str, Range], rules: Sequence[str], use_4bit_types: bool = True) -> None:
+        super().__init__()
+        self.specs = specs
+        self.ranges = ranges
+        self.rules = tuple(rules)
+        self.use_4bit_types = use_4bit_types
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        done: dict[str, ir.Value] = {}
+        for node, index in activation_uses(graph, self.rules):
+            name = node.inputs[index].name
+            if name not in self.specs:
+                continue
+            if name not in done:
+                done[name] = self._insert(model, node, node.inputs[index])
+            node.replace_input_with(index, done[name])
+        return ir.passes.PassResult(model, modified=bool(done))
+
+    def _insert(self, model: ir.Model, first_use: ir.Node, source: ir.Value) -> ir.Value:
+        if source.name not in self.ranges:
+            raise BadInputError(f"no calibrated range for activation {source.name!r} read by node {first_use.name!r}")
+        ensure_quantizer_functions(model)
+        spec = self.specs[source.name]
+        low, high = (np.asarray(v, np.float32) for v in self.ranges[source.name])
+        scale, zero_point = range_params(low, high, spec)
+        quantizer = add_static_quantizer(model.graph, source, scale, zero_point, spec, 1, self.use_4bit_types)
+        producer = source.producer()
+        if producer is not None:
+            model.graph.insert_after(producer, quantizer)
+        else:
+            model.graph.insert_before(first_use, quantizer)
+        return quantizer.outputs[0]

@@ -1,0 +1,53 @@
+"""Insert a zsq static quantizer on the weight of every Conv/Gemm/MatMul."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+from zsq_onnx.errors import BadInputError
+from zsq_onnx.passes.quant_targets import as_weight_target
+from zsq_onnx.passes.quantizer_nodes import add_static_quantizer, ensure_quantizer_functions
+from zsq_onnx.quant_params import range_params
+from zsq_onnx.recipe import QuantSpec
+
+
+def weight_params(weight: np.ndarray, spec: QuantSpec, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (along ``axis``) or per-tensor parameters of a weight from its min/max."""
+    if spec.granularity == "per_channel":
+        reduce = tuple(i for i in range(weight.ndim) if i != axis)
+        return range_params(weight.min(axis=reduce), weight.max(axis=reduce), spec)
+    return range_params(np.array(weight.min()), np.array(weight.max()), spec)
+
+
+class QuantizeWeightsPass(ir.passes.InPlacePass):
+    """Quantize each weighted node's weight with the spec ``specs[node name]`` (nodes not named
+    there stay float); scales come from the weight's own min/max."""
+
+    def __init__(self, specs: Mapping[str, QuantSpec], use_4bit_types: bool = True) -> None:
+        super().__init__()
+        self.specs = specs
+        self.use_4bit_types = use_4bit_types
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        done: dict[str, ir.Value] = {}
+        for node in list(graph):
+            target = as_weight_target(node)
+            if target is None or target.node not in self.specs:
+                continue
+            ensure_quantizer_functions(model)
+            weight = node.inputs[1]
+            if weight.name not in done:
+                values = weight.const_value.numpy()
+                if not np.isfinite(values).all():
+                    raise BadInputError(f"weight {weight.name!r} of node {node.name!r} contains NaN or inf")
+                spec = self.specs[target.node]
+                scale, zero_point = weight_params(values, spec, target.weight_axis)
+                quantizer = add_static_quantizer(graph, weight, scale, zero_point, spec, target.weight_axis, self.use_4bit_types)
+                graph.insert_before(node, quantizer)
+                done[weight.name] = quantizer.outputs[0]
+            node.replace_input_with(1, done[weight.name])
+        return ir.passes.PassResult(model, modified=bool(done))

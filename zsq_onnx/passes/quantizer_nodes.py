@@ -1,0 +1,50 @@
+"""Building zsq quantizer nodes and their initializers in an onnx_ir graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from zsq_onnx import quantizers
+from zsq_onnx.recipe import QuantSpec
+
+
+def ensure_quantizer_functions(model: ir.Model) -> None:
+    """Add the zsq function definitions and opset import to ``model`` (idempotent)."""
+    model.opset_imports.setdefault(quantizers.DOMAIN, quantizers.VERSION)
+    for proto in quantizers.function_protos().values():
+        function = ir.serde.deserialize_function(proto)
+        model.functions.setdefault(function.identifier(), function)
+
+
+def _initializer(graph: ir.Graph, name: str, array: np.ndarray, dtype: ir.DataType | None = None) -> ir.Value:
+    if dtype is not None:
+        array = np.asarray(array).astype(dtype.numpy())
+    tensor = ir.tensor(array, dtype=dtype, name=name)
+    value = ir.Value(name=name, const_value=tensor, shape=tensor.shape, type=ir.TensorType(tensor.dtype))
+    graph.register_initializer(value)
+    return value
+
+
+def add_static_quantizer(
+    graph: ir.Graph, source: ir.Value, scale: np.ndarray, zero_point: np.ndarray, spec: QuantSpec, axis: int, use_4bit_types: bool = True
+) -> ir.Node:
+    """Create (not yet inserted) a zsq static quantizer node reading ``source``, with its initializers.
+
+    4-bit quantizers use int4/uint4 unless ``use_4bit_types`` is off; other widths below 8 use an
+    8-bit container and a Clip (StaticQuantizeClip)."""
+    container = ir.DataType(quantizers.container_type(spec.bits if use_4bit_types else 8, spec.signed))
+    prefix = f"{source.name}.zsq"
+    inputs = [
+        source,
+        _initializer(graph, f"{prefix}_scale", scale.astype(np.float32)),
+        _initializer(graph, f"{prefix}_zero_point", zero_point, container),
+    ]
+    low, high = quantizers.INTEGER_RANGES[int(container)]
+    if (spec.qmin, spec.qmax) == (low, high):
+        op_type = "StaticQuantize"
+    else:
+        op_type = "StaticQuantizeClip"
+        inputs += [_initializer(graph, f"{prefix}_qmin", np.array(spec.qmin), container), _initializer(graph, f"{prefix}_qmax", np.array(spec.qmax), container)]
+    output = ir.Value(name=f"{prefix}_out", shape=source.shape, type=source.type)
+    return ir.Node(quantizers.DOMAIN, op_type, inputs, attributes=[ir.AttrInt64("axis", axis)], outputs=[output], name=f"zsq/{source.name}")
