@@ -26,7 +26,8 @@ from common import asset, cifar_weights, emit_json  # noqa: E402
 from zsq_onnx import pipeline  # noqa: E402
 from zsq_onnx.data import load_dataset  # noqa: E402
 from zsq_onnx.recipe import build_recipe  # noqa: E402
-from zsq_onnx.validate import latency_ms, make_session, run_batched, top1  # noqa: E402
+from zsq_onnx.metrics import top1  # noqa: E402
+from zsq_onnx.runtime import latency_ms, make_session, run_batched  # noqa: E402
 
 
 class _Reader(CalibrationDataReader):

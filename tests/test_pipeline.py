@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from zsq_onnx import Recipe, convert
-from zsq_onnx.validate import make_session
+from zsq_onnx.runtime import make_session
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +23,8 @@ def test_w8a8_accuracy_within_half_a_point(converted):
     result, _ = converted
     evaluation = result.evaluation
     assert evaluation.dataset == "digits-test" and evaluation.samples == 360
-    assert evaluation.fp32_top1 >= 0.97
-    assert evaluation.quantized_top1 >= evaluation.fp32_top1 - 0.005
+    assert evaluation.fp32["top1"] >= 0.97
+    assert evaluation.quantized["top1"] >= evaluation.fp32["top1"] - 0.005
     assert evaluation.agreement >= 0.99
 
 
@@ -57,3 +57,7 @@ def test_report_has_the_promised_fields(converted):
     assert 0 <= report["quantized"]["agreement"] <= 1
     assert report["size_bytes"]["quantized"] < report["size_bytes"]["fp32"] / 2
     assert Recipe.from_dict(report["recipe"]) == Recipe()
+    assert [layer["layer"] for layer in report["layers"]] == ["0", "3", "6", "11"]
+    assert all(layer["sqnr_db"] > 25 for layer in report["layers"])
+    assert report["ort_cpu_fusion"]["fused"] >= 2 and report["float_layers"] == [] and report["warnings"] == []
+    assert (folder / "report.md").read_text().startswith("# zsq-onnx report") and (folder / "report.png").stat().st_size > 1000

@@ -14,7 +14,7 @@ from zsq_onnx.quant_params import affine_params
 from zsq_onnx.quantizers import fake_quantize
 from zsq_onnx.recipe import QuantSpec
 from zsq_onnx.torch_graph import TorchGraph
-from zsq_onnx.validate import make_session
+from zsq_onnx.runtime import make_session
 
 
 def _quantizer_model(x: np.ndarray, spec: QuantSpec, per_channel: bool) -> tuple[onnx.ModelProto, np.ndarray]:

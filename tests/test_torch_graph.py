@@ -10,7 +10,7 @@ import torch
 from tests.conftest import parse_model
 from zsq_onnx.errors import UnsupportedOpError
 from zsq_onnx.torch_graph import TorchGraph
-from zsq_onnx.validate import make_session
+from zsq_onnx.runtime import make_session
 
 
 def _compare(module, model, shape, batch=8):

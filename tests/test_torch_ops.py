@@ -26,7 +26,7 @@ from zsq_onnx.errors import UnsupportedOpError
 from zsq_onnx.export import export_module
 from zsq_onnx.preprocessing import Preprocessing
 from zsq_onnx.torch_graph import TorchGraph
-from zsq_onnx.validate import make_session
+from zsq_onnx.runtime import make_session
 
 TOLERANCE = 1e-4
 IMAGE = (4, 8, 8)

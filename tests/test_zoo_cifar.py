@@ -13,7 +13,8 @@ from zsq_onnx.models import get_entry
 from zsq_onnx.models.cifar_resnet import DEPTHS
 from zsq_onnx.pipeline import load_model
 from zsq_onnx.torch_graph import TorchGraph
-from zsq_onnx.validate import make_session, run_batched, top1
+from zsq_onnx.metrics import top1
+from zsq_onnx.runtime import make_session, run_batched
 
 
 def _assert_equivalent(module, model, shape) -> None:

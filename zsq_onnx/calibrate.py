@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 
 from zsq_onnx.errors import BadInputError
-from zsq_onnx.validate import make_session
+from zsq_onnx.runtime import make_session
 
 
 def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:

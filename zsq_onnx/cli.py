@@ -59,27 +59,37 @@ def _preprocessing(input_scale, mean, std):
 @click.argument("model")
 @click.option("-o", "--output", required=True, help="Where to write the quantized .onnx model.")
 @click.option("--weights", help="Weights file (state dict) for zoo models that need one.")
-@click.option("--bits", default=None, help="Bit widths as W<w>A<a>, e.g. W8A8.")
+@click.option("--bits", default=None, help="Bit widths as W<w>A<a>, e.g. W8A8 or W4A8 (2-8 each).")
 @click.option("--wbits", type=int, default=None, help="Weight bits (overrides --bits).")
 @click.option("--abits", type=int, default=None, help="Activation bits (overrides --bits).")
-@click.option("--profile", default="ort-cpu", show_default=True, help="Deployment target.")
+@click.option("--profile", type=click.Choice(["ort-cpu", "tensorrt", "ort-cuda", "sim"]), default="ort-cpu", show_default=True, help="Deployment target.")
+@click.option("--weight-granularity", type=click.Choice(["per-channel", "per-tensor"]), default="per-channel", show_default=True)
+@click.option("--act-granularity", type=click.Choice(["per-tensor", "per-channel"]), default="per-tensor", show_default=True)
+@click.option("--weight-symmetric/--weight-asymmetric", default=True, show_default=True)
+@click.option("--act-symmetric/--act-asymmetric", default=None, help="Default: symmetric for tensorrt/ort-cuda, asymmetric otherwise.")
+@click.option("--keep-ends-8bit/--no-keep-ends-8bit", default=True, show_default=True, help="First conv and last linear at 8 bits.")
+@click.option("--reduce-range", is_flag=True, help="7-bit weights, as ORT's reduce_range (exact in QLinearConv on CPUs without VNNI).")
 @click.option("--samples", type=int, default=None, help="Number of distilled calibration samples.")
 @click.option("--synth-steps", type=int, default=None, help="Adam steps of ZeroQ distillation.")
 @click.option("--synth-batch-size", type=int, default=None, help="Samples per distillation batch.")
 @click.option("--synthetic-data", default=None, help="Reuse distilled inputs from `zsq-onnx synth`.")
 @click.option("--calibration-data", default=None, help="Calibrate on REAL images (.npz or class folders) instead.")
 @click.option("--eval-data", default=None, help="Labelled images (.npz or class folders) to measure accuracy on.")
-@click.option("--report", "report_path", default=None, help="Write the JSON report here.")
+@click.option("--report", "report_path", default=None, help="Write the JSON report here (plus .md and .png beside it).")
+@click.option("--min-agreement", type=float, default=None, help="Exit 3 when top-1 agreement with FP32 is below this (0..1).")
+@click.option("--max-drop", type=float, default=None, help="Exit 3 when top-1 drops more than this many points.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_preprocessing_options
-def convert(model, output, weights, bits, wbits, abits, profile, samples, synth_steps, synth_batch_size, synthetic_data, calibration_data, eval_data, report_path, seed, as_json, quiet, input_scale, mean, std) -> None:
+def convert(model, output, weights, synthetic_data, calibration_data, eval_data, report_path, min_agreement, max_drop, as_json, quiet, input_scale, mean, std, **recipe_options) -> None:
     """Quantize MODEL (a zoo name or an .onnx file with BatchNorm) without data."""
     from zsq_onnx import pipeline, report
     from zsq_onnx.recipe import build_recipe
 
-    recipe = build_recipe(bits=bits, wbits=wbits, abits=abits, profile=profile, samples=samples, synth_steps=synth_steps, synth_batch_size=synth_batch_size, seed=seed)
+    for key in ("weight_granularity", "act_granularity"):
+        recipe_options[key] = recipe_options[key].replace("-", "_")
+    recipe = build_recipe(**recipe_options)
     result = pipeline.convert(
         model, output, recipe, weights=weights, eval_data=eval_data, report_path=report_path, progress=not quiet and sys.stderr.isatty(),
         synthetic_data=synthetic_data, calibration_data=calibration_data, preprocessing=_preprocessing(input_scale, mean, std),
@@ -87,6 +97,7 @@ def convert(model, output, weights, bits, wbits, abits, profile, samples, synth_
     click.echo(report.to_json(result.report) if as_json else report.summary(result.report))
     if not as_json:
         click.echo(f"wrote {output}" + (f" and {report_path}" if report_path else ""))
+    report.check_gates(result.report, min_agreement, max_drop)
 
 
 @main.command()

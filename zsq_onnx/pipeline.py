@@ -20,6 +20,7 @@ from onnx_ir.passes.common import NameFixPass
 from zsq_onnx import onnx_io, report
 from zsq_onnx.calibrate import minmax_ranges
 from zsq_onnx.data import Dataset, load_dataset
+from zsq_onnx.diagnostics import cross_check, float_layers, ort_fusion
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.fold_batchnorm import FoldBatchNormPass
@@ -31,6 +32,9 @@ from zsq_onnx.profiles import emit, get_profile
 from zsq_onnx.recipe import Recipe
 from zsq_onnx.synth import SynthResult, distill, load_synthetic
 from zsq_onnx.validate import Evaluation, evaluate
+
+
+CROSS_CHECK_MAX_BYTES = 2 << 20
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,7 @@ def convert(
     recipe = recipe or Recipe()
     timer = StageTimer()
     start = time.perf_counter()
+    get_profile(recipe.profile).check(recipe)
     with timer.stage("load"):
         loaded = load_model(source, weights, preprocessing)
         dataset = load_dataset(eval_data, loaded.input_shape[1:]) if isinstance(eval_data, (str, Path)) else eval_data or loaded.default_eval_data
@@ -175,13 +180,25 @@ def convert(
     with timer.stage("emit"):
         emitted = emit(quantized, recipe.profile)
     with timer.stage("validate"):
-        if dataset is not None:
-            evaluation = evaluate(loaded.model, emitted, loaded.preprocessing.apply(dataset.images), dataset.labels, dataset.name)
-        else:
-            evaluation = evaluate(loaded.model, emitted, calibration.inputs, None, calibration.source)
+        inputs = loaded.preprocessing.apply(dataset.images) if dataset is not None else calibration.inputs
+        labels = dataset.labels if dataset is not None else None
+        evaluation = evaluate(loaded.model, emitted, inputs, labels, dataset.name if dataset is not None else calibration.source)
+        found = diagnose(emitted, inputs, recipe)
     timer.seconds["total"] = time.perf_counter() - start
-    content = report.build(loaded.name, recipe, evaluation, calibration, loaded.model, emitted, timer.seconds)
+    content = report.build(loaded.name, recipe, evaluation, calibration, loaded.model, emitted, found, timer.seconds)
     onnx_io.save_onnx(emitted, output)
     if report_path is not None:
-        onnx_io.write_text_atomic(report.to_json(content), report_path)
+        report.write(content, report_path)
     return ConversionResult(emitted, evaluation, content)
+
+
+def diagnose(emitted: onnx.ModelProto, inputs: np.ndarray, recipe: Recipe) -> dict:
+    """Notes for the profile, layers left in float, ORT CPU fusion counts (ort-cpu), and for
+    small models a cross-check of ORT against onnx.reference."""
+    profile = get_profile(recipe.profile)
+    found: dict = {"notes": profile.notes(recipe), "float_layers": float_layers(emitted), "warnings": []}
+    if profile.name == "ort-cpu":
+        found["ort_cpu_fusion"] = ort_fusion(emitted)
+    if emitted.ByteSize() <= CROSS_CHECK_MAX_BYTES:
+        found["warnings"] = cross_check(emitted, inputs[:32])
+    return found

@@ -42,6 +42,18 @@ class Profile:
         if activations.granularity != "per_tensor":
             raise BadInputError(f"profile {self.name} needs per-tensor activation scales")
 
+    def notes(self, recipe: Recipe) -> list[str]:
+        """What a user of this target should know about the emitted model."""
+        notes = [self.description]
+        if self.name == "ort-cpu":
+            notes.append("weights use ORT's 7-bit reduce_range" if recipe.reduce_range and recipe.weights.bits == 8 else
+                         "weights use the full int8 range: on CPUs without VNNI fused QLinearConv can round differently from QDQ (--reduce-range avoids it)")
+            if recipe.activations.bits < 8 or recipe.weights.bits < 8:
+                notes.append("layers below 8 bits keep an 8-bit container with Clip and run as float QDQ, not as integer kernels")
+        if self.name in ("ort-cpu", "sim") and recipe.activations.granularity == "per_channel":
+            notes.append("per-channel activation scales run as float QDQ")
+        return notes
+
     def weight_spec(self, recipe: Recipe) -> QuantSpec:
         """The weight spec after the target's adjustments (ORT's 7-bit reduce_range)."""
         if recipe.reduce_range and recipe.weights.bits == 8:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import math
 import resource
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import onnx
 
+from zsq_onnx.errors import AccuracyGateError, BadInputError
+from zsq_onnx.onnx_io import write_bytes_atomic, write_text_atomic
 from zsq_onnx.recipe import Recipe
 from zsq_onnx.validate import Evaluation
 
@@ -29,20 +32,24 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build(name: str, recipe: Recipe, evaluation: Evaluation, calibration: "SynthResult", fp32: onnx.ModelProto, quantized: onnx.ModelProto, seconds: dict[str, float]) -> dict[str, Any]:
+def build(
+    name: str, recipe: Recipe, evaluation: Evaluation, calibration: "SynthResult", fp32: onnx.ModelProto, quantized: onnx.ModelProto,
+    diagnostics: dict[str, Any], seconds: dict[str, float],
+) -> dict[str, Any]:
     """The report of one conversion (accuracies are fractions 0..1)."""
     return {
         "model": name,
         "recipe": recipe.to_dict(),
         "eval": {"dataset": evaluation.dataset, "samples": evaluation.samples},
-        "fp32": {"top1": evaluation.fp32_top1, "latency_ms_b64": evaluation.fp32_latency_ms_b64},
+        "fp32": evaluation.fp32,
         "quantized": {
-            "top1": evaluation.quantized_top1,
+            **evaluation.quantized,
             "agreement": evaluation.agreement,
             "output_sqnr_db": evaluation.output_sqnr_db,
-            "latency_ms_b64": evaluation.quantized_latency_ms_b64,
             "quantizers": quantizer_counts(quantized),
         },
+        "layers": evaluation.layers,
+        **diagnostics,
         "size_bytes": {"fp32": fp32.ByteSize(), "quantized": quantized.ByteSize()},
         "calibration": {
             "source": calibration.source,
@@ -74,16 +81,82 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
-def summary(report: dict[str, Any]) -> str:
-    """A few human-readable lines: accuracies, agreement, sizes, time."""
+def _bits(report: dict[str, Any]) -> str:
     recipe = report["recipe"]
-    bits = f"W{recipe['weights']['bits']}A{recipe['activations']['bits']}"
+    return f"W{recipe['weights']['bits']}A{recipe['activations']['bits']}"
+
+
+def summary(report: dict[str, Any]) -> str:
+    """A few human-readable lines: accuracies, agreement, sizes, latency, time, warnings."""
+    bits = _bits(report)
     fp32, quantized, size = report["fp32"], report["quantized"], report["size_bytes"]
+    calibration = report["calibration"]
     lines = [
-        f"{report['model']}: {bits} {recipe['profile']}, calibrated on {report['calibration']['samples']} {report['calibration']['source']} samples, evaluated on {report['eval']['dataset']} ({report['eval']['samples']} samples)",
+        f"{report['model']}: {bits} {report['recipe']['profile']}, calibrated on {calibration['samples']} {calibration['source']} samples, "
+        f"evaluated on {report['eval']['dataset']} ({report['eval']['samples']} samples)",
         f"  top-1   FP32 {_percent(fp32['top1'])}   {bits} {_percent(quantized['top1'])}   agreement {_percent(quantized['agreement'])}   output SQNR {quantized['output_sqnr_db']:.1f} dB",
         f"  size    FP32 {size['fp32'] / 1024:.1f} KiB   {bits} {size['quantized'] / 1024:.1f} KiB",
-        f"  latency batch 64: FP32 {fp32['latency_ms_b64']:.2f} ms   {bits} {quantized['latency_ms_b64']:.2f} ms",
-        "  seconds " + "  ".join(f"{k} {v:.2f}" for k, v in report["seconds"].items()) + f"   peak memory {report['peak_memory_mb']:.0f} MiB",
+        f"  latency FP32 b1 {fp32['latency_ms_b1']:.2f} ms, b64 {fp32['latency_ms_b64']:.2f} ms   {bits} b1 {quantized['latency_ms_b1']:.2f} ms, b64 {quantized['latency_ms_b64']:.2f} ms",
     ]
+    fusion = report.get("ort_cpu_fusion")
+    if fusion is not None:
+        lines.append(f"  ORT CPU weighted layers: {fusion['fused']} integer kernels, {fusion['unfused']} float")
+    worst = min(report["layers"], key=lambda layer: layer["sqnr_db"], default=None)
+    if worst is not None:
+        lines.append(f"  worst layer {worst['layer']} at {worst['sqnr_db']:.1f} dB SQNR")
+    lines += [f"  note: {note}" for note in report.get("notes", [])]
+    lines += [f"  warning: {warning}" for warning in report.get("warnings", [])]
+    lines.append("  seconds " + "  ".join(f"{k} {v:.2f}" for k, v in report["seconds"].items()) + f"   peak memory {report['peak_memory_mb']:.0f} MiB")
     return "\n".join(lines)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The summary and a per-layer SQNR table, as markdown."""
+    rows = "\n".join(f"| {layer['layer']} | {layer['sqnr_db']:.1f} |" for layer in report["layers"])
+    return f"# zsq-onnx report: {report['model']}\n\n```\n{summary(report)}\n```\n\n| layer | SQNR (dB) |\n|---|---|\n{rows}\n"
+
+
+def plot_layers(report: dict[str, Any]) -> bytes:
+    """A PNG bar chart of per-layer SQNR."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = report["layers"]
+    figure, axes = plt.subplots(figsize=(max(6.0, 0.35 * len(layers)), 4.0))
+    axes.bar(range(len(layers)), [min(layer["sqnr_db"], 80.0) for layer in layers], color="#3b7dd8")
+    axes.set_xticks(range(len(layers)), [layer["layer"] for layer in layers], rotation=90, fontsize=7)
+    axes.set_ylabel("SQNR vs FP32 (dB)")
+    axes.set_title(f"{report['model']} {_bits(report)} {report['recipe']['profile']}: per-layer SQNR")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def write(report: dict[str, Any], path: str | Path) -> list[Path]:
+    """Write the JSON report to ``path`` and its .md and .png beside it (each atomically)."""
+    path = Path(path)
+    written = [write_text_atomic(to_json(report), path), write_text_atomic(markdown(report), path.with_suffix(".md"))]
+    if report["layers"]:
+        written.append(write_bytes_atomic(plot_layers(report), path.with_suffix(".png")))
+    return written
+
+
+def check_gates(report: dict[str, Any], min_agreement: float | None, max_drop: float | None) -> None:
+    """Raise AccuracyGateError (exit 3) when the quantized model misses a gate: agreement with
+    FP32 below ``min_agreement`` (0..1), or top-1 lower than FP32 by more than ``max_drop`` points."""
+    agreement = report["quantized"]["agreement"]
+    if min_agreement is not None and agreement < min_agreement:
+        raise AccuracyGateError(f"accuracy gate failed: agreement {agreement:.4f} < --min-agreement {min_agreement}")
+    if max_drop is not None:
+        fp32, quantized = report["fp32"]["top1"], report["quantized"]["top1"]
+        if fp32 is None or quantized is None:
+            raise BadInputError("--max-drop needs labelled evaluation data (--eval-data)")
+        drop = 100 * (fp32 - quantized)
+        if drop > max_drop:
+            raise AccuracyGateError(f"accuracy gate failed: top-1 drop {drop:.2f} points > --max-drop {max_drop}")

@@ -1,9 +1,9 @@
-"""ONNX Runtime sessions and the metrics that judge a quantized model against its FP32 source."""
+"""Judging a quantized model against its FP32 source in ONNX Runtime: accuracy, agreement, latency."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -11,70 +11,38 @@ import onnxruntime as ort
 
 from zsq_onnx import onnx_io
 from zsq_onnx.data import load_dataset
+from zsq_onnx.diagnostics import layer_sqnr
 from zsq_onnx.errors import BadInputError
+from zsq_onnx.metrics import agreement, sqnr_db, top1, top5
 from zsq_onnx.preprocessing import Preprocessing
-
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-
-
-def make_session(model: onnx.ModelProto | str, provider: str = "cpu", level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL) -> ort.InferenceSession:
-    """An ORT session for a model (proto or path) on ``provider`` (cpu or cuda)."""
-    if PROVIDERS.get(provider) not in ort.get_available_providers():
-        raise BadInputError(f"provider {provider!r} is not available in this onnxruntime ({', '.join(ort.get_available_providers())})")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = level
-    options.log_severity_level = 3
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    return ort.InferenceSession(source, options, providers=[PROVIDERS[provider]])
+from zsq_onnx.runtime import latency_ms, make_session, run_batched
 
 
-def run_batched(session: ort.InferenceSession, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """First output of ``session`` over ``inputs`` in batches, concatenated."""
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: inputs[i : i + batch_size]})[0] for i in range(0, len(inputs), batch_size)])
-
-
-def top1(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of samples whose arg-max equals the label."""
-    return float((logits.argmax(axis=1) == labels).mean())
-
-
-def agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
-    """Fraction of samples where both models predict the same class."""
-    return float((reference.argmax(axis=1) == candidate.argmax(axis=1)).mean())
-
-
-def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio of ``candidate`` against ``reference``, in dB."""
-    noise = float(np.sum((reference.astype(np.float64) - candidate) ** 2))
-    signal = float(np.sum(reference.astype(np.float64) ** 2))
-    return float("inf") if noise == 0 else float(10.0 * np.log10(signal / noise))
-
-
-def latency_ms(session: ort.InferenceSession, sample: np.ndarray, repeats: int = 20) -> float:
-    """Median wall time of one ``session.run`` on ``sample``, in milliseconds (after a warm-up)."""
-    name = session.get_inputs()[0].name
-    session.run(None, {name: sample})
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, {name: sample})
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
+def measure(session: ort.InferenceSession, inputs: np.ndarray, labels: np.ndarray | None) -> tuple[np.ndarray, dict]:
+    """Logits of ``session`` over ``inputs``, and its top-1/top-5 (None without labels) and
+    median latency at batch 1 and 64."""
+    logits = run_batched(session, inputs)
+    batch = np.resize(inputs, (64, *inputs.shape[1:])).astype(np.float32)
+    return logits, {
+        "top1": top1(logits, labels) if labels is not None else None,
+        "top5": top5(logits, labels) if labels is not None else None,
+        "latency_ms_b1": latency_ms(session, batch[:1], repeats=50),
+        "latency_ms_b64": latency_ms(session, batch),
+    }
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """FP32 vs quantized on one input set, in ORT; top-1 figures are None without labels."""
+    """FP32 vs quantized on one input set, in ORT: each model's measures (see :func:`measure`),
+    their top-1 agreement, output SQNR and per-layer SQNR."""
 
     dataset: str
     samples: int
-    fp32_top1: float | None
-    quantized_top1: float | None
+    fp32: dict
+    quantized: dict
     agreement: float
     output_sqnr_db: float
-    fp32_latency_ms_b64: float
-    quantized_latency_ms_b64: float
+    layers: list[dict]
 
     def to_dict(self) -> dict:
         """Plain dict for the report."""
@@ -83,23 +51,14 @@ class Evaluation:
 
 def evaluate(fp32: onnx.ModelProto, quantized: onnx.ModelProto, inputs: np.ndarray, labels: np.ndarray | None, name: str, provider: str = "cpu") -> Evaluation:
     """Run both models over preprocessed ``inputs`` and compare them (and with ``labels``)."""
-    fp_session, q_session = make_session(fp32, provider), make_session(quantized, provider)
-    fp_logits, q_logits = run_batched(fp_session, inputs), run_batched(q_session, inputs)
-    batch = np.resize(inputs, (64, *inputs.shape[1:])).astype(np.float32)
-    return Evaluation(
-        dataset=name,
-        samples=len(inputs),
-        fp32_top1=top1(fp_logits, labels) if labels is not None else None,
-        quantized_top1=top1(q_logits, labels) if labels is not None else None,
-        agreement=agreement(fp_logits, q_logits),
-        output_sqnr_db=sqnr_db(fp_logits, q_logits),
-        fp32_latency_ms_b64=latency_ms(fp_session, batch),
-        quantized_latency_ms_b64=latency_ms(q_session, batch),
-    )
+    fp_logits, fp_measures = measure(make_session(fp32, provider), inputs, labels)
+    q_logits, q_measures = measure(make_session(quantized, provider), inputs, labels)
+    return Evaluation(name, len(inputs), fp_measures, q_measures, agreement(fp_logits, q_logits), sqnr_db(fp_logits, q_logits), layer_sqnr(fp32, quantized, inputs[:256]))
 
 
 def evaluate_files(model_path: str, data_path: str, reference_path: str | None = None, provider: str = "cpu", preprocessing: Preprocessing | None = None) -> dict:
-    """Top-1 of an .onnx model on a dataset; with a reference model, agreement and SQNR too."""
+    """An .onnx model's top-1/top-5 and latency on a dataset; with a reference model, the same for
+    it plus agreement, output SQNR, per-layer SQNR and file sizes."""
     model = onnx_io.load_onnx(model_path)
     preprocessing = preprocessing or Preprocessing.from_metadata({p.key: p.value for p in model.metadata_props})
     if preprocessing is None:
@@ -107,30 +66,31 @@ def evaluate_files(model_path: str, data_path: str, reference_path: str | None =
     shape = model.graph.input[0].type.tensor_type.shape.dim
     data = load_dataset(data_path, (shape[2].dim_value, shape[3].dim_value) if len(shape) == 4 else None)
     inputs = preprocessing.apply(data.images)
-    session = make_session(model, provider)
-    logits = run_batched(session, inputs)
-    batch = np.resize(inputs, (64, *inputs.shape[1:])).astype(np.float32)
-    result: dict = {"model": model_path, "dataset": data.name, "samples": len(data), "top1": top1(logits, data.labels), "latency_ms_b64": latency_ms(session, batch)}
+    logits, measures = measure(make_session(model, provider), inputs, data.labels)
+    result: dict = {"model": model_path, "dataset": data.name, "samples": len(data), "provider": provider, **measures, "size_bytes": Path(model_path).stat().st_size}
     if reference_path is not None:
-        reference_session = make_session(onnx_io.load_onnx(reference_path), provider)
-        reference_logits = run_batched(reference_session, inputs)
-        result["reference"] = {
-            "model": reference_path,
-            "top1": top1(reference_logits, data.labels),
-            "latency_ms_b64": latency_ms(reference_session, batch),
-        }
+        reference = onnx_io.load_onnx(reference_path)
+        reference_logits, reference_measures = measure(make_session(reference, provider), inputs, data.labels)
+        result["reference"] = {"model": reference_path, **reference_measures, "size_bytes": Path(reference_path).stat().st_size}
         result["agreement"] = agreement(reference_logits, logits)
         result["output_sqnr_db"] = sqnr_db(reference_logits, logits)
+        result["layers"] = layer_sqnr(reference, model, inputs[:256])
     return result
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
 def describe(result: dict) -> str:
     """Human-readable lines for :func:`evaluate_files`' result."""
-    lines = [f"{result['model']}: top-1 {100 * result['top1']:.2f}% on {result['dataset']} ({result['samples']} samples), batch-64 latency {result['latency_ms_b64']:.2f} ms"]
+    def line(label: str, measures: dict) -> str:
+        return (f"{label}: top-1 {_percent(measures['top1'])}  top-5 {_percent(measures['top5'])}  latency b1 {measures['latency_ms_b1']:.2f} ms, "
+                f"b64 {measures['latency_ms_b64']:.2f} ms  size {measures['size_bytes'] / 1024:.1f} KiB")
+
+    lines = [f"{result['dataset']} ({result['samples']} samples, {result['provider']})", line(result["model"], result)]
     if "reference" in result:
-        reference = result["reference"]
-        lines.append(
-            f"reference {reference['model']}: top-1 {100 * reference['top1']:.2f}%, latency {reference['latency_ms_b64']:.2f} ms; "
-            f"agreement {100 * result['agreement']:.2f}%, output SQNR {result['output_sqnr_db']:.1f} dB"
-        )
+        lines.append(line(result["reference"]["model"], result["reference"]))
+        lines.append(f"agreement {_percent(result['agreement'])}, output SQNR {result['output_sqnr_db']:.1f} dB")
+        lines += [f"  {layer['layer']:<40} SQNR {layer['sqnr_db']:6.1f} dB" for layer in result["layers"]]
     return "\n".join(lines)

@@ -1,0 +1,136 @@
+"""Where accuracy is lost and what ORT makes of a model: per-layer SQNR, fusion counts,
+layers left in float, and a cross-check of executors (ORT ALL vs BASIC vs onnx.reference)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnx.utils
+import onnxruntime as ort
+from onnx.reference import ReferenceEvaluator
+
+from zsq_onnx.calibrate import with_outputs
+from zsq_onnx.metrics import sqnr_db
+from zsq_onnx.runtime import make_session
+
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QLinearAdd")
+FLOAT_WEIGHTED_OPS = ("Conv", "FusedConv", "ConvTranspose", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "NchwcConv")
+
+
+def layer_outputs(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """(layer name, output tensor) of every weighted node in graph order; a Conv followed only by
+    BatchNormalization reports the BN output, so BN and BN-folded graphs pair layer by layer.
+    Layers are named after their weights (``layer1.0.conv1``)."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    layers = []
+    for node in model.graph.node:
+        if node.op_type not in WEIGHTED_OPS or node.domain not in ("", "ai.onnx"):
+            continue
+        output = node.output[0]
+        users = consumers.get(output, [])
+        if len(users) == 1 and users[0].op_type == "BatchNormalization":
+            output = users[0].output[0]
+        layers.append((_layer_name(node), output))
+    return layers
+
+
+def _layer_name(node: onnx.NodeProto) -> str:
+    """A readable layer name: the node's weight name without quantizer or ``.weight`` suffixes."""
+    if len(node.input) < 2:
+        return node.name or node.output[0]
+    return node.input[1].removesuffix(".zsq_out").removesuffix("_quantized").removesuffix(".weight")
+
+
+def _run(model: onnx.ModelProto, names: list[str], inputs: np.ndarray, level: ort.GraphOptimizationLevel) -> list[np.ndarray]:
+    session = make_session(with_outputs(model, names), level=level)
+    return session.run(names, {session.get_inputs()[0].name: inputs})
+
+
+def layer_sqnr(reference: onnx.ModelProto, candidate: onnx.ModelProto, inputs: np.ndarray) -> list[dict]:
+    """SQNR (dB) of every weighted layer's output in ``candidate`` against ``reference`` on the
+    same inputs; layers are paired by order (both must have the same weighted layers)."""
+    ref_layers, cand_layers = layer_outputs(reference), layer_outputs(candidate)
+    if len(ref_layers) != len(cand_layers):
+        return []
+    basic = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    ref_values = _run(reference, [t for _, t in ref_layers], inputs, basic)
+    cand_values = _run(candidate, [t for _, t in cand_layers], inputs, basic)
+    return [
+        {"layer": name, "tensor": tensor, "sqnr_db": sqnr_db(r, c)}
+        for (name, tensor), r, c in zip(cand_layers, ref_values, cand_values)
+    ]
+
+
+def ort_fusion(model: onnx.ModelProto) -> dict:
+    """What ORT CPU (ENABLE_ALL) turns the model into: weighted ops run as integer kernels
+    (QLinearConv, QLinearMatMul, ...) vs left as float kernels, from its optimized model."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "optimized.onnx")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = path
+        options.log_severity_level = 3
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        ops = Counter(node.op_type for node in onnx.load(path).graph.node)
+    fused = sum(ops[op] for op in INTEGER_OPS if op != "QLinearAdd")
+    unfused = sum(ops[op] for op in FLOAT_WEIGHTED_OPS)
+    return {"fused": fused, "unfused": unfused, "integer_ops": {op: ops[op] for op in INTEGER_OPS if ops[op]}}
+
+
+def float_layers(model: onnx.ModelProto) -> list[str]:
+    """Weighted nodes of an emitted model whose input is not dequantized: they run in float."""
+    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    return [f"{n.op_type} {n.name}" for n in model.graph.node if n.op_type in WEIGHTED_OPS and n.input[0] not in dequantized]
+
+
+def _quantizer_chains(model: onnx.ModelProto) -> list[tuple[str, str, float]]:
+    """(input, dequantized output, largest scale) of every QuantizeLinear[->Clip]->DequantizeLinear
+    on a computed tensor."""
+    initializers = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    readers: dict[str, onnx.NodeProto] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, node)
+    chains = []
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] in initializers:
+            continue
+        tail = readers.get(node.output[0])
+        if tail is not None and tail.op_type == "Clip":
+            tail = readers.get(tail.output[0])
+        if tail is not None and tail.op_type == "DequantizeLinear":
+            chains.append((node.input[0], tail.output[0], float(np.max(initializers[node.input[1]]))))
+    return chains
+
+
+def cross_check(model: onnx.ModelProto, inputs: np.ndarray) -> list[str]:
+    """Warnings naming each quantizer where ORT (ENABLE_BASIC) and onnx.reference, given the same
+    input tensor, differ by more than 1 LSB; and one when ORT ENABLE_ALL's output strays from
+    ENABLE_BASIC's by more than 1/128 of its range (fused integer kernels round differently).
+    Meant for small models: onnx.reference is slow."""
+    chains = _quantizer_chains(model)
+    output = model.graph.output[0].name
+    names = [name for chain in chains for name in chain[:2]]
+    basic = dict(zip([*names, output], _run(model, [*names, output], inputs, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)))
+    extractor = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(model))
+    warnings = []
+    for source, target, scale in chains:
+        chain = ReferenceEvaluator(extractor.extract_model([source], [target]))
+        expected = chain.run(None, {source: basic[source]})[0]
+        lsb = float(np.max(np.abs(expected - basic[target]))) / scale
+        if lsb > 1.0 + 1e-3:
+            warnings.append(f"quantizer of {source!r}: ORT and onnx.reference differ by {lsb:.1f} LSB")
+    full = make_session(model).run([output], {model.graph.input[0].name: inputs})[0]
+    tolerance = max(1e-4, float(np.abs(basic[output]).max()) / 128)
+    difference = float(np.abs(full - basic[output]).max())
+    if difference > tolerance:
+        warnings.append(f"output {output!r}: ORT ENABLE_ALL and ENABLE_BASIC differ by {difference:.4g} (fused integer kernels round differently)")
+    return warnings

@@ -1,0 +1,42 @@
+"""ONNX Runtime sessions: creation on a provider, batched runs, latency."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from zsq_onnx.errors import BadInputError
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def make_session(model: onnx.ModelProto | str, provider: str = "cpu", level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL) -> ort.InferenceSession:
+    """An ORT session for a model (proto or path) on ``provider`` (cpu or cuda)."""
+    if PROVIDERS.get(provider) not in ort.get_available_providers():
+        raise BadInputError(f"provider {provider!r} is not available in this onnxruntime ({', '.join(ort.get_available_providers())})")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    options.log_severity_level = 3
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    return ort.InferenceSession(source, options, providers=[PROVIDERS[provider]])
+
+
+def run_batched(session: ort.InferenceSession, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """First output of ``session`` over ``inputs`` in batches, concatenated."""
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: inputs[i : i + batch_size]})[0] for i in range(0, len(inputs), batch_size)])
+
+
+def latency_ms(session: ort.InferenceSession, sample: np.ndarray, repeats: int = 20) -> float:
+    """Median wall time of one ``session.run`` on ``sample``, in milliseconds (after a warm-up)."""
+    name = session.get_inputs()[0].name
+    session.run(None, {name: sample})
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, {name: sample})
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3)
