@@ -151,3 +151,14 @@ def eval_command(model, data, reference, provider, as_json, input_scale, mean, s
 
     result = validate.evaluate_files(model, data, reference, provider, _preprocessing(input_scale, mean, std))
     click.echo(json.dumps(result, indent=2) if as_json else validate.describe(result))
+
+
+@main.command("inspect")
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+def inspect_command(model, as_json) -> None:
+    """Per quantizer of MODEL.onnx: role, bits, granularity, scale range."""
+    from zsq_onnx import inspection, onnx_io
+
+    result = inspection.inspect_model(onnx_io.load_onnx(model))
+    click.echo(json.dumps(result, indent=2) if as_json else inspection.describe(result))

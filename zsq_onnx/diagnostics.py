@@ -46,7 +46,7 @@ def _layer_name(node: onnx.NodeProto) -> str:
     """A readable layer name: the node's weight name without quantizer or ``.weight`` suffixes."""
     if len(node.input) < 2:
         return node.name or node.output[0]
-    return node.input[1].removesuffix(".zsq_out").removesuffix("_quantized").removesuffix(".weight")
+    return node.input[1].removesuffix(".zsq_out").removesuffix(".weight")
 
 
 def _run(model: onnx.ModelProto, names: list[str], inputs: np.ndarray, level: ort.GraphOptimizationLevel) -> list[np.ndarray]:

@@ -26,6 +26,7 @@ from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.fold_batchnorm import FoldBatchNormPass
 from zsq_onnx.passes.quant_targets import plan_quantization
 from zsq_onnx.passes.quantize_activations import QuantizeActivationsPass
+from zsq_onnx.passes.quantize_bias import QuantizeBiasPass
 from zsq_onnx.passes.quantize_weights import QuantizeWeightsPass
 from zsq_onnx.preprocessing import Preprocessing
 from zsq_onnx.profiles import emit, get_profile
@@ -99,6 +100,7 @@ def quantize(model: onnx.ModelProto, batches: list[np.ndarray], recipe: Recipe) 
         folded,
         QuantizeActivationsPass(plan.activations, ranges, plan.rules, profile.use_4bit_types),
         QuantizeWeightsPass(plan.weights, profile.use_4bit_types),
+        QuantizeBiasPass(),
     )
 
 

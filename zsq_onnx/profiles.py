@@ -15,6 +15,7 @@ from onnx_ir.passes.common import InlinePass, RemoveUnusedFunctionsPass, RemoveU
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.fold_constants import KEPT_OPS, FoldConstantsPass
+from zsq_onnx.passes.name_quantized_weights import NameQuantizedWeightsPass
 from zsq_onnx.recipe import PROFILE_NAMES, QuantSpec, Recipe
 
 WEIGHTED_AND_RESIDUAL = ("weighted-op-input", "residual-add-input")
@@ -99,6 +100,7 @@ def emit(model: onnx.ModelProto, profile: str = "ort-cpu") -> onnx.ModelProto:
         RemoveUnusedFunctionsPass(),
         FoldConstantsPass(kept_ops=KEPT_OPS - {"QuantizeLinear"}),
         RemoveUnusedNodesPass(),
+        NameQuantizedWeightsPass(),
         RemoveUnusedOpsetsPass(),
     )
     onnx.checker.check_model(lowered, full_check=True)

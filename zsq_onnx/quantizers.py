@@ -9,6 +9,11 @@ static quantizers (parameters are initializers so they can be trained):
   range is the zero point's full type range (int8, uint8, int4, uint4);
   ``StaticQuantizeClip(x, scale, zero_point, qmin, qmax)``: the same with a Clip to
   [qmin, qmax] in between, for bit widths held in an 8-bit container (2, 3, 5, 6, 7 bits).
+
+bias quantizer: ``BiasQuantize(bias, input_scale, weight_scale)``: int32 levels with scale
+  input_scale * weight_scale (per output channel) and zero point 0, as integer kernels (ORT's
+  QLinearConv, TensorRT) hold biases; ORT applies exactly this to float biases next to QDQ, so
+  the graph states it to keep ORT and the torch simulation bit-exact.
 """
 
 from __future__ import annotations
@@ -40,9 +45,17 @@ def StaticQuantizeClip(x, scale, zero_point, qmin, qmax, axis: int = 1):
     return op.DequantizeLinear(clipped, scale, zero_point, axis=axis)
 
 
+@script(zsq, default_opset=op)
+def BiasQuantize(bias, input_scale, weight_scale):
+    """Bias rounded to int32 levels of input_scale * weight_scale (QuantizeLinear has no int32)."""
+    scale = op.Mul(input_scale, weight_scale)
+    levels = op.Cast(op.Round(op.Div(bias, scale)), to=onnx.TensorProto.INT32)
+    return op.DequantizeLinear(levels, scale, axis=0)
+
+
 def function_protos() -> dict[str, onnx.FunctionProto]:
     """The FunctionProto of every zsq quantizer, by op type."""
-    return {fn.name: fn.to_function_proto() for fn in (StaticQuantize, StaticQuantizeClip)}
+    return {fn.name: fn.to_function_proto() for fn in (StaticQuantize, StaticQuantizeClip, BiasQuantize)}
 
 
 INTEGER_RANGES: dict[int, tuple[int, int]] = {
@@ -94,4 +107,10 @@ def _static_quantize_clip(inputs: list, attrs: dict[str, Any]):
     return fake_quantize(x, scale, zero_point, int(qmin), int(qmax), attrs.get("axis", 1))
 
 
-TORCH_OPS = {"StaticQuantize": _static_quantize, "StaticQuantizeClip": _static_quantize_clip}
+def _bias_quantize(inputs: list, attrs: dict[str, Any]):
+    bias, input_scale, weight_scale = inputs
+    scale = input_scale * weight_scale
+    return round_ste(bias / scale) * scale
+
+
+TORCH_OPS = {"StaticQuantize": _static_quantize, "StaticQuantizeClip": _static_quantize_clip, "BiasQuantize": _bias_quantize}

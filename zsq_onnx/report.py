@@ -20,11 +20,15 @@ if TYPE_CHECKING:
 
 
 def quantizer_counts(model: onnx.ModelProto) -> dict[str, int]:
-    """Weight quantizers (DequantizeLinear of an integer initializer) and activation ones (QuantizeLinear)."""
-    initializers = {t.name for t in model.graph.initializer}
-    weights = sum(1 for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in initializers)
-    activations = sum(1 for n in model.graph.node if n.op_type == "QuantizeLinear")
-    return {"weights": weights, "activations": activations}
+    """Weight quantizers (DequantizeLinear of an 8/4-bit initializer), bias quantizers (of an int32
+    initializer) and activation quantizers (QuantizeLinear)."""
+    initializers = {t.name: t.data_type for t in model.graph.initializer}
+    stored = [initializers[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in initializers]
+    return {
+        "weights": sum(1 for dtype in stored if dtype != onnx.TensorProto.INT32),
+        "biases": sum(1 for dtype in stored if dtype == onnx.TensorProto.INT32),
+        "activations": sum(1 for n in model.graph.node if n.op_type == "QuantizeLinear"),
+    }
 
 
 def peak_memory_mb() -> float:
