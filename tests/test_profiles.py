@@ -1,0 +1,127 @@
+"""Deployment profiles: every emitted model passes the full checker and loads in ORT; TensorRT's
+constraints hold; ORT output equals the torch simulation within 1 LSB at every bit width."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from zsq_onnx.calibrate import with_outputs
+from zsq_onnx.errors import BadInputError
+from zsq_onnx.models.digits_cnn import digits_split
+from zsq_onnx.pipeline import quantize
+from zsq_onnx.profiles import emit
+from zsq_onnx.recipe import build_recipe
+from zsq_onnx.runtime import make_session
+from zsq_onnx.synth import distill
+from zsq_onnx.torch_graph import TorchGraph
+
+
+@pytest.fixture(scope="module")
+def setting(digits):
+    _, model, entry = digits
+    batches = distill(model, entry.input_shape, build_recipe(samples=64, synth_steps=30).synth, 0, progress=False).batches
+    inputs = entry.preprocessing.apply(digits_split("test").images[:128])
+    return model, batches, inputs
+
+
+def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    return {t.name: t for t in model.graph.initializer}
+
+
+@pytest.mark.parametrize("profile", ["ort-cpu", "tensorrt", "ort-cuda", "sim"])
+def test_every_profile_passes_full_check_and_loads(setting, profile):
+    model, batches, inputs = setting
+    emitted = emit(quantize(model, batches, build_recipe(profile=profile)), profile)
+    onnx.checker.check_model(emitted, full_check=True)
+    assert not emitted.functions and {n.domain for n in emitted.graph.node} == {""}
+    assert make_session(emitted).run(None, {"input": inputs[:4]})[0].shape == (4, 10)
+
+
+def test_tensorrt_graph_is_symmetric_int8_with_constant_scales(setting):
+    model, batches, _ = setting
+    emitted = emit(quantize(model, batches, build_recipe(profile="tensorrt")), "tensorrt")
+    inits = _initializers(emitted)
+    qdq = [n for n in emitted.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq
+    for node in qdq:
+        assert node.input[1] in inits, "scales must be constant initializers"
+        if len(node.input) > 2:
+            assert not onnx.numpy_helper.to_array(inits[node.input[2]]).any(), "zero points must be 0"
+    for node in (n for n in emitted.graph.node if n.op_type == "QuantizeLinear"):
+        assert inits[node.input[2]].data_type == onnx.TensorProto.INT8
+        assert onnx.numpy_helper.to_array(inits[node.input[1]]).ndim == 0, "activations per tensor"
+    weights = [n for n in emitted.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.INT8]
+    assert len(weights) == 4
+    assert all(onnx.numpy_helper.to_array(inits[n.input[1]]).ndim == 1 for n in weights), "weights per channel"
+
+
+def test_tensorrt_refuses_low_bits_and_asymmetry():
+    from zsq_onnx.profiles import get_profile
+
+    with pytest.raises(BadInputError, match="symmetric int8"):
+        get_profile("tensorrt").check(build_recipe(bits="W4A8", profile="tensorrt"))
+    with pytest.raises(BadInputError, match="symmetric int8"):
+        get_profile("ort-cuda").check(build_recipe(profile="ort-cuda", act_symmetric=False))
+
+
+def _quantizer_outputs(model: onnx.ModelProto) -> dict[str, float]:
+    inits = _initializers(model)
+    return {
+        n.output[0]: float(onnx.numpy_helper.to_array(inits[n.input[1]]).max())
+        for n in model.graph.node
+        if n.domain == "zsq" and n.op_type.startswith("Static") and n.input[0] not in inits
+    }
+
+
+def _assert_ort_equals_torch(quantized: onnx.ModelProto, emitted: onnx.ModelProto, inputs: np.ndarray) -> None:
+    scales = _quantizer_outputs(quantized)
+    names = list(scales)
+    with torch.no_grad():
+        expected = TorchGraph(quantized).run({"input": torch.from_numpy(inputs)}, names)
+    actual = make_session(with_outputs(emitted, names)).run(names, {"input": inputs})
+    for name, value in zip(names, actual):
+        assert np.abs(expected[name].numpy() - value).max() <= scales[name] * 1.001, name
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 7, 8])
+def test_sim_ort_equals_torch_within_one_lsb(setting, bits):
+    model, batches, inputs = setting
+    quantized = quantize(model, batches, build_recipe(wbits=bits, abits=bits, profile="sim", keep_ends_8bit=False))
+    emitted = emit(quantized, "sim")
+    if bits == 4:
+        types = {t.data_type for t in emitted.graph.initializer}
+        assert onnx.TensorProto.INT4 in types and onnx.TensorProto.UINT4 in types
+    _assert_ort_equals_torch(quantized, emitted, inputs)
+
+
+def test_ort_cpu_int4_activations_with_int8_weights_run_at_default_level(setting):
+    model, batches, inputs = setting
+    quantized = quantize(model, batches, build_recipe(bits="W8A4", profile="ort-cpu"))
+    emitted = emit(quantized, "ort-cpu")
+    assert not {onnx.TensorProto.INT4, onnx.TensorProto.UINT4} & {t.data_type for t in emitted.graph.initializer}
+    session = make_session(emitted, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    assert np.isfinite(session.run(None, {"input": inputs})[0]).all()
+    _assert_ort_equals_torch(quantized, emitted, inputs)
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers(), reason="needs onnxruntime-gpu and a CUDA device")
+def test_ort_cuda_runs_on_the_cuda_provider(setting):
+    model, batches, inputs = setting
+    emitted = emit(quantize(model, batches, build_recipe(profile="ort-cuda")), "ort-cuda")
+    gpu = make_session(emitted, "cuda").run(None, {"input": inputs})[0]
+    cpu = make_session(emitted, level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL).run(None, {"input": inputs})[0]
+    assert (gpu.argmax(1) == cpu.argmax(1)).mean() > 0.99
+
+
+def test_ort_cpu_fuses_every_resnet_layer(resnet20_random):
+    from zsq_onnx.diagnostics import ort_fusion
+
+    _, model, entry = resnet20_random
+    batches = [np.random.default_rng(0).standard_normal((16, *entry.input_shape)).astype(np.float32)]
+    fusion = ort_fusion(emit(quantize(model, batches, build_recipe()), "ort-cpu"))
+    assert fusion["fused"] == 20 and fusion["unfused"] == 0
+    assert fusion["integer_ops"].get("QLinearAdd", 0) >= 6
