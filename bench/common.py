@@ -7,6 +7,11 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
 ASSETS = Path(os.environ.get("ZSQ_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
 CIFAR_WEIGHTS = {"resnet20-cifar10": "resnet20_cifar10.pt", "resnet32-cifar10": "resnet32_cifar10.pt"}
 
@@ -29,3 +34,36 @@ def cifar_weights(model: str) -> Path:
 def emit_json(record: dict) -> None:
     """Print the bench's result as one JSON line (the last line of its output)."""
     print(json.dumps(record), flush=True)
+
+
+class _Reader(CalibrationDataReader):
+    """Feeds ORT's calibrator batches of real, preprocessed images."""
+
+    def __init__(self, inputs: np.ndarray, batch: int = 64) -> None:
+        self._batches = iter([{"input": inputs[i : i + batch]} for i in range(0, len(inputs), batch)])
+
+    def get_next(self) -> dict | None:
+        return next(self._batches, None)
+
+
+def ort_quantize_static(fp32_path: Path, calibration: np.ndarray, folder: Path) -> Path:
+    """ORT's own W8A8 QDQ quantizer (per-channel, MinMax), after its recommended pre-processing."""
+    prepared, output = folder / "ort_prepared.onnx", folder / "ort_w8a8.onnx"
+    quant_pre_process(str(fp32_path), str(prepared))
+    quantize_static(
+        str(prepared), str(output), _Reader(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+    )
+    return output
+
+
+def fp32_ort_and_zsq(model: str, weights: Path, calibration: np.ndarray, recipe, eval_data, folder: Path) -> dict[str, Path]:
+    """Write the FP32 model, ORT's quantize_static W8A8 calibrated on ``calibration`` (real,
+    preprocessed images) and zsq's data-free model; return their paths by key."""
+    from zsq_onnx import pipeline
+
+    paths = {"fp32": folder / "fp32.onnx", "zsq": folder / "zsq.onnx"}
+    onnx.save(pipeline.load_model(model, weights).model, paths["fp32"])
+    paths["ort"] = ort_quantize_static(paths["fp32"], calibration, folder)
+    pipeline.convert(model, paths["zsq"], recipe, weights=weights, eval_data=eval_data, progress=False)
+    return paths

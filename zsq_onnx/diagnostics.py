@@ -15,6 +15,7 @@ from onnx.reference import ReferenceEvaluator
 
 from zsq_onnx.calibrate import with_outputs
 from zsq_onnx.metrics import sqnr_db
+from zsq_onnx.onnx_io import readers
 from zsq_onnx.runtime import make_session
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -26,10 +27,7 @@ def layer_outputs(model: onnx.ModelProto) -> list[tuple[str, str]]:
     """(layer name, output tensor) of every weighted node in graph order; a Conv followed only by
     BatchNormalization reports the BN output, so BN and BN-folded graphs pair layer by layer.
     Layers are named after their weights (``layer1.0.conv1``)."""
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = readers(model)
     layers = []
     for node in model.graph.node:
         if node.op_type not in WEIGHTED_OPS or node.domain not in ("", "ai.onnx"):
@@ -95,17 +93,14 @@ def _quantizer_chains(model: onnx.ModelProto) -> list[tuple[str, str, float]]:
     """(input, dequantized output, largest scale) of every QuantizeLinear[->Clip]->DequantizeLinear
     on a computed tensor."""
     initializers = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
-    readers: dict[str, onnx.NodeProto] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, node)
+    first_reader = {name: nodes[0] for name, nodes in readers(model).items()}
     chains = []
     for node in model.graph.node:
         if node.op_type != "QuantizeLinear" or node.input[0] in initializers:
             continue
-        tail = readers.get(node.output[0])
+        tail = first_reader.get(node.output[0])
         if tail is not None and tail.op_type == "Clip":
-            tail = readers.get(tail.output[0])
+            tail = first_reader.get(tail.output[0])
         if tail is not None and tail.op_type == "DequantizeLinear":
             chains.append((node.input[0], tail.output[0], float(np.max(initializers[node.input[1]]))))
     return chains

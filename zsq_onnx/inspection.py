@@ -10,6 +10,7 @@ import onnx
 from onnx import numpy_helper
 
 from zsq_onnx import quantizers
+from zsq_onnx.onnx_io import readers
 
 _TYPE_RANGES = {**quantizers.INTEGER_RANGES, onnx.TensorProto.INT16: (-32768, 32767), onnx.TensorProto.UINT16: (0, 65535)}
 
@@ -46,15 +47,12 @@ def quantizer_table(model: onnx.ModelProto) -> list[dict]:
     """One row per quantizer, for emitted QDQ models and for intermediate models with zsq nodes."""
     inits = {t.name: t for t in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    consumers = readers(model)
     rows = []
     for node in model.graph.node:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         axis = attrs.get("axis", 1)
-        consumer = ", ".join(f"{r.op_type} {r.name}" for r in readers.get(node.output[0], []))
+        consumer = ", ".join(f"{r.op_type} {r.name}" for r in consumers.get(node.output[0], []))
         if node.domain == quantizers.DOMAIN:
             zero_point = inits[node.input[2]]
             qrange = (int(numpy_helper.to_array(inits[node.input[3]])), int(numpy_helper.to_array(inits[node.input[4]]))) if len(node.input) > 4 else _TYPE_RANGES[zero_point.data_type]

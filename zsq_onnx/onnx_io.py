@@ -84,3 +84,12 @@ def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
 def write_text_atomic(text: str, path: str | Path) -> Path:
     """Write a text file through a temporary file and a rename."""
     return write_bytes_atomic(text.encode(), path)
+
+
+def readers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    """The nodes that read each tensor, by tensor name."""
+    found: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            found.setdefault(name, []).append(node)
+    return found
