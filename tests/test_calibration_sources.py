@@ -77,7 +77,7 @@ def test_real_calibration_data_quantizes_a_model_without_batchnorm(tmp_path, dig
     report = json.loads(result.stdout)
     assert report["calibration"]["source"] == "real images"
     assert report["quantized"]["agreement"] > 0.9
-    assert report["quantized"]["quantizers"] == {"weights": 2, "biases": 0, "activations": 2}
+    assert report["quantized"]["quantizers"] == {"weights": 2, "biases": 0, "activations": 3}
 
 
 def test_foreign_dynamo_export_with_flags(tmp_path, digits_npz):

@@ -19,7 +19,8 @@ from zsq_onnx.onnx_io import readers
 from zsq_onnx.runtime import make_session
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QLinearAdd")
+INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul")
+OTHER_INTEGER_OPS = ("QLinearAdd", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearMul", "QLinearConcat")
 FLOAT_WEIGHTED_OPS = ("Conv", "FusedConv", "ConvTranspose", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "NchwcConv")
 
 
@@ -78,9 +79,9 @@ def ort_fusion(model: onnx.ModelProto) -> dict:
         options.log_severity_level = 3
         ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         ops = Counter(node.op_type for node in onnx.load(path).graph.node)
-    fused = sum(ops[op] for op in INTEGER_OPS if op != "QLinearAdd")
+    fused = sum(ops[op] for op in INTEGER_OPS)
     unfused = sum(ops[op] for op in FLOAT_WEIGHTED_OPS)
-    return {"fused": fused, "unfused": unfused, "integer_ops": {op: ops[op] for op in INTEGER_OPS if ops[op]}}
+    return {"fused": fused, "unfused": unfused, "integer_ops": {op: ops[op] for op in INTEGER_OPS + OTHER_INTEGER_OPS if ops[op]}}
 
 
 def float_layers(model: onnx.ModelProto) -> list[str]:

@@ -95,10 +95,12 @@ def quantize(model: onnx.ModelProto, batches: list[np.ndarray], recipe: Recipe) 
         ir.serde.deserialize_model(folded).graph, profile.weight_spec(recipe), recipe.activations, profile.rules, recipe.keep_ends_8bit
     )
     per_channel = {name for name, spec in plan.activations.items() if spec.granularity == "per_channel"}
+    # uint4 activations feeding int8 weights make ORT fuse an invalid QLinearConv: only with 4-bit weights
+    activation_4bit_types = profile.use_4bit_types and recipe.weights.bits == 4
     ranges = minmax_ranges(folded, list(plan.activations), batches, per_channel)
     return apply_passes(  # activations first: the rules recognise weighted ops by their float weights
         folded,
-        QuantizeActivationsPass(plan.activations, ranges, plan.rules, profile.use_4bit_types),
+        QuantizeActivationsPass(plan.activations, ranges, plan.rules, activation_4bit_types, all_readers=profile.all_readers),
         QuantizeWeightsPass(plan.weights, profile.use_4bit_types),
         QuantizeBiasPass(),
     )

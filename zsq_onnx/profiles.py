@@ -18,18 +18,22 @@ from zsq_onnx.passes.fold_constants import KEPT_OPS, FoldConstantsPass
 from zsq_onnx.passes.name_quantized_weights import NameQuantizedWeightsPass
 from zsq_onnx.recipe import PROFILE_NAMES, QuantSpec, Recipe
 
-WEIGHTED_AND_RESIDUAL = ("weighted-op-input", "residual-add-input")
+INTEGER_DEPLOYMENT_RULES = ("weighted-op-input", "residual-add-input", "pool-input")
 
 
 @dataclass(frozen=True)
 class Profile:
-    """A deployment target: the activation rules it needs and the quantizers it can run."""
+    """A deployment target: the activation rules it needs and the quantizers it can run.
+
+    ``all_readers``: each selected tensor is quantized once for all its readers, as integer
+    deployments (and TensorRT's QDQ placement) expect."""
 
     name: str
     description: str
     rules: tuple[str, ...]
     use_4bit_types: bool
     integer_kernels: bool
+    all_readers: bool
     symmetric_int8_only: bool = False
 
     def check(self, recipe: Recipe) -> None:
@@ -65,19 +69,19 @@ class Profile:
 PROFILES = {
     "ort-cpu": Profile(
         "ort-cpu", "ONNX Runtime CPU: int8 per-channel weights, uint8 per-tensor activations, fused to QLinearConv/QLinearMatMul",
-        WEIGHTED_AND_RESIDUAL, use_4bit_types=False, integer_kernels=True,
+        INTEGER_DEPLOYMENT_RULES, use_4bit_types=False, integer_kernels=True, all_readers=True,
     ),
     "tensorrt": Profile(
         "tensorrt", "TensorRT: symmetric int8, zero points 0, constant scales, per-channel weights, per-tensor activations",
-        WEIGHTED_AND_RESIDUAL, use_4bit_types=False, integer_kernels=True, symmetric_int8_only=True,
+        INTEGER_DEPLOYMENT_RULES, use_4bit_types=False, integer_kernels=True, all_readers=True, symmetric_int8_only=True,
     ),
     "ort-cuda": Profile(
         "ort-cuda", "ONNX Runtime CUDA: as tensorrt; QDQ runs as float there (accuracy, not speed)",
-        WEIGHTED_AND_RESIDUAL, use_4bit_types=False, integer_kernels=False, symmetric_int8_only=True,
+        INTEGER_DEPLOYMENT_RULES, use_4bit_types=False, integer_kernels=False, all_readers=True, symmetric_int8_only=True,
     ),
     "sim": Profile(
         "sim", "bit-exact simulation: any bits and granularity, int4/uint4 types at 4 bits",
-        ("weighted-op-input",), use_4bit_types=True, integer_kernels=False,
+        ("weighted-op-input",), use_4bit_types=True, integer_kernels=False, all_readers=False,
     ),
 }
 assert tuple(PROFILES) == PROFILE_NAMES

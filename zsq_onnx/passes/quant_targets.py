@@ -6,9 +6,10 @@ Activation rules map a node to the input indices whose tensor gets a quantizer:
 |---|---|---|
 | ``weighted-op-input`` | Conv, Gemm, MatMul with an initializer weight | 0 |
 | ``residual-add-input`` | Add of two computed tensors | 0, 1 |
+| ``pool-input`` | GlobalAveragePool, AveragePool | 0 |
 
 A profile picks the rules its target needs (ORT CPU and TensorRT fuse quantized residual
-adds; the research ``sim`` profile quantizes only weighted-op inputs).
+adds and pools; the research ``sim`` profile quantizes only weighted-op inputs).
 """
 
 from __future__ import annotations
@@ -78,9 +79,14 @@ def _residual_add_inputs(node: ir.Node) -> tuple[int, ...]:
     return ()
 
 
+def _pool_input(node: ir.Node) -> tuple[int, ...]:
+    return (0,) if node.op_type in ("GlobalAveragePool", "AveragePool") and node.domain in ("", "ai.onnx") and _computed(node.inputs[0]) else ()
+
+
 ACTIVATION_RULES: dict[str, Callable[[ir.Node], tuple[int, ...]]] = {
     "weighted-op-input": _weighted_op_input,
     "residual-add-input": _residual_add_inputs,
+    "pool-input": _pool_input,
 }
 
 

@@ -18,14 +18,21 @@ Range = tuple[np.ndarray, np.ndarray]
 
 class QuantizeActivationsPass(ir.passes.InPlacePass):
     """One quantizer per selected tensor (shared by all its selected uses), with scale and zero
-    point from calibrated ``ranges`` (per-tensor scalars, or per-channel vectors on axis 1)."""
+    point from calibrated ``ranges`` (per-tensor scalars, or per-channel vectors on axis 1).
 
-    def __init__(self, specs: Mapping[str, QuantSpec], ranges: Mapping[str, Range], rules: Sequence[str], use_4bit_types: bool = True) -> None:
+    With ``all_readers`` every other node reading a quantized tensor reads the quantized value
+    too, as integer deployments do: a residual block's output that feeds both the next conv and
+    a Slice/Pad shortcut then has one quantized form, and ORT can fuse the Add that produced it."""
+
+    def __init__(
+        self, specs: Mapping[str, QuantSpec], ranges: Mapping[str, Range], rules: Sequence[str], use_4bit_types: bool = True, all_readers: bool = False
+    ) -> None:
         super().__init__()
         self.specs = specs
         self.ranges = ranges
         self.rules = tuple(rules)
         self.use_4bit_types = use_4bit_types
+        self.all_readers = all_readers
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -37,9 +44,16 @@ class QuantizeActivationsPass(ir.passes.InPlacePass):
             if name not in done:
                 done[name] = self._insert(model, node, node.inputs[index])
             node.replace_input_with(index, done[name])
+        if self.all_readers:
+            for quantized in done.values():
+                source = quantized.producer().inputs[0]
+                for reader, index in list(source.uses()):
+                    if reader is not quantized.producer():
+                        reader.replace_input_with(index, quantized)
         return ir.passes.PassResult(model, modified=bool(done))
 
     def _insert(self, model: ir.Model, first_use: ir.Node, source: ir.Value) -> ir.Value:
+        """A quantizer for ``source`` placed right after its producer (first, for graph inputs)."""
         if source.name not in self.ranges:
             raise BadInputError(f"no calibrated range for activation {source.name!r} read by node {first_use.name!r}")
         ensure_quantizer_functions(model)
@@ -51,5 +65,5 @@ class QuantizeActivationsPass(ir.passes.InPlacePass):
         if producer is not None:
             model.graph.insert_after(producer, quantizer)
         else:
-            model.graph.insert_before(first_use, quantizer)
+            model.graph.insert_before(model.graph.node(0), quantizer)
         return quantizer.outputs[0]
