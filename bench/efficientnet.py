@@ -32,7 +32,7 @@ def imagenet_top1(quantized, limit: int | None) -> dict:
     dataset = dataset.head(limit) if limit else dataset
     loaded = pipeline.load_model(MODEL)
     result = evaluate(loaded.model, quantized, loaded.preprocessing.apply(dataset.images), dataset.labels, dataset.name)
-    return {"images": result.samples, "fp32_top1": result.fp32_top1, "w8a8_top1": result.quantized_top1, "agreement": result.agreement}
+    return {"images": result.samples, "fp32_top1": result.fp32["top1"], "w8a8_top1": result.quantized["top1"], "agreement": result.agreement}
 
 
 def main() -> None:
