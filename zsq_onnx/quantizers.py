@@ -18,6 +18,7 @@ bias quantizer: ``BiasQuantize(bias, input_scale, weight_scale)``: int32 levels 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import onnx
@@ -53,8 +54,9 @@ def BiasQuantize(bias, input_scale, weight_scale):
     return op.DequantizeLinear(levels, scale, axis=0)
 
 
+@functools.cache
 def function_protos() -> dict[str, onnx.FunctionProto]:
-    """The FunctionProto of every zsq quantizer, by op type."""
+    """The FunctionProto of every zsq quantizer, by op type (built once; do not mutate)."""
     return {fn.name: fn.to_function_proto() for fn in (StaticQuantize, StaticQuantizeClip, BiasQuantize)}
 
 

@@ -7,7 +7,7 @@ from onnx_ir.passes.common import NameFixPass
 
 from tests.conftest import parse_model
 from tests.passes.graphs import CONV_BN, RESIDUAL
-from zsq_onnx.passes.quant_targets import activation_names, find_weight_targets, plan_quantization
+from zsq_onnx.passes.quant_targets import find_weight_targets, plan_quantization
 from zsq_onnx.recipe import QuantSpec
 
 
@@ -15,6 +15,12 @@ def _graph(text: str) -> ir.Graph:
     model = ir.serde.deserialize_model(parse_model(text))
     NameFixPass()(model)
     return model.graph
+
+
+def activation_names(graph: ir.Graph, rules: tuple[str, ...] = ("weighted-op-input",)) -> list[str]:
+    """The activation tensors the plan quantizes under ``rules``, in graph order."""
+    spec = QuantSpec(8, False)
+    return list(plan_quantization(graph, spec, spec, rules, keep_ends_8bit=False).activations)
 
 
 def test_weight_targets_and_axes():

@@ -99,11 +99,6 @@ def activation_uses(graph: ir.Graph, rules: Sequence[str]) -> list[tuple[ir.Node
     return uses
 
 
-def activation_names(graph: ir.Graph, rules: Sequence[str] = ("weighted-op-input",)) -> list[str]:
-    """The distinct activation tensors that ``rules`` quantize, in graph order."""
-    return list(dict.fromkeys(node.inputs[index].name for node, index in activation_uses(graph, rules)))
-
-
 @dataclass(frozen=True)
 class QuantPlan:
     """What each quantizer will be: a spec per weighted node and per activation tensor."""

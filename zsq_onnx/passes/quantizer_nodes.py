@@ -12,9 +12,10 @@ from zsq_onnx.recipe import QuantSpec
 def ensure_quantizer_functions(model: ir.Model) -> None:
     """Add the zsq function definitions and opset import to ``model`` (idempotent)."""
     model.opset_imports.setdefault(quantizers.DOMAIN, quantizers.VERSION)
-    for proto in quantizers.function_protos().values():
-        function = ir.serde.deserialize_function(proto)
-        model.functions.setdefault(function.identifier(), function)
+    for name, proto in quantizers.function_protos().items():
+        if (quantizers.DOMAIN, name, "") not in model.functions:
+            function = ir.serde.deserialize_function(proto)
+            model.functions[function.identifier()] = function
 
 
 def _initializer(graph: ir.Graph, name: str, array: np.ndarray, dtype: ir.DataType | None = None) -> ir.Value:
