@@ -6,6 +6,7 @@ them, and writes the emitted model and the report only once everything has succe
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,9 +23,11 @@ from zsq_onnx.calibrate import minmax_ranges
 from zsq_onnx.data import Dataset, load_dataset
 from zsq_onnx.diagnostics import cross_check, float_layers, ort_fusion
 from zsq_onnx.errors import BadInputError
+from zsq_onnx.granularity import METADATA_KEY as GRANULARITY_KEY
+from zsq_onnx.granularity import choose_granularity
 from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.fold_batchnorm import FoldBatchNormPass
-from zsq_onnx.passes.quant_targets import plan_quantization
+from zsq_onnx.passes.quant_targets import QuantPlan, plan_quantization
 from zsq_onnx.passes.quantize_activations import QuantizeActivationsPass
 from zsq_onnx.passes.quantize_bias import QuantizeBiasPass
 from zsq_onnx.passes.quantize_weights import QuantizeWeightsPass
@@ -87,23 +90,41 @@ def load_model(source: str | Path, weights: str | Path | None = None, preprocess
 
 def quantize(model: onnx.ModelProto, batches: list[np.ndarray], recipe: Recipe) -> onnx.ModelProto:
     """Fold BatchNorm, calibrate activation ranges on ``batches``, insert zsq quantizers as the
-    recipe's profile needs them."""
+    recipe's profile needs them. With ``--granularity auto`` the choice per tensor is recorded in
+    the model's metadata (``zsq.granularity``, see :func:`granularity_choice`)."""
     profile = get_profile(recipe.profile)
     profile.check(recipe)
-    folded = apply_passes(model, FoldBatchNormPass(), NameFixPass())
+    folded = onnx.shape_inference.infer_shapes(apply_passes(model, FoldBatchNormPass(), NameFixPass()))
     plan = plan_quantization(
         ir.serde.deserialize_model(folded).graph, profile.weight_spec(recipe), recipe.activations, profile.rules, recipe.keep_ends_8bit
     )
-    per_channel = {name for name, spec in plan.activations.items() if spec.granularity == "per_channel"}
-    # uint4 activations feeding int8 weights make ORT fuse an invalid QLinearConv: only with 4-bit weights
-    activation_4bit_types = profile.use_4bit_types and recipe.weights.bits == 4
-    ranges = minmax_ranges(folded, list(plan.activations), batches, per_channel)
+    if recipe.granularity != "auto":
+        return insert_quantizers(folded, plan, batches, recipe)
+    plan, choice = choose_granularity(folded, plan, batches, recipe, lambda candidate: insert_quantizers(folded, candidate, batches, recipe))
+    quantized = insert_quantizers(folded, plan, batches, recipe)
+    quantized.metadata_props.add(key=GRANULARITY_KEY, value=json.dumps(choice.to_dict()))
+    return quantized
+
+
+def insert_quantizers(folded: onnx.ModelProto, plan: QuantPlan, batches: list[np.ndarray], recipe: Recipe) -> onnx.ModelProto:
+    """Calibrate the static activation quantizers of ``plan`` on ``batches`` and insert every
+    quantizer of ``plan`` into the BN-folded model."""
+    profile = get_profile(recipe.profile)
+    static = [name for name, spec in plan.activations.items() if spec.granularity != "granular"]
+    per_channel = {name for name in static if plan.activations[name].granularity == "per_channel"}
+    ranges = minmax_ranges(folded, static, batches, per_channel)
     return apply_passes(  # activations first: the rules recognise weighted ops by their float weights
         folded,
-        QuantizeActivationsPass(plan.activations, ranges, plan.rules, activation_4bit_types, all_readers=profile.all_readers),
+        QuantizeActivationsPass(plan.activations, ranges, plan.rules, profile.activation_4bit_types(recipe), all_readers=profile.all_readers),
         QuantizeWeightsPass(plan.weights, profile.use_4bit_types),
         QuantizeBiasPass(),
     )
+
+
+def granularity_choice(model: onnx.ModelProto) -> dict | None:
+    """The auto granularity choice recorded by :func:`quantize`, or None."""
+    props = {p.key: p.value for p in model.metadata_props}
+    return json.loads(props[GRANULARITY_KEY]) if GRANULARITY_KEY in props else None
 
 
 @dataclass

@@ -14,6 +14,7 @@ from onnx_ir.passes.common import InlinePass, RemoveUnusedFunctionsPass, RemoveU
 
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.passes import apply_passes
+from zsq_onnx.passes.float_path_weights import FloatPathWeightsPass
 from zsq_onnx.passes.fold_constants import KEPT_OPS, FoldConstantsPass
 from zsq_onnx.passes.name_quantized_weights import NameQuantizedWeightsPass
 from zsq_onnx.recipe import PROFILE_NAMES, QuantSpec, Recipe
@@ -38,6 +39,12 @@ class Profile:
 
     def check(self, recipe: Recipe) -> None:
         """Raise BadInputError when ``recipe`` asks for quantizers this target cannot run."""
+        if recipe.granularity != "static" and self.symmetric_int8_only:
+            raise BadInputError(f"profile {self.name}: TensorRT cannot run in-graph dynamic scales (granular activations) as integer kernels; "
+                                "use --granularity static, or --profile ort-cpu/sim for granular activations")
+        if self.integer_kernels and recipe.activations.granularity == "per_channel":
+            raise BadInputError(f"profile {self.name}: per-channel activation scales make ORT fuse QLinearConv/QLinearGlobalAveragePool kernels that reject them; "
+                                "use --granularity granular or auto, or --profile sim")
         if not self.symmetric_int8_only:
             return
         weights, activations = recipe.weights, recipe.activations
@@ -55,9 +62,19 @@ class Profile:
                          "weights use the full int8 range: on CPUs without VNNI fused QLinearConv can round differently from QDQ (--reduce-range avoids it)")
             if recipe.activations.bits < 8 or recipe.weights.bits < 8:
                 notes.append("layers below 8 bits keep an 8-bit container with Clip and run as float QDQ, not as integer kernels")
-        if self.name in ("ort-cpu", "sim") and recipe.activations.granularity == "per_channel":
+        if recipe.activations.granularity == "per_channel":
             notes.append("per-channel activation scales run as float QDQ")
+        if recipe.granularity != "static":
+            notes.append("granular activations compute their scales in the graph (per sample and channel): their layers run as float QDQ"
+                         + ("; TensorRT and other integer-kernel targets cannot run in-graph dynamic scales as integer kernels" if self.integer_kernels else ""))
+            if self.integer_kernels:
+                notes.append("weights of layers with granular inputs are stored dequantized (float, exactly the quantized values) so ORT can pre-pack them")
         return notes
+
+    def activation_4bit_types(self, recipe: Recipe) -> bool:
+        """Whether 4-bit activations use uint4/int4: only beside 4-bit weights, since uint4
+        activations feeding int8 weights make ORT fuse an invalid QLinearConv."""
+        return self.use_4bit_types and recipe.weights.bits == 4
 
     def weight_spec(self, recipe: Recipe) -> QuantSpec:
         """The weight spec after the target's adjustments (ORT's 7-bit reduce_range)."""
@@ -96,8 +113,10 @@ def get_profile(name: str) -> Profile:
 
 def emit(model: onnx.ModelProto, profile: str = "ort-cpu") -> onnx.ModelProto:
     """Lower a model with zsq quantizers for ``profile``: inline the functions to QuantizeLinear/
-    DequantizeLinear, store quantized weights as integer initializers, and run the full checker."""
-    get_profile(profile)
+    DequantizeLinear, store quantized weights as integer initializers (as dequantized floats for
+    the layers an integer-kernel target runs in float, see FloatPathWeightsPass), and run the
+    full checker."""
+    target = get_profile(profile)
     lowered = apply_passes(
         model,
         InlinePass(),
@@ -105,6 +124,7 @@ def emit(model: onnx.ModelProto, profile: str = "ort-cpu") -> onnx.ModelProto:
         FoldConstantsPass(kept_ops=KEPT_OPS - {"QuantizeLinear"}),
         RemoveUnusedNodesPass(),
         NameQuantizedWeightsPass(),
+        *([FloatPathWeightsPass()] if target.integer_kernels else []),
         RemoveUnusedOpsetsPass(),
     )
     onnx.checker.check_model(lowered, full_check=True)

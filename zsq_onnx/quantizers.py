@@ -10,6 +10,14 @@ static quantizers (parameters are initializers so they can be trained):
   ``StaticQuantizeClip(x, scale, zero_point, qmin, qmax)``: the same with a Clip to
   [qmin, qmax] in between, for bit widths held in an 8-bit container (2, 3, 5, 6, 7 bits).
 
+granular quantizer (GranQ), no parameters besides the level count:
+  ``GranularQuantize(x, levels)``: for every sample and channel, min and max over the remaining
+  (spatial) axes; step = max(max - min, 1e-8) / levels; x - min is quantized per (sample,
+  channel) with a per-axis QuantizeLinear/DequantizeLinear on [N*C, H*W] (uint8, zero point 0)
+  and min added back. One vectorized body for every N, C and spatial size; in ORT CPU this was
+  the fastest of the forms tried (4-D reductions then Q/DQ on axis 0: 0.85 ms per 1M values at
+  4 bits, vs 1.06 ms for Div/Round/Mul/Add and 1.19 ms when reducing the 2-D view).
+
 bias quantizer: ``BiasQuantize(bias, input_scale, weight_scale)``: int32 levels with scale
   input_scale * weight_scale (per output channel) and zero point 0, as integer kernels (ORT's
   QLinearConv, TensorRT) hold biases; ORT applies exactly this to float biases next to QDQ, so
@@ -47,6 +55,22 @@ def StaticQuantizeClip(x, scale, zero_point, qmin, qmax, axis: int = 1):
 
 
 @script(zsq, default_opset=op)
+def GranularQuantize(x, levels):
+    """GranQ: asymmetric fake quantization with a min/max range per sample and channel."""
+    grouped = op.Reshape(x, op.Constant(value_ints=[0, 0, -1]))
+    spatial = op.Constant(value_ints=[2])
+    low = op.ReduceMin(grouped, spatial, keepdims=1)
+    high = op.ReduceMax(grouped, spatial, keepdims=1)
+    step = op.Div(op.Max(op.Sub(high, low), op.Constant(value_float=1e-8)), levels)
+    rows_shape = op.Concat(op.Constant(value_ints=[-1]), op.Shape(grouped, start=2), axis=0)
+    rows = op.Reshape(op.Sub(grouped, low), rows_shape)
+    row_step = op.Reshape(step, op.Constant(value_ints=[-1]))
+    levels_q = op.QuantizeLinear(rows, row_step, axis=0)
+    restored = op.Reshape(op.DequantizeLinear(levels_q, row_step, axis=0), op.Shape(grouped))
+    return op.Reshape(op.Add(restored, low), op.Shape(x))
+
+
+@script(zsq, default_opset=op)
 def BiasQuantize(bias, input_scale, weight_scale):
     """Bias rounded to int32 levels of input_scale * weight_scale (QuantizeLinear has no int32)."""
     scale = op.Mul(input_scale, weight_scale)
@@ -57,7 +81,7 @@ def BiasQuantize(bias, input_scale, weight_scale):
 @functools.cache
 def function_protos() -> dict[str, onnx.FunctionProto]:
     """The FunctionProto of every zsq quantizer, by op type (built once; do not mutate)."""
-    return {fn.name: fn.to_function_proto() for fn in (StaticQuantize, StaticQuantizeClip, BiasQuantize)}
+    return {fn.name: fn.to_function_proto() for fn in (StaticQuantize, StaticQuantizeClip, GranularQuantize, BiasQuantize)}
 
 
 INTEGER_RANGES: dict[int, tuple[int, int]] = {
@@ -98,6 +122,18 @@ def fake_quantize(x, scale, zero_point, qmin: int, qmax: int, axis: int = 1):
     return (q - zero_point) * scale
 
 
+def granular_quantize(x, levels):
+    """Torch GranQ matching GranularQuantize: per (sample, channel) min/max over the other axes,
+    straight-through rounding (gradients also reach the min and the step)."""
+    import torch
+
+    grouped = x.reshape(x.shape[0], x.shape[1], -1)
+    low = grouped.amin(dim=2, keepdim=True)
+    step = torch.clamp(grouped.amax(dim=2, keepdim=True) - low, min=1e-8) / levels
+    q = torch.clamp(round_ste((grouped - low) / step), 0, 255)
+    return (q * step + low).reshape(x.shape)
+
+
 def _static_quantize(inputs: list, attrs: dict[str, Any]):
     x, scale, zero_point = inputs
     qmin, qmax = INTEGER_RANGES[attrs["_input_types"][2]]
@@ -115,4 +151,14 @@ def _bias_quantize(inputs: list, attrs: dict[str, Any]):
     return round_ste(bias / scale) * scale
 
 
-TORCH_OPS = {"StaticQuantize": _static_quantize, "StaticQuantizeClip": _static_quantize_clip, "BiasQuantize": _bias_quantize}
+def _granular_quantize(inputs: list, attrs: dict[str, Any]):
+    x, levels = inputs
+    return granular_quantize(x, levels)
+
+
+TORCH_OPS = {
+    "StaticQuantize": _static_quantize,
+    "StaticQuantizeClip": _static_quantize_clip,
+    "GranularQuantize": _granular_quantize,
+    "BiasQuantize": _bias_quantize,
+}

@@ -10,13 +10,18 @@ from typing import Any, Literal
 
 from zsq_onnx.errors import BadInputError
 
-Granularity = Literal["per_tensor", "per_channel"]
+Granularity = Literal["per_tensor", "per_channel", "granular"]
+GranularityMode = Literal["static", "granular", "auto"]
+GRANULARITY_MODES: tuple[str, ...] = ("static", "granular", "auto")
 PROFILE_NAMES: tuple[str, ...] = ("ort-cpu", "tensorrt", "ort-cuda", "sim")
 
 
 @dataclass(frozen=True)
 class QuantSpec:
-    """How one kind of tensor is quantized: bit width, symmetry and granularity."""
+    """How one kind of tensor is quantized: bit width, symmetry and granularity.
+
+    ``granular`` (activations only) is GranQ's per-sample, per-channel range computed in the
+    graph; it is always asymmetric over [min, max], so ``symmetric`` does not apply to it."""
 
     bits: int = 8
     symmetric: bool = True
@@ -25,7 +30,7 @@ class QuantSpec:
     def __post_init__(self) -> None:
         if not 2 <= self.bits <= 8:
             raise BadInputError(f"bit width must be between 2 and 8, got {self.bits}")
-        if self.granularity not in ("per_tensor", "per_channel"):
+        if self.granularity not in ("per_tensor", "per_channel", "granular"):
             raise BadInputError(f"unknown granularity {self.granularity!r}")
 
     @property
@@ -67,10 +72,20 @@ class Recipe:
     reduce_range: bool = False
     synth: SynthConfig = field(default_factory=SynthConfig)
     seed: int = 0
+    granularity: GranularityMode = "static"
+    granularity_budget: float = 0.3
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILE_NAMES:
             raise BadInputError(f"unknown profile {self.profile!r}; expected one of {', '.join(PROFILE_NAMES)}")
+        if self.granularity not in GRANULARITY_MODES:
+            raise BadInputError(f"unknown --granularity {self.granularity!r}; expected one of {', '.join(GRANULARITY_MODES)}")
+        if not self.granularity_budget >= 0:
+            raise BadInputError(f"--granularity-budget must be a non-negative fraction of FP32 latency, got {self.granularity_budget}")
+        if self.weights.granularity == "granular":
+            raise BadInputError("granular quantization applies to activations only")
+        if (self.granularity == "static") == (self.activations.granularity == "granular"):
+            raise BadInputError(f"--granularity {self.granularity} does not match activation granularity {self.activations.granularity}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, suitable for JSON."""
@@ -91,6 +106,8 @@ class Recipe:
             reduce_range=data.get("reduce_range", False),
             synth=SynthConfig(**data["synth"]),
             seed=data["seed"],
+            granularity=data.get("granularity", "static"),
+            granularity_budget=data.get("granularity_budget", 0.3),
         )
 
     @classmethod
@@ -123,9 +140,13 @@ def build_recipe(
     synth_lr: float | None = None,
     synth_batch_size: int | None = None,
     seed: int = 0,
+    granularity: GranularityMode = "static",
+    granularity_budget: float = 0.3,
 ) -> Recipe:
     """A Recipe from CLI-style options; unset ones keep their defaults (W8A8, activations
-    symmetric for the TensorRT-style profiles and asymmetric otherwise)."""
+    symmetric for the TensorRT-style profiles and asymmetric otherwise). ``granularity``
+    ``granular`` and ``auto`` replace ``act_granularity`` (auto chooses per tensor among
+    per-tensor, per-channel and granular within ``granularity_budget``)."""
     weight_bits, activation_bits = parse_bits(bits) if bits else (8, 8)
     weight_bits, activation_bits = wbits or weight_bits, abits or activation_bits
     if act_symmetric is None:
@@ -136,10 +157,12 @@ def build_recipe(
         raise BadInputError(f"synthesis settings must be positive, got {overrides}")
     return Recipe(
         weights=QuantSpec(weight_bits, weight_symmetric, weight_granularity),
-        activations=QuantSpec(activation_bits, act_symmetric, act_granularity),
+        activations=QuantSpec(activation_bits, act_symmetric, act_granularity if granularity == "static" else "granular"),
         profile=profile,
         keep_ends_8bit=keep_ends_8bit,
         reduce_range=reduce_range,
         synth=dataclasses.replace(SynthConfig(), **overrides),
         seed=seed,
+        granularity=granularity,
+        granularity_budget=granularity_budget,
     )

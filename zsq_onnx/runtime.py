@@ -30,13 +30,14 @@ def run_batched(session: ort.InferenceSession, inputs: np.ndarray, batch_size: i
     return np.concatenate([session.run(None, {name: inputs[i : i + batch_size]})[0] for i in range(0, len(inputs), batch_size)])
 
 
-def latency_ms(session: ort.InferenceSession, sample: np.ndarray, repeats: int = 20) -> float:
-    """Median wall time of one ``session.run`` on ``sample``, in milliseconds (after a warm-up)."""
-    name = session.get_inputs()[0].name
-    session.run(None, {name: sample})
+def latency_ms(session: ort.InferenceSession, sample: np.ndarray | dict[str, np.ndarray], repeats: int = 20) -> float:
+    """Median wall time of one ``session.run`` on ``sample`` (the first input's array, or feeds by
+    name), in milliseconds, after a warm-up."""
+    feeds = sample if isinstance(sample, dict) else {session.get_inputs()[0].name: sample}
+    session.run(None, feeds)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        session.run(None, {name: sample})
+        session.run(None, feeds)
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1e3)

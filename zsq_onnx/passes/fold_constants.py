@@ -11,7 +11,8 @@ MAX_ELEMENTS = 1 << 20
 KEPT_OPS = frozenset({"BatchNormalization", "QuantizeLinear", "DequantizeLinear"})
 
 
-def _evaluate(node: ir.Node, opset: int) -> list[np.ndarray]:
+def evaluate_node(node: ir.Node, opset: int) -> list[np.ndarray]:
+    """The outputs of ``node``, whose inputs are all constants, by the ONNX reference evaluator."""
     inputs = [onnx.helper.make_tensor_value_info(f"i{k}", int(v.const_value.dtype), list(v.const_value.shape)) if v is not None else None for k, v in enumerate(node.inputs)]
     proto = ir.serde.serialize_node(node)
     proto.ClearField("input")
@@ -51,7 +52,7 @@ class FoldConstantsPass(ir.passes.InPlacePass):
                 continue
             if any(v is not None and v.is_graph_input() for v in node.inputs):
                 continue
-            results = _evaluate(node, opset)
+            results = evaluate_node(node, opset)
             if any(np.asarray(r).size > MAX_ELEMENTS for r in results):
                 continue
             for output, array in zip(node.outputs, results):

@@ -33,7 +33,7 @@ class WeightTarget:
     weight_axis: int
 
 
-def _weight_axis(node: ir.Node) -> int | None:
+def weight_axis(node: ir.Node) -> int | None:
     """Axis of output channels in the weight, or None when the node is not a weighted op."""
     if node.domain not in ("", "ai.onnx"):
         return None
@@ -49,7 +49,7 @@ def _weight_axis(node: ir.Node) -> int | None:
 
 def as_weight_target(node: ir.Node) -> WeightTarget | None:
     """The node as a target when it is a Conv/Gemm/MatMul whose input 1 is a 2-D+ float initializer."""
-    axis = _weight_axis(node)
+    axis = weight_axis(node)
     if axis is None or len(node.inputs) < 2:
         return None
     activation, weight = node.inputs[0], node.inputs[1]
@@ -109,19 +109,29 @@ class QuantPlan:
 
 
 def _eight_bit(spec: QuantSpec) -> QuantSpec:
-    return QuantSpec(8, spec.symmetric, spec.granularity)
+    """The 8-bit form of ``spec``; 8-bit ends are static per tensor where the rest is granular."""
+    return QuantSpec(8, spec.symmetric, "per_tensor" if spec.granularity == "granular" else spec.granularity)
+
+
+def _for_tensor(spec: QuantSpec, value: ir.Value) -> QuantSpec:
+    """Granular needs a channel axis and spatial axes (rank 3+); other tensors are per tensor."""
+    if spec.granularity == "granular" and (value.shape is None or len(value.shape) < 3):
+        return QuantSpec(spec.bits, spec.symmetric, "per_tensor")
+    return spec
 
 
 def plan_quantization(graph: ir.Graph, weights: QuantSpec, activations: QuantSpec, rules: Sequence[str], keep_ends_8bit: bool = True) -> QuantPlan:
     """Specs for every quantizer; with ``keep_ends_8bit`` the first and last weighted nodes (weight
-    and input) stay at 8 bits. A tensor read by several quantized uses gets the widest spec.
-    Nodes are keyed by name, so node names must be unique (NameFixPass makes them so)."""
+    and input) stay at 8 bits, static per tensor when the rest is granular. A tensor read by
+    several quantized uses gets the widest spec. Granular applies to tensors whose rank is known
+    to be 3 or more (run shape inference first). Nodes are keyed by name, so node names must be
+    unique (NameFixPass makes them so)."""
     targets = find_weight_targets(graph)
     ends = {targets[0].node, targets[-1].node} if keep_ends_8bit and targets else set()
     weight_specs = {t.node: _eight_bit(weights) if t.node in ends else weights for t in targets}
     activation_specs: dict[str, QuantSpec] = {}
     for node, index in activation_uses(graph, rules):
-        spec = _eight_bit(activations) if node.name in ends else activations
+        spec = _eight_bit(activations) if node.name in ends else _for_tensor(activations, node.inputs[index])
         name = node.inputs[index].name
         if name not in activation_specs or spec.bits > activation_specs[name].bits:
             activation_specs[name] = spec

@@ -9,7 +9,7 @@ import onnx_ir as ir
 
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.passes.quant_targets import activation_uses
-from zsq_onnx.passes.quantizer_nodes import add_static_quantizer, ensure_quantizer_functions
+from zsq_onnx.passes.quantizer_nodes import add_granular_quantizer, add_static_quantizer, ensure_quantizer_functions
 from zsq_onnx.quant_params import range_params
 from zsq_onnx.recipe import QuantSpec
 
@@ -17,8 +17,9 @@ Range = tuple[np.ndarray, np.ndarray]
 
 
 class QuantizeActivationsPass(ir.passes.InPlacePass):
-    """One quantizer per selected tensor (shared by all its selected uses), with scale and zero
-    point from calibrated ``ranges`` (per-tensor scalars, or per-channel vectors on axis 1).
+    """One quantizer per selected tensor (shared by all its selected uses): static ones with scale
+    and zero point from calibrated ``ranges`` (per-tensor scalars, or per-channel vectors on
+    axis 1), granular ones (GranQ) with ranges computed in the graph.
 
     With ``all_readers`` every other node reading a quantized tensor reads the quantized value
     too, as integer deployments do: a residual block's output that feeds both the next conv and
@@ -54,13 +55,16 @@ class QuantizeActivationsPass(ir.passes.InPlacePass):
 
     def _insert(self, model: ir.Model, first_use: ir.Node, source: ir.Value) -> ir.Value:
         """A quantizer for ``source`` placed right after its producer (first, for graph inputs)."""
-        if source.name not in self.ranges:
-            raise BadInputError(f"no calibrated range for activation {source.name!r} read by node {first_use.name!r}")
         ensure_quantizer_functions(model)
         spec = self.specs[source.name]
-        low, high = (np.asarray(v, np.float32) for v in self.ranges[source.name])
-        scale, zero_point = range_params(low, high, spec)
-        quantizer = add_static_quantizer(model.graph, source, scale, zero_point, spec, 1, self.use_4bit_types)
+        if spec.granularity == "granular":
+            quantizer = add_granular_quantizer(model.graph, source, spec)
+        elif source.name not in self.ranges:
+            raise BadInputError(f"no calibrated range for activation {source.name!r} read by node {first_use.name!r}")
+        else:
+            low, high = (np.asarray(v, np.float32) for v in self.ranges[source.name])
+            scale, zero_point = range_params(low, high, spec)
+            quantizer = add_static_quantizer(model.graph, source, scale, zero_point, spec, 1, self.use_4bit_types)
         producer = source.producer()
         if producer is not None:
             model.graph.insert_after(producer, quantizer)

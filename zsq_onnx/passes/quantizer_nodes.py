@@ -28,14 +28,16 @@ def _initializer(graph: ir.Graph, name: str, array: np.ndarray, dtype: ir.DataTy
 
 
 def add_static_quantizer(
-    graph: ir.Graph, source: ir.Value, scale: np.ndarray, zero_point: np.ndarray, spec: QuantSpec, axis: int, use_4bit_types: bool = True
+    graph: ir.Graph, source: ir.Value, scale: np.ndarray, zero_point: np.ndarray, spec: QuantSpec, axis: int, use_4bit_types: bool = True,
+    prefix: str | None = None,
 ) -> ir.Node:
     """Create (not yet inserted) a zsq static quantizer node reading ``source``, with its initializers.
 
     4-bit quantizers use int4/uint4 unless ``use_4bit_types`` is off; other widths below 8 use an
-    8-bit container and a Clip (StaticQuantizeClip)."""
+    8-bit container and a Clip (StaticQuantizeClip). Its values are named ``prefix``_scale etc.
+    (default ``<source>.zsq``)."""
     container = ir.DataType(quantizers.container_type(spec.bits if use_4bit_types else 8, spec.signed))
-    prefix = f"{source.name}.zsq"
+    prefix = prefix or f"{source.name}.zsq"
     inputs = [
         source,
         _initializer(graph, f"{prefix}_scale", scale.astype(np.float32)),
@@ -48,4 +50,13 @@ def add_static_quantizer(
         op_type = "StaticQuantizeClip"
         inputs += [_initializer(graph, f"{prefix}_qmin", np.array(spec.qmin), container), _initializer(graph, f"{prefix}_qmax", np.array(spec.qmax), container)]
     output = ir.Value(name=f"{prefix}_out", shape=source.shape, type=source.type)
-    return ir.Node(quantizers.DOMAIN, op_type, inputs, attributes=[ir.AttrInt64("axis", axis)], outputs=[output], name=f"zsq/{source.name}")
+    return ir.Node(quantizers.DOMAIN, op_type, inputs, attributes=[ir.AttrInt64("axis", axis)], outputs=[output], name=f"zsq/{prefix}")
+
+
+def add_granular_quantizer(graph: ir.Graph, source: ir.Value, spec: QuantSpec, prefix: str | None = None) -> ir.Node:
+    """Create (not yet inserted) a zsq GranQ quantizer node reading ``source``: its only
+    initializer is the level count 2^bits - 1; ranges are computed in the graph per sample and channel."""
+    prefix = prefix or f"{source.name}.zsq"
+    levels = _initializer(graph, f"{prefix}_levels", np.array((1 << spec.bits) - 1, np.float32))
+    output = ir.Value(name=f"{prefix}_out", shape=source.shape, type=source.type)
+    return ir.Node(quantizers.DOMAIN, "GranularQuantize", [source, levels], outputs=[output], name=f"zsq/{prefix}")
