@@ -92,12 +92,12 @@ def float_layers(model: onnx.ModelProto) -> list[str]:
 
 def _quantizer_chains(model: onnx.ModelProto) -> list[tuple[str, str, float]]:
     """(input, dequantized output, largest scale) of every QuantizeLinear[->Clip]->DequantizeLinear
-    on a computed tensor."""
+    with a constant scale on a computed tensor (granular quantizers compute theirs in the graph)."""
     initializers = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     first_reader = {name: nodes[0] for name, nodes in readers(model).items()}
     chains = []
     for node in model.graph.node:
-        if node.op_type != "QuantizeLinear" or node.input[0] in initializers:
+        if node.op_type != "QuantizeLinear" or node.input[0] in initializers or node.input[1] not in initializers:
             continue
         tail = first_reader.get(node.output[0])
         if tail is not None and tail.op_type == "Clip":

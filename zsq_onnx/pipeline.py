@@ -218,10 +218,13 @@ def convert(
 
 
 def diagnose(emitted: onnx.ModelProto, inputs: np.ndarray, recipe: Recipe) -> dict:
-    """Notes for the profile, layers left in float, ORT CPU fusion counts (ort-cpu), and for
-    small models a cross-check of ORT against onnx.reference."""
+    """Notes for the profile, layers left in float, the auto granularity choice, ORT CPU fusion
+    counts (ort-cpu), and for small models a cross-check of ORT against onnx.reference."""
     profile = get_profile(recipe.profile)
     found: dict = {"notes": profile.notes(recipe), "float_layers": float_layers(emitted), "warnings": []}
+    choice = granularity_choice(emitted)
+    if choice is not None:
+        found["granularity_choice"] = choice
     if profile.name == "ort-cpu":
         found["ort_cpu_fusion"] = ort_fusion(emitted)
     if emitted.ByteSize() <= CROSS_CHECK_MAX_BYTES:

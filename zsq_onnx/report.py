@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import resource
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,6 +103,11 @@ def summary(report: dict[str, Any]) -> str:
         f"  size    FP32 {size['fp32'] / 1024:.1f} KiB   {bits} {size['quantized'] / 1024:.1f} KiB",
         f"  latency FP32 b1 {fp32['latency_ms_b1']:.2f} ms, b64 {fp32['latency_ms_b64']:.2f} ms   {bits} b1 {quantized['latency_ms_b1']:.2f} ms, b64 {quantized['latency_ms_b64']:.2f} ms",
     ]
+    choice = report.get("granularity_choice")
+    if choice is not None:
+        kinds = Counter(row["choice"] for row in choice["tensors"])
+        lines.append(f"  granularity auto: {', '.join(f'{count} {kind}' for kind, count in kinds.items())}; measured {choice['latency_ms']:.1f} ms "
+                     f"at batch 64, limit {choice['limit_ms']:.1f} ms (FP32 {choice['fp32_ms']:.1f} ms)")
     fusion = report.get("ort_cpu_fusion")
     if fusion is not None:
         lines.append(f"  ORT CPU weighted layers: {fusion['fused']} integer kernels, {fusion['unfused']} float")
@@ -114,10 +120,23 @@ def summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _granularity_table(choice: dict[str, Any]) -> str:
+    kinds = list(choice["tensors"][0]["sqnr_db"]) if choice["tensors"] else []
+    header = "| tensor | choice | " + " | ".join(f"SQNR {k} (dB) | ms {k}" for k in kinds) + " |"
+    rows = [header, "|---|---|" + "---|---|" * len(kinds)]
+    for row in choice["tensors"]:
+        cells = " | ".join(f"{row['sqnr_db'][k]:.1f} | {row['cost_ms'][k]:.2f}" for k in kinds)
+        rows.append(f"| {row['tensor']} | {row['choice']} | {cells} |")
+    return "\n".join(rows)
+
+
 def markdown(report: dict[str, Any]) -> str:
-    """The summary and a per-layer SQNR table, as markdown."""
+    """The summary, the auto granularity choice per tensor (SQNR at its readers' outputs and ORT
+    cost of each candidate) and a per-layer SQNR table, as markdown."""
     rows = "\n".join(f"| {layer['layer']} | {layer['sqnr_db']:.1f} |" for layer in report["layers"])
-    return f"# zsq-onnx report: {report['model']}\n\n```\n{summary(report)}\n```\n\n| layer | SQNR (dB) |\n|---|---|\n{rows}\n"
+    choice = report.get("granularity_choice")
+    granularity = f"\n## Granularity choice\n\n{_granularity_table(choice)}\n" if choice is not None else ""
+    return f"# zsq-onnx report: {report['model']}\n\n```\n{summary(report)}\n```\n{granularity}\n| layer | SQNR (dB) |\n|---|---|\n{rows}\n"
 
 
 def plot_layers(report: dict[str, Any]) -> bytes:
