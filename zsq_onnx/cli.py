@@ -67,7 +67,7 @@ def _preprocessing(input_scale, mean, std):
 @click.option("--act-granularity", type=click.Choice(["per-tensor", "per-channel"]), default="per-tensor", show_default=True, help="Static activation scales (with --granularity static).")
 @click.option("--granularity", type=click.Choice(["static", "granular", "auto"]), default="static", show_default=True,
               help="Activations: calibrated static scales, GranQ per-sample per-channel scales computed in the graph, or a per-tensor choice.")
-@click.option("--granularity-budget", type=float, default=0.3, show_default=True, help="auto: latency allowed over FP32 at batch 64, as a fraction (0.3 = 1.3x).")
+@click.option("--granularity-budget", type=float, default=0.3, show_default=True, help="auto: latency allowed over the slower of FP32 and the all-static graph at batch 64, as a fraction (0.3 = 1.3x).")
 @click.option("--weight-symmetric/--weight-asymmetric", default=True, show_default=True)
 @click.option("--act-symmetric/--act-asymmetric", default=None, help="Default: symmetric for tensorrt/ort-cuda, asymmetric otherwise.")
 @click.option("--keep-ends-8bit/--no-keep-ends-8bit", default=True, show_default=True, help="First conv and last linear at 8 bits.")

@@ -18,6 +18,16 @@ granular quantizer (GranQ), no parameters besides the level count:
   the fastest of the forms tried (4-D reductions then Q/DQ on axis 0: 0.85 ms per 1M values at
   4 bits, vs 1.06 ms for Div/Round/Mul/Add and 1.19 ms when reducing the 2-D view).
 
+adaptive quantizer (ASQ), for fine-tuning:
+  ``AdaptiveQuantize(x, scale, zero_point, qmin, qmax, down_weight, down_bias, up_weight, up_bias)``:
+  an adapter GlobalAveragePool -> Gemm(C -> C/4) -> Relu -> Gemm(-> 1) -> Relu gives beta per
+  sample; the step used is scale * beta (floored at 1e-4 * scale), applied with a per-axis
+  QuantizeLinear/Clip/DequantizeLinear on the batch axis. Initialised with beta = 1 it is the
+  static quantizer; fine-tuning trains the adapter and the scale together.
+
+Torch implementations scale the gradient of every learnable step size as LSQ does:
+g = 1 / sqrt(N * Qp), N the elements one scale value covers (per sample for activations).
+
 bias quantizer: ``BiasQuantize(bias, input_scale, weight_scale)``: int32 levels with scale
   input_scale * weight_scale (per output channel) and zero point 0, as integer kernels (ORT's
   QLinearConv, TensorRT) hold biases; ORT applies exactly this to float biases next to QDQ, so
@@ -27,6 +37,7 @@ bias quantizer: ``BiasQuantize(bias, input_scale, weight_scale)``: int32 levels 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import onnx
@@ -71,6 +82,18 @@ def GranularQuantize(x, levels):
 
 
 @script(zsq, default_opset=op)
+def AdaptiveQuantize(x, scale, zero_point, qmin, qmax, down_weight, down_bias, up_weight, up_bias):
+    """ASQ: static fake quantization whose step is scaled per sample by a small adapter."""
+    pooled = op.Flatten(op.GlobalAveragePool(x))
+    hidden = op.Relu(op.Gemm(pooled, down_weight, down_bias, transB=1))
+    beta = op.Relu(op.Gemm(hidden, up_weight, up_bias, transB=1))
+    step = op.Mul(scale, op.Max(op.Reshape(beta, op.Constant(value_ints=[-1])), op.Constant(value_float=1e-4)))
+    zero_points = op.Expand(zero_point, op.Shape(step))
+    q = op.Clip(op.QuantizeLinear(x, step, zero_points, axis=0), qmin, qmax)
+    return op.DequantizeLinear(q, step, zero_points, axis=0)
+
+
+@script(zsq, default_opset=op)
 def BiasQuantize(bias, input_scale, weight_scale):
     """Bias rounded to int32 levels of input_scale * weight_scale (QuantizeLinear has no int32)."""
     scale = op.Mul(input_scale, weight_scale)
@@ -81,7 +104,7 @@ def BiasQuantize(bias, input_scale, weight_scale):
 @functools.cache
 def function_protos() -> dict[str, onnx.FunctionProto]:
     """The FunctionProto of every zsq quantizer, by op type (built once; do not mutate)."""
-    return {fn.name: fn.to_function_proto() for fn in (StaticQuantize, StaticQuantizeClip, GranularQuantize, BiasQuantize)}
+    return {fn.name: fn.to_function_proto() for fn in (StaticQuantize, StaticQuantizeClip, GranularQuantize, AdaptiveQuantize, BiasQuantize)}
 
 
 INTEGER_RANGES: dict[int, tuple[int, int]] = {
@@ -112,8 +135,23 @@ def _broadcast_on_axis(param, ndim: int, axis: int):
     return param.reshape(shape)
 
 
+def scale_gradient(value, factor: float):
+    """``value`` in the forward pass, its gradient multiplied by ``factor`` in the backward pass."""
+    scaled = value * factor
+    return scaled + (value - scaled).detach()
+
+
+def lsq_gradient_scale(x, scale, qmax: int, per_sample: bool) -> float:
+    """LSQ's step-size gradient scale 1/sqrt(N * Qp): N elements per scale value (per sample
+    for activations, whose first axis is the batch)."""
+    covered = x[0] if per_sample else x
+    elements = max(covered.numel() // max(scale.numel(), 1), 1)
+    return 1.0 / math.sqrt(elements * max(qmax, 1))
+
+
 def fake_quantize(x, scale, zero_point, qmin: int, qmax: int, axis: int = 1):
-    """Torch fake quantization matching QuantizeLinear->Clip->DequantizeLinear, STE rounding."""
+    """Torch fake quantization matching QuantizeLinear->Clip->DequantizeLinear, STE rounding
+    (LSQ's gradient for the scale: round(x/s) - x/s inside the range, the bound outside)."""
     import torch
 
     scale = _broadcast_on_axis(scale, x.ndim, axis)
@@ -134,15 +172,37 @@ def granular_quantize(x, levels):
     return (q * step + low).reshape(x.shape)
 
 
+def _learned_scale(x, scale, qmax: int, attrs: dict[str, Any]):
+    if not scale.requires_grad:
+        return scale
+    return scale_gradient(scale, lsq_gradient_scale(x, scale, qmax, per_sample=not attrs["_constant_inputs"][0]))
+
+
 def _static_quantize(inputs: list, attrs: dict[str, Any]):
     x, scale, zero_point = inputs
     qmin, qmax = INTEGER_RANGES[attrs["_input_types"][2]]
-    return fake_quantize(x, scale, zero_point, qmin, qmax, attrs.get("axis", 1))
+    return fake_quantize(x, _learned_scale(x, scale, qmax, attrs), zero_point, qmin, qmax, attrs.get("axis", 1))
 
 
 def _static_quantize_clip(inputs: list, attrs: dict[str, Any]):
     x, scale, zero_point, qmin, qmax = inputs
-    return fake_quantize(x, scale, zero_point, int(qmin), int(qmax), attrs.get("axis", 1))
+    return fake_quantize(x, _learned_scale(x, scale, int(qmax), attrs), zero_point, int(qmin), int(qmax), attrs.get("axis", 1))
+
+
+def adaptive_quantize(x, scale, zero_point, qmin: int, qmax: int, down_weight, down_bias, up_weight, up_bias):
+    """Torch ASQ matching AdaptiveQuantize: beta per sample from the adapter, step = scale * beta."""
+    import torch
+
+    pooled = x.mean(dim=tuple(range(2, x.ndim)))
+    hidden = torch.relu(pooled @ down_weight.T + down_bias)
+    beta = torch.relu(hidden @ up_weight.T + up_bias).reshape(-1)
+    step = scale * torch.clamp(beta, min=1e-4)
+    return fake_quantize(x, step, zero_point.expand(step.shape), qmin, qmax, axis=0)
+
+
+def _adaptive_quantize(inputs: list, attrs: dict[str, Any]):
+    x, scale, zero_point, qmin, qmax, *adapter = inputs
+    return adaptive_quantize(x, _learned_scale(x, scale, int(qmax), attrs), zero_point, int(qmin), int(qmax), *adapter)
 
 
 def _bias_quantize(inputs: list, attrs: dict[str, Any]):
@@ -160,5 +220,6 @@ TORCH_OPS = {
     "StaticQuantize": _static_quantize,
     "StaticQuantizeClip": _static_quantize_clip,
     "GranularQuantize": _granular_quantize,
+    "AdaptiveQuantize": _adaptive_quantize,
     "BiasQuantize": _bias_quantize,
 }

@@ -88,6 +88,7 @@ class TorchGraph(torch.nn.Module):
     def _compile(self, node: ir.Node) -> _Step:
         fn = _op_function(node)
         attrs = {name: _attr_value(attr) for name, attr in node.attributes.items()}
+        attrs["_constant_inputs"] = tuple(v is not None and v.const_value is not None for v in node.inputs)
         attrs["_input_types"] = tuple(
             (int(v.const_value.dtype) if v.const_value is not None else (int(v.dtype) if v.dtype else None)) if v is not None else None
             for v in node.inputs

@@ -1,7 +1,8 @@
 """ONNX op -> torch function table used by TorchGraph.
 
 Every function takes ``(inputs, attrs)``: the node's input tensors (None for omitted optional
-inputs) and its attributes as Python values (plus ``_input_types``, the ONNX element types of
+inputs) and its attributes as Python values (plus ``_constant_inputs``, which inputs are initializers,
+and ``_input_types``, the ONNX element types of
 the inputs), and returns one tensor or a tuple of tensors.
 """
 
