@@ -72,6 +72,15 @@ def _preprocessing(input_scale, mean, std):
 @click.option("--act-symmetric/--act-asymmetric", default=None, help="Default: symmetric for tensorrt/ort-cuda, asymmetric otherwise.")
 @click.option("--keep-ends-8bit/--no-keep-ends-8bit", default=True, show_default=True, help="First conv and last linear at 8 bits.")
 @click.option("--reduce-range", is_flag=True, help="7-bit weights, as ORT's reduce_range (exact in QLinearConv on CPUs without VNNI).")
+@click.option("--finetune-steps", type=int, default=0, show_default=True, help="KD fine-tuning steps of the quantized graph (0: none).")
+@click.option("--finetune-minutes", type=float, default=None, help="Fine-tune for this many minutes (with --finetune-steps: whichever ends first).")
+@click.option("--finetune-lr", type=float, default=None, help="Step-size learning rate, relative to each scale (default 0.01).")
+@click.option("--finetune-samples", type=int, default=None, help="Distilled samples in the fine-tuning pool (default 256).")
+@click.option("--train-weights", is_flag=True, help="Fine-tune weights and biases too (not only quantizer step sizes).")
+@click.option("--activation-quantizer", type=click.Choice(["static", "adaptive"]), default="static", show_default=True,
+              help="adaptive: ASQ per-sample step adapters, trained by fine-tuning.")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where fine-tuning runs.")
 @click.option("--samples", type=int, default=None, help="Number of distilled calibration samples.")
 @click.option("--synth-steps", type=int, default=None, help="Adam steps of ZeroQ distillation.")
 @click.option("--synth-batch-size", type=int, default=None, help="Samples per distillation batch.")
@@ -85,14 +94,16 @@ def _preprocessing(input_scale, mean, std):
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_preprocessing_options
-def convert(model, output, weights, synthetic_data, calibration_data, eval_data, report_path, min_agreement, max_drop, as_json, quiet, input_scale, mean, std, **recipe_options) -> None:
+def convert(model, output, weights, synthetic_data, calibration_data, eval_data, report_path, min_agreement, max_drop, as_json, quiet, input_scale, mean, std,
+            finetune_steps, finetune_minutes, finetune_lr, finetune_samples, train_weights, activation_quantizer, optimizer, device, **recipe_options) -> None:
     """Quantize MODEL (a zoo name or an .onnx file with BatchNorm) without data."""
     from zsq_onnx import pipeline, report
     from zsq_onnx.recipe import build_recipe
 
     for key in ("weight_granularity", "act_granularity"):
         recipe_options[key] = recipe_options[key].replace("-", "_")
-    recipe = build_recipe(**recipe_options)
+    recipe = build_recipe(**recipe_options, finetune=_finetune_config(finetune_steps, finetune_minutes, finetune_lr, finetune_samples, train_weights,
+                                                                      activation_quantizer, optimizer, device))
     result = pipeline.convert(
         model, output, recipe, weights=weights, eval_data=eval_data, report_path=report_path, progress=not quiet and sys.stderr.isatty(),
         synthetic_data=synthetic_data, calibration_data=calibration_data, preprocessing=_preprocessing(input_scale, mean, std),
@@ -101,6 +112,14 @@ def convert(model, output, weights, synthetic_data, calibration_data, eval_data,
     if not as_json:
         click.echo(f"wrote {output}" + (f" and {report_path}" if report_path else ""))
     report.check_gates(result.report, min_agreement, max_drop)
+
+
+def _finetune_config(steps, minutes, lr, samples, train_weights, activation_quantizer, optimizer, device):
+    from zsq_onnx.recipe import FinetuneConfig
+
+    options = {"lr": lr, "samples": samples}
+    return FinetuneConfig(steps=steps, minutes=minutes, train_weights=train_weights, activation_quantizer=activation_quantizer, optimizer=optimizer,
+                          device=device, **{key: value for key, value in options.items() if value is not None})
 
 
 @main.command()

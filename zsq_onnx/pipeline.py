@@ -1,4 +1,4 @@
-"""The convert pipeline: load -> export -> synth -> fold BN -> calibrate -> quantize -> emit -> validate.
+"""The convert pipeline: load -> export -> synth -> fold BN -> calibrate -> quantize -> [finetune] -> emit -> validate.
 
 Each stage is a plain function over ONNX models and arrays; :func:`convert` chains them, times
 them, and writes the emitted model and the report only once everything has succeeded.
@@ -6,6 +6,7 @@ them, and writes the emitted model and the report only once everything has succe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from contextlib import contextmanager
@@ -23,9 +24,11 @@ from zsq_onnx.calibrate import minmax_ranges
 from zsq_onnx.data import Dataset, load_dataset
 from zsq_onnx.diagnostics import cross_check, float_layers, ort_fusion
 from zsq_onnx.errors import BadInputError
+from zsq_onnx.finetune import FinetuneResult, finetune
 from zsq_onnx.granularity import METADATA_KEY as GRANULARITY_KEY
 from zsq_onnx.granularity import choose_granularity
 from zsq_onnx.passes import apply_passes
+from zsq_onnx.passes.adaptive_activations import AdaptiveActivationsPass
 from zsq_onnx.passes.fold_batchnorm import FoldBatchNormPass
 from zsq_onnx.passes.quant_targets import QuantPlan, plan_quantization
 from zsq_onnx.passes.quantize_activations import QuantizeActivationsPass
@@ -35,6 +38,7 @@ from zsq_onnx.preprocessing import Preprocessing
 from zsq_onnx.profiles import emit, get_profile
 from zsq_onnx.recipe import Recipe
 from zsq_onnx.synth import SynthResult, distill, load_synthetic
+from zsq_onnx.synthetic_pool import SyntheticPool
 from zsq_onnx.validate import Evaluation, evaluate
 
 
@@ -168,7 +172,27 @@ def calibration_inputs(
         return SynthResult([inputs[i : i + size] for i in range(0, len(inputs), size)], [], {}, 0.0, source="real images")
     if synthetic_data is not None:
         return load_synthetic(synthetic_data, loaded.input_shape)
-    return distill(loaded.model, loaded.input_shape, recipe.synth, recipe.seed, progress, source=loaded.name)
+    samples = max(recipe.synth.samples, recipe.finetune.samples) if recipe.finetune.enabled else recipe.synth.samples
+    return distill(loaded.model, loaded.input_shape, dataclasses.replace(recipe.synth, samples=samples), recipe.seed, progress, source=loaded.name)
+
+
+def first_samples(batches: list[np.ndarray], count: int) -> list[np.ndarray]:
+    """The batches holding the first ``count`` samples (the last one cut to fit)."""
+    kept, total = [], 0
+    for batch in batches:
+        if total >= count:
+            break
+        kept.append(batch[: count - total])
+        total += len(kept[-1])
+    return kept
+
+
+def tune(fp32: onnx.ModelProto, quantized: onnx.ModelProto, pool_inputs: np.ndarray, recipe: Recipe, progress: bool = True) -> tuple[onnx.ModelProto, FinetuneResult]:
+    """The fine-tuning stage: adaptive activation quantizers first when the recipe asks, then KD
+    training on the synthetic pool, trained values written back into the graph."""
+    if recipe.finetune.activation_quantizer == "adaptive":
+        quantized = apply_passes(quantized, AdaptiveActivationsPass(recipe.seed))
+    return finetune(fp32, quantized, SyntheticPool(pool_inputs, recipe.seed), recipe.finetune, recipe.seed, progress)
 
 
 def convert(
@@ -201,7 +225,11 @@ def convert(
     with timer.stage("synth"):
         calibration = calibration_inputs(loaded, recipe, synthetic_data, calibration_data, progress)
     with timer.stage("quantize"):
-        quantized = quantize(loaded.model, calibration.batches, recipe)
+        quantized = quantize(loaded.model, first_samples(calibration.batches, recipe.synth.samples), recipe)
+    tuned = None
+    if recipe.finetune.enabled:
+        with timer.stage("finetune"):
+            quantized, tuned = tune(loaded.model, quantized, calibration.inputs, recipe, progress)
     with timer.stage("emit"):
         emitted = emit(quantized, recipe.profile)
     with timer.stage("validate"):
@@ -210,6 +238,8 @@ def convert(
         evaluation = evaluate(loaded.model, emitted, inputs, labels, dataset.name if dataset is not None else calibration.source)
         found = diagnose(emitted, inputs, recipe)
     timer.seconds["total"] = time.perf_counter() - start
+    if tuned is not None:
+        found["finetune"] = report.finetune_section(tuned)
     content = report.build(loaded.name, recipe, evaluation, calibration, loaded.model, emitted, found, timer.seconds)
     onnx_io.save_onnx(emitted, output)
     if report_path is not None:

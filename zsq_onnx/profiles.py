@@ -39,9 +39,9 @@ class Profile:
 
     def check(self, recipe: Recipe) -> None:
         """Raise BadInputError when ``recipe`` asks for quantizers this target cannot run."""
-        if recipe.granularity != "static" and self.symmetric_int8_only:
-            raise BadInputError(f"profile {self.name}: TensorRT cannot run in-graph dynamic scales (granular activations) as integer kernels; "
-                                "use --granularity static, or --profile ort-cpu/sim for granular activations")
+        if self.symmetric_int8_only and (recipe.granularity != "static" or recipe.finetune.activation_quantizer == "adaptive"):
+            raise BadInputError(f"profile {self.name}: TensorRT cannot run in-graph dynamic scales (granular or adaptive activations) as integer kernels; "
+                                "use --granularity static with static activation quantizers, or --profile ort-cpu/sim")
         if self.integer_kernels and recipe.activations.granularity == "per_channel":
             raise BadInputError(f"profile {self.name}: per-channel activation scales make ORT fuse QLinearConv/QLinearGlobalAveragePool kernels that reject them; "
                                 "use --granularity granular or auto, or --profile sim")
@@ -64,6 +64,8 @@ class Profile:
                 notes.append("layers below 8 bits keep an 8-bit container with Clip and run as float QDQ, not as integer kernels")
         if recipe.activations.granularity == "per_channel":
             notes.append("per-channel activation scales run as float QDQ")
+        if recipe.finetune.activation_quantizer == "adaptive":
+            notes.append("adaptive (ASQ) activation quantizers scale their step per sample in the graph: their layers run as float QDQ")
         if recipe.granularity != "static":
             notes.append("granular activations compute their scales in the graph (per sample and channel): their layers run as float QDQ"
                          + ("; TensorRT and other integer-kernel targets cannot run in-graph dynamic scales as integer kernels" if self.integer_kernels else ""))

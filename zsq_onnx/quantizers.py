@@ -150,14 +150,15 @@ def lsq_gradient_scale(x, scale, qmax: int, per_sample: bool) -> float:
 
 
 def fake_quantize(x, scale, zero_point, qmin: int, qmax: int, axis: int = 1):
-    """Torch fake quantization matching QuantizeLinear->Clip->DequantizeLinear, STE rounding
-    (LSQ's gradient for the scale: round(x/s) - x/s inside the range, the bound outside)."""
+    """Torch fake quantization matching QuantizeLinear->Clip->DequantizeLinear: as LSQ,
+    round(clip(x/s, qmin - z, qmax - z)) * s with straight-through rounding, so the scale's
+    gradient is round(x/s) - x/s inside the range and the bound outside (equal values: the zero
+    point and the bounds are integers)."""
     import torch
 
     scale = _broadcast_on_axis(scale, x.ndim, axis)
     zero_point = _broadcast_on_axis(zero_point.to(x.dtype), x.ndim, axis)
-    q = torch.clamp(round_ste(x / scale) + zero_point, qmin, qmax)
-    return (q - zero_point) * scale
+    return round_ste(torch.clamp(x / scale, qmin - zero_point, qmax - zero_point)) * scale
 
 
 def granular_quantize(x, levels):

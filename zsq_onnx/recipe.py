@@ -61,6 +61,51 @@ class SynthConfig:
     lr: float = 0.5
 
 
+ActivationQuantizer = Literal["static", "adaptive"]
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Torch-side fine-tuning of the quantized graph by KD from the FP32 graph on synthetic data.
+
+    It runs when ``steps`` or ``minutes`` is set (both: whichever ends first). Step sizes learn
+    with LSQ gradients (Adam at ``lr`` times each quantizer's initial scale, so the relative
+    change is the same for every quantizer); weights learn at ``weight_lr`` with
+    ``train_weights``; ``adaptive`` activation quantizers (ASQ) add a per-sample step adapter.
+    ``samples`` distilled inputs form the pool, drawn with random flips and shifted crops."""
+
+    steps: int = 0
+    minutes: float | None = None
+    lr: float = 1e-2
+    weight_lr: float = 1e-5
+    train_weights: bool = False
+    optimizer: Literal["adam", "sgd"] = "adam"
+    batch_size: int = 32
+    samples: int = 256
+    temperature: float = 1.0
+    activation_quantizer: ActivationQuantizer = "static"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or (self.minutes is not None and self.minutes <= 0):
+            raise BadInputError(f"--finetune-steps must be >= 0 and --finetune-minutes > 0, got {self.steps} and {self.minutes}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise BadInputError(f"unknown optimizer {self.optimizer!r}; expected adam or sgd")
+        if self.activation_quantizer not in ("static", "adaptive"):
+            raise BadInputError(f"unknown --activation-quantizer {self.activation_quantizer!r}; expected static or adaptive")
+        if self.activation_quantizer == "adaptive" and not self.enabled:
+            raise BadInputError("--activation-quantizer adaptive trains its adapters: add --finetune-steps N or --finetune-minutes M")
+        if min(self.batch_size, self.samples) <= 0 or min(self.lr, self.weight_lr, self.temperature) <= 0:
+            raise BadInputError("fine-tuning batch size, samples, learning rates and temperature must be positive")
+        if self.device not in ("cpu", "cuda"):
+            raise BadInputError(f"--device must be cpu or cuda, got {self.device!r}")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the recipe fine-tunes at all."""
+        return self.steps > 0 or self.minutes is not None
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Everything that decides the quantized model; written into the report as JSON."""
@@ -74,6 +119,7 @@ class Recipe:
     seed: int = 0
     granularity: GranularityMode = "static"
     granularity_budget: float = 0.3
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILE_NAMES:
@@ -86,6 +132,8 @@ class Recipe:
             raise BadInputError("granular quantization applies to activations only")
         if (self.granularity == "static") == (self.activations.granularity == "granular"):
             raise BadInputError(f"--granularity {self.granularity} does not match activation granularity {self.activations.granularity}")
+        if self.finetune.activation_quantizer == "adaptive" and self.granularity != "static":
+            raise BadInputError("--activation-quantizer adaptive replaces static per-tensor activation quantizers: use it with --granularity static")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, suitable for JSON."""
@@ -108,6 +156,7 @@ class Recipe:
             seed=data["seed"],
             granularity=data.get("granularity", "static"),
             granularity_budget=data.get("granularity_budget", 0.3),
+            finetune=FinetuneConfig(**data.get("finetune", {})),
         )
 
     @classmethod
@@ -142,6 +191,7 @@ def build_recipe(
     seed: int = 0,
     granularity: GranularityMode = "static",
     granularity_budget: float = 0.3,
+    finetune: FinetuneConfig | None = None,
 ) -> Recipe:
     """A Recipe from CLI-style options; unset ones keep their defaults (W8A8, activations
     symmetric for the TensorRT-style profiles and asymmetric otherwise). ``granularity``
@@ -165,4 +215,5 @@ def build_recipe(
         seed=seed,
         granularity=granularity,
         granularity_budget=granularity_budget,
+        finetune=finetune or FinetuneConfig(),
     )

@@ -17,6 +17,7 @@ from zsq_onnx.recipe import Recipe
 from zsq_onnx.validate import Evaluation
 
 if TYPE_CHECKING:
+    from zsq_onnx.finetune import FinetuneResult
     from zsq_onnx.synth import SynthResult
 
 
@@ -67,6 +68,22 @@ def build(
     }
 
 
+def finetune_section(result: "FinetuneResult") -> dict[str, Any]:
+    """The fine-tuning part of the report: steps, time, loss and agreement at start and end."""
+    head, tail = slice(0, 20), slice(-20, None)
+    mean = lambda values: float(sum(values) / len(values)) if values else None  # noqa: E731
+    return {
+        "steps": result.steps,
+        "seconds": round(result.seconds, 2),
+        "device": result.device,
+        "trained": result.trained,
+        "loss_start": mean(result.loss_curve[head]),
+        "loss_end": mean(result.loss_curve[tail]),
+        "batch_agreement_start": mean(result.agreement_curve[head]),
+        "batch_agreement_end": mean(result.agreement_curve[tail]),
+    }
+
+
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -108,6 +125,10 @@ def summary(report: dict[str, Any]) -> str:
         kinds = Counter(row["choice"] for row in choice["tensors"])
         lines.append(f"  granularity auto: {', '.join(f'{count} {kind}' for kind, count in kinds.items())}; measured {choice['latency_ms']:.1f} ms "
                      f"at batch 64, limit {choice['limit_ms']:.1f} ms (FP32 {choice['fp32_ms']:.1f} ms)")
+    tuned = report.get("finetune")
+    if tuned is not None:
+        lines.append(f"  finetune {tuned['steps']} steps in {tuned['seconds']:.0f} s on {tuned['device']}: KD loss {tuned['loss_start']:.4f} -> {tuned['loss_end']:.4f}, "
+                     f"batch agreement {_percent(tuned['batch_agreement_start'])} -> {_percent(tuned['batch_agreement_end'])}")
     fusion = report.get("ort_cpu_fusion")
     if fusion is not None:
         lines.append(f"  ORT CPU weighted layers: {fusion['fused']} integer kernels, {fusion['unfused']} float")

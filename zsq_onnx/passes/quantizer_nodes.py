@@ -18,7 +18,8 @@ def ensure_quantizer_functions(model: ir.Model) -> None:
             model.functions[function.identifier()] = function
 
 
-def _initializer(graph: ir.Graph, name: str, array: np.ndarray, dtype: ir.DataType | None = None) -> ir.Value:
+def new_initializer(graph: ir.Graph, name: str, array: np.ndarray, dtype: ir.DataType | None = None) -> ir.Value:
+    """Register ``array`` (cast to ``dtype`` when given) as an initializer of ``graph`` named ``name``."""
     if dtype is not None:
         array = np.asarray(array).astype(dtype.numpy())
     tensor = ir.tensor(array, dtype=dtype, name=name)
@@ -40,15 +41,15 @@ def add_static_quantizer(
     prefix = prefix or f"{source.name}.zsq"
     inputs = [
         source,
-        _initializer(graph, f"{prefix}_scale", scale.astype(np.float32)),
-        _initializer(graph, f"{prefix}_zero_point", zero_point, container),
+        new_initializer(graph, f"{prefix}_scale", scale.astype(np.float32)),
+        new_initializer(graph, f"{prefix}_zero_point", zero_point, container),
     ]
     low, high = quantizers.INTEGER_RANGES[int(container)]
     if (spec.qmin, spec.qmax) == (low, high):
         op_type = "StaticQuantize"
     else:
         op_type = "StaticQuantizeClip"
-        inputs += [_initializer(graph, f"{prefix}_qmin", np.array(spec.qmin), container), _initializer(graph, f"{prefix}_qmax", np.array(spec.qmax), container)]
+        inputs += [new_initializer(graph, f"{prefix}_qmin", np.array(spec.qmin), container), new_initializer(graph, f"{prefix}_qmax", np.array(spec.qmax), container)]
     output = ir.Value(name=f"{prefix}_out", shape=source.shape, type=source.type)
     return ir.Node(quantizers.DOMAIN, op_type, inputs, attributes=[ir.AttrInt64("axis", axis)], outputs=[output], name=f"zsq/{prefix}")
 
@@ -57,6 +58,6 @@ def add_granular_quantizer(graph: ir.Graph, source: ir.Value, spec: QuantSpec, p
     """Create (not yet inserted) a zsq GranQ quantizer node reading ``source``: its only
     initializer is the level count 2^bits - 1; ranges are computed in the graph per sample and channel."""
     prefix = prefix or f"{source.name}.zsq"
-    levels = _initializer(graph, f"{prefix}_levels", np.array((1 << spec.bits) - 1, np.float32))
+    levels = new_initializer(graph, f"{prefix}_levels", np.array((1 << spec.bits) - 1, np.float32))
     output = ir.Value(name=f"{prefix}_out", shape=source.shape, type=source.type)
     return ir.Node(quantizers.DOMAIN, "GranularQuantize", [source, levels], outputs=[output], name=f"zsq/{prefix}")

@@ -1,0 +1,157 @@
+"""Fine-tuning: the quantized graph (TorchGraph student) learns from the FP32 graph (teacher) by
+KD on synthetic inputs; trained step sizes, adapters and weights go back into its initializers.
+
+Trainable, by initializer name: the scale of every zsq static/adaptive quantizer (LSQ gradient
+scaling is in the torch quantizers), the adapters of adaptive ones, and with ``train_weights``
+the float weights and biases that quantizers read. Zero points stay as calibrated. The loss is
+KL(teacher || student) of the softmax outputs at temperature T (times T^2); Adam or SGD with a
+cosine schedule over steps or minutes, whichever ends first.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from zsq_onnx import quantizers
+from zsq_onnx.errors import BadInputError
+from zsq_onnx.recipe import FinetuneConfig
+from zsq_onnx.synthetic_pool import SyntheticPool
+
+ADAPTER_INPUTS = range(5, 9)
+
+
+@dataclass(frozen=True)
+class TrainableNames:
+    """Initializer names that fine-tuning trains, by kind."""
+
+    scales: tuple[str, ...]
+    adapters: tuple[str, ...]
+    weights: tuple[str, ...]
+
+    @property
+    def all(self) -> frozenset[str]:
+        """Every trainable initializer name."""
+        return frozenset((*self.scales, *self.adapters, *self.weights))
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What fine-tuning did: steps, seconds, loss and batch agreement with the teacher (one point
+    per logged step), and how many initializers of each kind trained."""
+
+    steps: int
+    seconds: float
+    loss_curve: list[float]
+    agreement_curve: list[float]
+    trained: dict[str, int]
+    device: str
+
+
+def trainable_names(model: onnx.ModelProto, train_weights: bool) -> TrainableNames:
+    """The initializers fine-tuning trains in ``model`` (see module docstring)."""
+    floats = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    scales, adapters, weights = [], [], []
+    for node in model.graph.node:
+        if node.domain != quantizers.DOMAIN:
+            continue
+        if node.op_type in ("StaticQuantize", "StaticQuantizeClip", "AdaptiveQuantize") and node.input[1] in floats:
+            scales.append(node.input[1])
+            if node.input[0] in floats:
+                weights.append(node.input[0])
+        if node.op_type == "AdaptiveQuantize":
+            adapters += [node.input[i] for i in ADAPTER_INPUTS]
+        if node.op_type == "BiasQuantize" and node.input[0] in floats:
+            weights.append(node.input[0])
+    unique = lambda names: tuple(dict.fromkeys(names))  # noqa: E731
+    return TrainableNames(unique(scales), unique(adapters), unique(weights) if train_weights else ())
+
+
+def _device(name: str):
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BadInputError("--device cuda: torch sees no CUDA device here (this torch build or machine has none)")
+    return torch.device(name)
+
+
+def _optimizer(student, names: TrainableNames, config: FinetuneConfig):
+    """Parameter groups: each scale at lr x its initial mean magnitude, adapters at lr / 10,
+    weights at weight_lr; every group keeps its base lr for the schedule."""
+    import torch
+
+    groups = []
+    for name in names.scales:
+        parameter = student.parameter(name)
+        groups.append({"params": [parameter], "lr": config.lr * float(parameter.detach().abs().mean().clamp(min=1e-8))})
+    if names.adapters:
+        groups.append({"params": [student.parameter(n) for n in names.adapters], "lr": config.lr / 10})
+    if names.weights:
+        groups.append({"params": [student.parameter(n) for n in names.weights], "lr": config.weight_lr})
+    for group in groups:
+        group["base_lr"] = group["lr"]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9)
+    return torch.optim.Adam(groups, lr=config.lr)
+
+
+def kd_loss(student_logits, teacher_logits, temperature: float):
+    """KL(softmax(teacher / T) || softmax(student / T)) x T^2, averaged over the batch."""
+    import torch.nn.functional as F
+
+    return F.kl_div(F.log_softmax(student_logits / temperature, 1), F.log_softmax(teacher_logits / temperature, 1), log_target=True, reduction="batchmean") * temperature**2
+
+
+def finetune(
+    fp32: onnx.ModelProto, quantized: onnx.ModelProto, pool: SyntheticPool, config: FinetuneConfig, seed: int = 0, progress: bool = True
+) -> tuple[onnx.ModelProto, FinetuneResult]:
+    """Train ``quantized`` against ``fp32`` on batches from ``pool``; return the model with the
+    trained initializers written back, and what happened."""
+    import torch
+    from tqdm import tqdm
+
+    from zsq_onnx.torch_graph import TorchGraph
+
+    device = _device(config.device)
+    torch.manual_seed(seed)
+    names = trainable_names(quantized, config.train_weights)
+    if not names.all:
+        raise BadInputError("fine-tuning found nothing to train: the model has no zsq quantizers with float scales")
+    teacher = TorchGraph(fp32).eval().to(device)
+    student = TorchGraph(quantized, trainable=lambda name: name in names.all).to(device)
+    optimizer = _optimizer(student, names, config)
+    scales = [student.parameter(name) for name in names.scales]
+    budget = config.minutes * 60 if config.minutes is not None else math.inf
+    total = config.steps if config.steps > 0 else None
+    losses, agreements = [], []
+    start = time.perf_counter()
+    bar = tqdm(total=total, desc="finetune", disable=not progress, leave=False, unit="step")
+    step = 0
+    while (total is None or step < total) and time.perf_counter() - start < budget:
+        done = max(step / total if total else 0.0, (time.perf_counter() - start) / budget)
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+        inputs = torch.from_numpy(pool.batch(config.batch_size)).to(device)
+        with torch.no_grad():
+            target = teacher(inputs)
+        output = student(inputs)
+        loss = kd_loss(output, target, config.temperature)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            for scale in scales:
+                scale.clamp_(min=1e-8)
+        losses.append(loss.item())
+        agreements.append(float((output.argmax(1) == target.argmax(1)).float().mean()))
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", agreement=f"{np.mean(agreements[-20:]):.3f}")
+    bar.close()
+    trained = student.cpu().write_back(quantized)
+    counts = {"scales": len(names.scales), "adapters": len(names.adapters), "weights": len(names.weights)}
+    return trained, FinetuneResult(step, time.perf_counter() - start, losses, agreements, counts, str(device))
