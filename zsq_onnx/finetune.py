@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,11 +107,17 @@ def kd_loss(student_logits, teacher_logits, temperature: float):
     return F.kl_div(F.log_softmax(student_logits / temperature, 1), F.log_softmax(teacher_logits / temperature, 1), log_target=True, reduction="batchmean") * temperature**2
 
 
+Checkpoint = Callable[[int, float, onnx.ModelProto], None]
+
+
 def finetune(
-    fp32: onnx.ModelProto, quantized: onnx.ModelProto, pool: SyntheticPool, config: FinetuneConfig, seed: int = 0, progress: bool = True
+    fp32: onnx.ModelProto, quantized: onnx.ModelProto, pool: SyntheticPool, config: FinetuneConfig, seed: int = 0, progress: bool = True,
+    checkpoint: Checkpoint | None = None, checkpoint_seconds: float = 60.0,
 ) -> tuple[onnx.ModelProto, FinetuneResult]:
     """Train ``quantized`` against ``fp32`` on batches from ``pool``; return the model with the
-    trained initializers written back, and what happened."""
+    trained initializers written back, and what happened. ``checkpoint(step, seconds, model)``
+    is called with the written-back model every ``checkpoint_seconds`` of training and at the
+    end; the time it takes does not count against ``config.minutes``."""
     import torch
     from tqdm import tqdm
 
@@ -129,10 +136,17 @@ def finetune(
     total = config.steps if config.steps > 0 else None
     losses, agreements = [], []
     start = time.perf_counter()
+    paused, next_checkpoint = 0.0, checkpoint_seconds
     bar = tqdm(total=total, desc="finetune", disable=not progress, leave=False, unit="step")
     step = 0
-    while (total is None or step < total) and time.perf_counter() - start < budget:
-        done = max(step / total if total else 0.0, (time.perf_counter() - start) / budget)
+    while (total is None or step < total) and time.perf_counter() - start - paused < budget:
+        elapsed = time.perf_counter() - start - paused
+        if checkpoint is not None and elapsed >= next_checkpoint:
+            pause = time.perf_counter()
+            checkpoint(step, elapsed, student.write_back(quantized))
+            paused += time.perf_counter() - pause
+            next_checkpoint += checkpoint_seconds
+        done = max(step / total if total else 0.0, elapsed / budget)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
         inputs = torch.from_numpy(pool.batch(config.batch_size)).to(device)
@@ -152,6 +166,9 @@ def finetune(
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", agreement=f"{np.mean(agreements[-20:]):.3f}")
     bar.close()
+    seconds = time.perf_counter() - start - paused
     trained = student.cpu().write_back(quantized)
+    if checkpoint is not None:
+        checkpoint(step, seconds, trained)
     counts = {"scales": len(names.scales), "adapters": len(names.adapters), "weights": len(names.weights)}
-    return trained, FinetuneResult(step, time.perf_counter() - start, losses, agreements, counts, str(device))
+    return trained, FinetuneResult(step, seconds, losses, agreements, counts, str(device))

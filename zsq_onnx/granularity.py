@@ -59,13 +59,13 @@ class TensorChoice:
 
 @dataclass(frozen=True)
 class GranularityChoice:
-    """The auto choice for a whole model: per tensor, the latency limit and the measured latency
-    of the chosen graph (ORT CPU, batch 64)."""
+    """The auto choice for a whole model: per tensor; and latencies relative to FP32 (ORT CPU,
+    batch 64) of the all-static graph, the limit, and the chosen graph."""
 
     tensors: list[TensorChoice]
-    fp32_ms: float
-    limit_ms: float
-    latency_ms: float
+    static_vs_fp32: float
+    limit_vs_fp32: float
+    chosen_vs_fp32: float
 
     def to_dict(self) -> dict:
         """Plain dict, suitable for JSON."""
@@ -253,7 +253,7 @@ def choose_granularity(
     search on measured latency)."""
     specs = {name: spec for name, spec in plan.activations.items() if spec.granularity == "granular"}
     if not specs:
-        return plan, GranularityChoice([], 0.0, 0.0, 0.0)
+        return plan, GranularityChoice([], 1.0, 1.0, 1.0)
     ranges = minmax_ranges(folded, list(specs), batches, per_channel=set(specs))
     sqnr = layer_sqnr(folded, specs, ranges, plan.rules, batches)
     graph = ir.serde.deserialize_model(folded).graph
@@ -264,7 +264,7 @@ def choose_granularity(
     costs = {tensor: {kind: layer_cost_ms(folded, tensor, kind, ranges[tensor], plan, recipe, shapes) for kind in kinds} for tensor in specs}
     sqnr = {tensor: {kind: sqnr[tensor][kind] for kind in kinds} for tensor in specs}
     sample = np.zeros((COST_BATCH, *batches[0].shape[1:]), np.float32)
-    fp32_ms = latency_ms(make_session(folded), sample)
+    fp32 = make_session(folded)
     order = upgrade_order(sqnr, costs)
 
     def with_choice(count: int) -> QuantPlan:
@@ -272,22 +272,25 @@ def choose_granularity(
         activations = {name: QuantSpec(spec.bits, spec.symmetric, picked[name]) if name in picked else spec for name, spec in plan.activations.items()}
         return QuantPlan(plan.weights, activations, plan.rules)
 
-    def measured_ms(count: int) -> float:
-        return latency_ms(make_session(emit(build(with_choice(count)), recipe.profile)), sample)
+    def relative_latency(count: int) -> float:
+        """Latency of the graph with ``count`` upgrades over FP32's, timed back to back so that
+        load on the machine cancels out."""
+        session = make_session(emit(build(with_choice(count)), recipe.profile))
+        return latency_ms(session, sample) / latency_ms(fp32, sample)
 
-    static_ms = measured_ms(0)
-    limit_ms = (1 + recipe.granularity_budget) * max(fp32_ms, static_ms)
-    low, high, latency = 0, len(order), static_ms
+    static = relative_latency(0)
+    limit = (1 + recipe.granularity_budget) * max(1.0, static)
+    low, high, relative = 0, len(order), static
     while low < high:
         middle = (low + high + 1) // 2
-        middle_ms = measured_ms(middle)
-        if middle_ms <= limit_ms:
-            low, latency = middle, middle_ms
+        middle_relative = relative_latency(middle)
+        if middle_relative <= limit:
+            low, relative = middle, middle_relative
         else:
             high = middle - 1
     picked = _after(list(specs), order, low)
     tensors = [TensorChoice(name, picked[name], sqnr[name], costs[name]) for name in specs]
-    return with_choice(low), GranularityChoice(tensors, fp32_ms, limit_ms, latency)
+    return with_choice(low), GranularityChoice(tensors, static, limit, relative)
 
 
 def candidates(recipe: Recipe) -> tuple[str, ...]:

@@ -123,8 +123,8 @@ def summary(report: dict[str, Any]) -> str:
     choice = report.get("granularity_choice")
     if choice is not None:
         kinds = Counter(row["choice"] for row in choice["tensors"])
-        lines.append(f"  granularity auto: {', '.join(f'{count} {kind}' for kind, count in kinds.items())}; measured {choice['latency_ms']:.1f} ms "
-                     f"at batch 64, limit {choice['limit_ms']:.1f} ms (FP32 {choice['fp32_ms']:.1f} ms)")
+        lines.append(f"  granularity auto: {', '.join(f'{count} {kind}' for kind, count in kinds.items())}; latency at batch 64 {choice['chosen_vs_fp32']:.2f}x FP32 "
+                     f"(limit {choice['limit_vs_fp32']:.2f}x, all static {choice['static_vs_fp32']:.2f}x)")
     tuned = report.get("finetune")
     if tuned is not None:
         lines.append(f"  finetune {tuned['steps']} steps in {tuned['seconds']:.0f} s on {tuned['device']}: KD loss {tuned['loss_start']:.4f} -> {tuned['loss_end']:.4f}, "
