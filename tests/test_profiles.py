@@ -133,3 +133,25 @@ def test_ort_cpu_fuses_every_resnet_layer(resnet20_random):
     fusion = ort_fusion(emit(quantize(model, batches, build_recipe()), "ort-cpu"))
     assert fusion["fused"] == 20 and fusion["unfused"] == 0
     assert fusion["integer_ops"].get("QLinearAdd", 0) == 9
+
+
+@pytest.mark.parametrize("bits", ["W8A8", "W4A8"])
+def test_ort_cpu_reduces_every_8bit_weight_range_by_default(setting, bits):
+    model, batches, _ = setting
+
+    def widest(reduce_range: bool | None) -> int:
+        emitted = emit(quantize(model, batches, build_recipe(bits=bits, reduce_range=reduce_range)), "ort-cpu")
+        weights = [onnx.numpy_helper.to_array(t) for t in emitted.graph.initializer if t.data_type == onnx.TensorProto.INT8 and t.name.endswith("weight.quantized")]
+        return max(int(np.abs(w.astype(np.int16)).max()) for w in weights)
+
+    assert widest(None) == 63, "7-bit weights, the 8-bit ends included"
+    assert widest(False) == 127
+
+
+def test_sim_full_range_weights_run_exactly_at_every_level(setting):
+    model, batches, inputs = setting
+    emitted = emit(quantize(model, batches, build_recipe(bits="W8A8", profile="sim")), "sim")
+    assert onnx.TensorProto.UINT8 in {t.data_type for t in emitted.graph.initializer if t.name.endswith("weight.quantized.u8")}
+    basic = make_session(emitted, level=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC).run(None, {"input": inputs})[0]
+    full = make_session(emitted).run(None, {"input": inputs})[0]
+    np.testing.assert_allclose(full, basic, atol=1e-3 * np.abs(basic).max())

@@ -71,7 +71,9 @@ def _preprocessing(input_scale, mean, std):
 @click.option("--weight-symmetric/--weight-asymmetric", default=True, show_default=True)
 @click.option("--act-symmetric/--act-asymmetric", default=None, help="Default: symmetric for tensorrt/ort-cuda, asymmetric otherwise.")
 @click.option("--keep-ends-8bit/--no-keep-ends-8bit", default=True, show_default=True, help="First conv and last linear at 8 bits.")
-@click.option("--reduce-range", is_flag=True, help="7-bit weights, as ORT's reduce_range (exact in QLinearConv on CPUs without VNNI).")
+@click.option("--reduce-range/--no-reduce-range", default=None,
+              help="8-bit weights use 7 bits, as ORT's reduce_range: fused QLinearConv on x86 CPUs without VNNI saturates otherwise. "
+                   "Default: on for ort-cpu (use --no-reduce-range for VNNI or ARM targets), off elsewhere.")
 @click.option("--finetune-steps", type=int, default=0, show_default=True, help="KD fine-tuning steps of the quantized graph (0: none).")
 @click.option("--finetune-minutes", type=float, default=None, help="Fine-tune for this many minutes (with --finetune-steps: whichever ends first).")
 @click.option("--finetune-lr", type=float, default=None, help="Step-size learning rate, relative to each scale (default 0.01).")

@@ -24,7 +24,7 @@ from zsq_onnx.calibrate import minmax_ranges
 from zsq_onnx.data import Dataset, load_dataset
 from zsq_onnx.diagnostics import cross_check, float_layers, ort_fusion
 from zsq_onnx.errors import BadInputError
-from zsq_onnx.finetune import FinetuneResult, finetune
+from zsq_onnx.finetune import Checkpoint, FinetuneResult, finetune
 from zsq_onnx.granularity import METADATA_KEY as GRANULARITY_KEY
 from zsq_onnx.granularity import choose_granularity
 from zsq_onnx.passes import apply_passes
@@ -99,9 +99,8 @@ def quantize(model: onnx.ModelProto, batches: list[np.ndarray], recipe: Recipe) 
     profile = get_profile(recipe.profile)
     profile.check(recipe)
     folded = onnx.shape_inference.infer_shapes(apply_passes(model, FoldBatchNormPass(), NameFixPass()))
-    plan = plan_quantization(
-        ir.serde.deserialize_model(folded).graph, profile.weight_spec(recipe), recipe.activations, profile.rules, recipe.keep_ends_8bit
-    )
+    plan = plan_quantization(ir.serde.deserialize_model(folded).graph, recipe.weights, recipe.activations, profile.rules, recipe.keep_ends_8bit)
+    plan = QuantPlan(profile.target_weights(plan.weights, recipe), plan.activations, plan.rules)
     if recipe.granularity != "auto":
         return insert_quantizers(folded, plan, batches, recipe)
     plan, choice = choose_granularity(folded, plan, batches, recipe, lambda candidate: insert_quantizers(folded, candidate, batches, recipe))
@@ -187,12 +186,17 @@ def first_samples(batches: list[np.ndarray], count: int) -> list[np.ndarray]:
     return kept
 
 
-def tune(fp32: onnx.ModelProto, quantized: onnx.ModelProto, pool_inputs: np.ndarray, recipe: Recipe, progress: bool = True) -> tuple[onnx.ModelProto, FinetuneResult]:
+def tune(
+    fp32: onnx.ModelProto, quantized: onnx.ModelProto, pool_inputs: np.ndarray, recipe: Recipe, progress: bool = True,
+    checkpoint: Checkpoint | None = None, checkpoint_seconds: float = 60.0,
+) -> tuple[onnx.ModelProto, FinetuneResult]:
     """The fine-tuning stage: adaptive activation quantizers first when the recipe asks, then KD
-    training on the synthetic pool, trained values written back into the graph."""
+    training on the synthetic pool, trained values written back into the graph (``checkpoint``:
+    see :func:`zsq_onnx.finetune.finetune`)."""
     if recipe.finetune.activation_quantizer == "adaptive":
         quantized = apply_passes(quantized, AdaptiveActivationsPass(recipe.seed))
-    return finetune(fp32, quantized, SyntheticPool(pool_inputs, recipe.seed), recipe.finetune, recipe.seed, progress)
+    pool = SyntheticPool(pool_inputs, recipe.seed)
+    return finetune(fp32, quantized, pool, recipe.finetune, recipe.seed, progress, checkpoint, checkpoint_seconds)
 
 
 def convert(

@@ -17,6 +17,7 @@ from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.float_path_weights import FloatPathWeightsPass
 from zsq_onnx.passes.fold_constants import KEPT_OPS, FoldConstantsPass
 from zsq_onnx.passes.name_quantized_weights import NameQuantizedWeightsPass
+from zsq_onnx.passes.unsigned_weights import UnsignedWeightsPass
 from zsq_onnx.recipe import PROFILE_NAMES, QuantSpec, Recipe
 
 INTEGER_DEPLOYMENT_RULES = ("weighted-op-input", "residual-add-input", "pool-input")
@@ -27,7 +28,9 @@ class Profile:
     """A deployment target: the activation rules it needs and the quantizers it can run.
 
     ``all_readers``: each selected tensor is quantized once for all its readers, as integer
-    deployments (and TensorRT's QDQ placement) expect."""
+    deployments (and TensorRT's QDQ placement) expect. ``exact_on_any_cpu``: layers that ORT
+    would fuse into integer kernels that saturate on x86 CPUs without VNNI store their weights as
+    uint8 + 128, so the emitted model computes its QDQ graph at every ORT level on every CPU."""
 
     name: str
     description: str
@@ -36,6 +39,8 @@ class Profile:
     integer_kernels: bool
     all_readers: bool
     symmetric_int8_only: bool = False
+    reduce_range_by_default: bool = False
+    exact_on_any_cpu: bool = False
 
     def check(self, recipe: Recipe) -> None:
         """Raise BadInputError when ``recipe`` asks for quantizers this target cannot run."""
@@ -58,10 +63,13 @@ class Profile:
         """What a user of this target should know about the emitted model."""
         notes = [self.description]
         if self.name == "ort-cpu":
-            notes.append("weights use ORT's 7-bit reduce_range" if recipe.reduce_range and recipe.weights.bits == 8 else
-                         "weights use the full int8 range: on CPUs without VNNI fused QLinearConv can round differently from QDQ (--reduce-range avoids it)")
+            notes.append("8-bit weights use ORT's 7-bit reduce_range, exact in fused QLinearConv on every x86 CPU" if self.reduces_range(recipe) else
+                         "8-bit weights use the full int8 range: on x86 CPUs without VNNI fused QLinearConv saturates and differs from QDQ (--reduce-range avoids it)")
             if recipe.activations.bits < 8 or recipe.weights.bits < 8:
                 notes.append("layers below 8 bits keep an 8-bit container with Clip and run as float QDQ, not as integer kernels")
+        if self.exact_on_any_cpu:
+            notes.append("int8 weights that ORT CPU would fuse into saturating u8 x s8 kernels (x86 without VNNI) are stored as uint8 + 128: "
+                         "exact at every ORT level, at u8 x u8 kernel speed")
         if recipe.activations.granularity == "per_channel":
             notes.append("per-channel activation scales run as float QDQ")
         if recipe.finetune.activation_quantizer == "adaptive":
@@ -78,17 +86,23 @@ class Profile:
         activations feeding int8 weights make ORT fuse an invalid QLinearConv."""
         return self.use_4bit_types and recipe.weights.bits == 4
 
-    def weight_spec(self, recipe: Recipe) -> QuantSpec:
-        """The weight spec after the target's adjustments (ORT's 7-bit reduce_range)."""
-        if recipe.reduce_range and recipe.weights.bits == 8:
-            return dataclasses.replace(recipe.weights, bits=7)
-        return recipe.weights
+    def reduces_range(self, recipe: Recipe) -> bool:
+        """Whether 8-bit weights use 7 bits (ORT's reduce_range): as the recipe says, else by
+        default on the target whose integer kernels saturate int16 pair sums on x86 without VNNI."""
+        return recipe.reduce_range if recipe.reduce_range is not None else self.reduce_range_by_default
+
+    def target_weights(self, weights: dict[str, QuantSpec], recipe: Recipe) -> dict[str, QuantSpec]:
+        """Weight specs per node after the target's adjustments: every 8-bit spec (the 8-bit ends
+        included) at 7 bits where the target reduces range."""
+        if not self.reduces_range(recipe):
+            return weights
+        return {node: dataclasses.replace(spec, bits=7) if spec.bits == 8 else spec for node, spec in weights.items()}
 
 
 PROFILES = {
     "ort-cpu": Profile(
         "ort-cpu", "ONNX Runtime CPU: int8 per-channel weights, uint8 per-tensor activations, fused to QLinearConv/QLinearMatMul",
-        INTEGER_DEPLOYMENT_RULES, use_4bit_types=False, integer_kernels=True, all_readers=True,
+        INTEGER_DEPLOYMENT_RULES, use_4bit_types=False, integer_kernels=True, all_readers=True, reduce_range_by_default=True,
     ),
     "tensorrt": Profile(
         "tensorrt", "TensorRT: symmetric int8, zero points 0, constant scales, per-channel weights, per-tensor activations",
@@ -100,7 +114,7 @@ PROFILES = {
     ),
     "sim": Profile(
         "sim", "bit-exact simulation: any bits and granularity, int4/uint4 types at 4 bits",
-        ("weighted-op-input",), use_4bit_types=True, integer_kernels=False, all_readers=False,
+        ("weighted-op-input",), use_4bit_types=True, integer_kernels=False, all_readers=False, exact_on_any_cpu=True,
     ),
 }
 assert tuple(PROFILES) == PROFILE_NAMES
@@ -116,8 +130,9 @@ def get_profile(name: str) -> Profile:
 def emit(model: onnx.ModelProto, profile: str = "ort-cpu") -> onnx.ModelProto:
     """Lower a model with zsq quantizers for ``profile``: inline the functions to QuantizeLinear/
     DequantizeLinear, store quantized weights as integer initializers (as dequantized floats for
-    the layers an integer-kernel target runs in float, see FloatPathWeightsPass), and run the
-    full checker."""
+    the layers an integer-kernel target runs in float, see FloatPathWeightsPass; on ``sim`` as
+    uint8 where ORT would fuse saturating kernels, see UnsignedWeightsPass), and run the full
+    checker."""
     target = get_profile(profile)
     lowered = apply_passes(
         model,
@@ -127,6 +142,7 @@ def emit(model: onnx.ModelProto, profile: str = "ort-cpu") -> onnx.ModelProto:
         RemoveUnusedNodesPass(),
         NameQuantizedWeightsPass(),
         *([FloatPathWeightsPass()] if target.integer_kernels else []),
+        *([UnsignedWeightsPass()] if target.exact_on_any_cpu else []),
         RemoveUnusedOpsetsPass(),
     )
     onnx.checker.check_model(lowered, full_check=True)

@@ -114,7 +114,7 @@ class Recipe:
     activations: QuantSpec = field(default_factory=lambda: QuantSpec(8, False, "per_tensor"))
     profile: str = "ort-cpu"
     keep_ends_8bit: bool = True
-    reduce_range: bool = False
+    reduce_range: bool | None = None
     synth: SynthConfig = field(default_factory=SynthConfig)
     seed: int = 0
     granularity: GranularityMode = "static"
@@ -151,7 +151,7 @@ class Recipe:
             activations=QuantSpec(**data["activations"]),
             profile=data["profile"],
             keep_ends_8bit=data.get("keep_ends_8bit", True),
-            reduce_range=data.get("reduce_range", False),
+            reduce_range=data.get("reduce_range"),
             synth=SynthConfig(**data["synth"]),
             seed=data["seed"],
             granularity=data.get("granularity", "static"),
@@ -183,7 +183,7 @@ def build_recipe(
     act_symmetric: bool | None = None,
     act_granularity: Granularity = "per_tensor",
     keep_ends_8bit: bool = True,
-    reduce_range: bool = False,
+    reduce_range: bool | None = None,
     samples: int | None = None,
     synth_steps: int | None = None,
     synth_lr: float | None = None,
@@ -194,7 +194,8 @@ def build_recipe(
     finetune: FinetuneConfig | None = None,
 ) -> Recipe:
     """A Recipe from CLI-style options; unset ones keep their defaults (W8A8, activations
-    symmetric for the TensorRT-style profiles and asymmetric otherwise). ``granularity``
+    symmetric for the TensorRT-style profiles and asymmetric otherwise; ``reduce_range`` None:
+    the profile's default, see :meth:`zsq_onnx.profiles.Profile.reduces_range`). ``granularity``
     ``granular`` and ``auto`` replace ``act_granularity`` (auto chooses per tensor among
     per-tensor, per-channel and granular within ``granularity_budget``)."""
     weight_bits, activation_bits = parse_bits(bits) if bits else (8, 8)

@@ -1,0 +1,59 @@
+"""Which weighted layers ONNX Runtime CPU fuses into integer kernels, and which of those
+saturate on x86 CPUs without VNNI."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+INT16_MAX = 32767
+
+
+def _constant_per_tensor(node: ir.Node | None, op_type: str) -> bool:
+    """Whether ``node`` is an ``op_type`` (Q or DQ) with a constant per-tensor scale."""
+    if node is None or node.op_type != op_type:
+        return False
+    scale = node.inputs[1]
+    return scale is not None and scale.const_value is not None and scale.const_value.size == 1
+
+
+def integer_kernel(node: ir.Node) -> bool:
+    """Whether ORT CPU can fuse ``node`` into QLinearConv/QGemm/MatMulIntegerToFloat: its input
+    is dequantized with a constant per-tensor scale and, for Conv, its output (through a Relu) is
+    quantized so too (Gemm and MatMul have integer kernels with float outputs)."""
+    if not _constant_per_tensor(node.inputs[0].producer() if node.inputs[0] is not None else None, "DequantizeLinear"):
+        return False
+    if node.op_type != "Conv":
+        return True
+    output = node.outputs[0]
+    users = [user for user, _ in output.uses()]
+    if len(users) == 1 and users[0].op_type == "Relu":
+        users = [user for user, _ in users[0].outputs[0].uses()]
+    return bool(users) and all(_constant_per_tensor(user, "QuantizeLinear") for user in users)
+
+
+def integer_span(value: ir.Value | None) -> int:
+    """The largest magnitude of the integers dequantized into ``value``: a constant's own values,
+    else the Clip bounds of a narrow quantizer, else its container's range (0 when ``value`` is
+    not dequantized)."""
+    dequantize = value.producer() if value is not None else None
+    source = dequantize.inputs[0] if dequantize is not None and dequantize.op_type == "DequantizeLinear" else None
+    if source is None:
+        return 0
+    if source.const_value is not None:
+        return int(np.abs(source.const_value.numpy().astype(np.int64)).max(initial=0))
+    clip = source.producer()
+    if clip is not None and clip.op_type == "Clip" and all(v is not None and v.const_value is not None for v in clip.inputs[1:3]):
+        return max(abs(int(v.const_value.numpy())) for v in clip.inputs[1:3])
+    return (1 << source.type.dtype.bitwidth) - 1 if source.type is not None else 255
+
+
+def saturating_kernel(node: ir.Node) -> bool:
+    """Whether ORT CPU fuses ``node`` into an integer kernel whose u8 x s8 pair sums can pass the
+    int16 range on x86 CPUs without VNNI (vpmaddubsw saturates; results then differ from the QDQ
+    graph): 2 x activation span x weight span > 32767, as with full-range int8 weights beside
+    8-bit activations. u8 x u8 kernels widen to 16 bits first and do not saturate."""
+    weight = node.inputs[1] if len(node.inputs) > 1 else None
+    dequantize = weight.producer() if weight is not None else None
+    signed = dequantize is not None and dequantize.inputs[0].type is not None and dequantize.inputs[0].type.dtype == ir.DataType.INT8
+    return signed and integer_kernel(node) and 2 * integer_span(node.inputs[0]) * integer_span(weight) > INT16_MAX

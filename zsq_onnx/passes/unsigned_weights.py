@@ -1,0 +1,50 @@
+"""Store the int8 weights of saturating integer kernels as uint8, shifted by 128."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from zsq_onnx.passes.ort_kernels import saturating_kernel
+from zsq_onnx.passes.quant_targets import weight_axis
+
+SHIFT = 128
+
+
+def _shifted(value: ir.Value, name: str) -> ir.Value:
+    """A uint8 constant holding ``value``'s int8 constant + 128."""
+    array = (value.const_value.numpy().astype(np.int16) + SHIFT).astype(np.uint8)
+    shifted = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+    shifted.shape, shifted.type = shifted.const_value.shape, ir.TensorType(ir.DataType.UINT8)
+    return shifted
+
+
+class UnsignedWeightsPass(ir.passes.InPlacePass):
+    """A layer that ORT CPU fuses into a u8 x s8 integer kernel which can saturate on x86 CPUs
+    without VNNI (see :func:`~zsq_onnx.passes.ort_kernels.saturating_kernel`) gets its int8
+    weights and zero points stored as uint8 + 128: DequantizeLinear gives the same floats, and
+    ORT fuses a u8 x u8 kernel instead, which widens to 16 bits and is exact. The simulation
+    profile uses it so its QDQ graph is what ORT computes on every CPU at every level."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        modified = False
+        for node in [node for node in graph if weight_axis(node) is not None and saturating_kernel(node)]:
+            dequantize = node.inputs[1].producer()
+            weights, scale = dequantize.inputs[0], dequantize.inputs[1]
+            zero_point = dequantize.inputs[2] if len(dequantize.inputs) > 2 else None
+            if zero_point is None or zero_point.const_value is None:
+                zeros = np.zeros(scale.const_value.shape.numpy(), np.int8)
+                zero_point = ir.Value(name=f"{weights.name}.zero_point", const_value=ir.tensor(zeros))
+            stored = [_shifted(weights, f"{weights.name}.u8"), _shifted(zero_point, f"{zero_point.name}.u8")]
+            for index, value in zip((0, 2), stored):
+                graph.register_initializer(value)
+                if index < len(dequantize.inputs):
+                    dequantize.replace_input_with(index, value)
+            if len(dequantize.inputs) < 3:
+                dequantize.resize_inputs(3)
+                dequantize.replace_input_with(2, stored[1])
+            modified = True
+        if modified:
+            ir.passes.common.RemoveUnusedNodesPass()(model)
+        return ir.passes.PassResult(model, modified=modified)
