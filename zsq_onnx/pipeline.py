@@ -99,7 +99,8 @@ def quantize(model: onnx.ModelProto, batches: list[np.ndarray], recipe: Recipe) 
     profile = get_profile(recipe.profile)
     profile.check(recipe)
     folded = onnx.shape_inference.infer_shapes(apply_passes(model, FoldBatchNormPass(), NameFixPass()))
-    plan = plan_quantization(ir.serde.deserialize_model(folded).graph, recipe.weights, recipe.activations, profile.rules, recipe.keep_ends_8bit)
+    graph = ir.serde.deserialize_model(folded).graph
+    plan = plan_quantization(graph, recipe.weights, recipe.activations, profile.activation_rules(recipe), recipe.keep_ends_8bit)
     plan = QuantPlan(profile.target_weights(plan.weights, recipe), plan.activations, plan.rules)
     if recipe.granularity != "auto":
         return insert_quantizers(folded, plan, batches, recipe)

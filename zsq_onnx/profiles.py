@@ -75,11 +75,21 @@ class Profile:
         if recipe.finetune.activation_quantizer == "adaptive":
             notes.append("adaptive (ASQ) activation quantizers scale their step per sample in the graph: their layers run as float QDQ")
         if recipe.granularity != "static":
-            notes.append("granular activations compute their scales in the graph (per sample and channel): their layers run as float QDQ"
+            notes.append("granular activations compute their scales in the graph (per sample and channel): their layers run as float QDQ; "
+                         "activations are quantized where weighted layers read them, residual adds and pools run in float"
                          + ("; TensorRT and other integer-kernel targets cannot run in-graph dynamic scales as integer kernels" if self.integer_kernels else ""))
             if self.integer_kernels:
                 notes.append("weights of layers with granular inputs are stored dequantized (float, exactly the quantized values) so ORT can pre-pack them")
         return notes
+
+    def activation_rules(self, recipe: Recipe) -> tuple[str, ...]:
+        """Which activation uses get quantizers: the target's rules for static activations; only
+        weighted-op inputs (as GranQ places them) for granular and auto, since the residual adds
+        and pools that integer targets also quantize run in float next to granular layers anyway,
+        where a quantizer would cost time and accuracy and buy no integer kernel."""
+        if recipe.granularity == "static":
+            return self.rules
+        return tuple(rule for rule in self.rules if rule == "weighted-op-input")
 
     def activation_4bit_types(self, recipe: Recipe) -> bool:
         """Whether 4-bit activations use uint4/int4: only beside 4-bit weights, since uint4
