@@ -172,3 +172,18 @@ def test_finetune_settings_fail_clearly():
 
         with pytest.raises(BadInputError, match="CUDA"):
             _device("cuda")
+
+
+def test_batchnorm_loss_targets_every_folded_layer_and_trains(setting):
+    from zsq_onnx.finetune import batchnorm_output_targets
+
+    model, pool = setting
+    config = FinetuneConfig(steps=4, batch_size=16, bn_loss=0.1)
+    recipe = build_recipe(bits="W4A4", profile="sim", finetune=config)
+    quantized = quantize(model, [pool[:32]], recipe)
+    targets = batchnorm_output_targets(model, TorchGraph(model), TorchGraph(quantized))
+    assert len(targets) == 3 and all(mean.shape == std.shape and (std >= 0).all() for _, mean, std in targets)
+    trained, result = tune(model, quantized, pool, recipe, progress=False)
+    assert result.steps == 4 and np.isfinite(result.loss_curve).all()
+    _, kd_only = tune(model, quantized, pool, build_recipe(bits="W4A4", profile="sim", finetune=FinetuneConfig(steps=4, batch_size=16)), progress=False)
+    assert result.loss_curve[0] > kd_only.loss_curve[0], "the same first batch, plus the BN-statistics term"

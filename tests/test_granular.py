@@ -135,3 +135,11 @@ def test_profiles_that_cannot_run_granular_or_per_channel_say_so():
     with pytest.raises(BadInputError, match="activations only"):
         build_recipe(weight_granularity="granular")
     assert any("TensorRT" in note for note in get_profile("ort-cpu").notes(build_recipe(granularity="granular")))
+
+
+def test_prefix_lengths_try_the_whole_order_first():
+    from zsq_onnx.granularity import prefix_lengths
+
+    assert prefix_lengths(18) == [18, 14, 9, 4]
+    assert prefix_lengths(2) == [2, 1]
+    assert prefix_lengths(0) == []

@@ -78,6 +78,7 @@ def _preprocessing(input_scale, mean, std):
 @click.option("--finetune-minutes", type=float, default=None, help="Fine-tune for this many minutes (with --finetune-steps: whichever ends first).")
 @click.option("--finetune-lr", type=float, default=None, help="Step-size learning rate, relative to each scale (default 0.01).")
 @click.option("--finetune-samples", type=int, default=None, help="Distilled samples in the fine-tuning pool (default 256).")
+@click.option("--finetune-bn-loss", type=float, default=None, help="Weight of the BN-statistics loss added to KD (default 0: KD only).")
 @click.option("--train-weights", is_flag=True, help="Fine-tune weights and biases too (not only quantizer step sizes).")
 @click.option("--activation-quantizer", type=click.Choice(["static", "adaptive"]), default="static", show_default=True,
               help="adaptive: ASQ per-sample step adapters, trained by fine-tuning.")
@@ -97,15 +98,16 @@ def _preprocessing(input_scale, mean, std):
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_preprocessing_options
 def convert(model, output, weights, synthetic_data, calibration_data, eval_data, report_path, min_agreement, max_drop, as_json, quiet, input_scale, mean, std,
-            finetune_steps, finetune_minutes, finetune_lr, finetune_samples, train_weights, activation_quantizer, optimizer, device, **recipe_options) -> None:
+            finetune_steps, finetune_minutes, finetune_lr, finetune_samples, finetune_bn_loss, train_weights, activation_quantizer, optimizer, device,
+            **recipe_options) -> None:
     """Quantize MODEL (a zoo name or an .onnx file with BatchNorm) without data."""
     from zsq_onnx import pipeline, report
     from zsq_onnx.recipe import build_recipe
 
     for key in ("weight_granularity", "act_granularity"):
         recipe_options[key] = recipe_options[key].replace("-", "_")
-    recipe = build_recipe(**recipe_options, finetune=_finetune_config(finetune_steps, finetune_minutes, finetune_lr, finetune_samples, train_weights,
-                                                                      activation_quantizer, optimizer, device))
+    recipe = build_recipe(**recipe_options, finetune=_finetune_config(finetune_steps, finetune_minutes, finetune_lr, finetune_samples, finetune_bn_loss,
+                                                                      train_weights, activation_quantizer, optimizer, device))
     result = pipeline.convert(
         model, output, recipe, weights=weights, eval_data=eval_data, report_path=report_path, progress=not quiet and sys.stderr.isatty(),
         synthetic_data=synthetic_data, calibration_data=calibration_data, preprocessing=_preprocessing(input_scale, mean, std),
@@ -116,10 +118,10 @@ def convert(model, output, weights, synthetic_data, calibration_data, eval_data,
     report.check_gates(result.report, min_agreement, max_drop)
 
 
-def _finetune_config(steps, minutes, lr, samples, train_weights, activation_quantizer, optimizer, device):
+def _finetune_config(steps, minutes, lr, samples, bn_loss, train_weights, activation_quantizer, optimizer, device):
     from zsq_onnx.recipe import FinetuneConfig
 
-    options = {"lr": lr, "samples": samples}
+    options = {"lr": lr, "samples": samples, "bn_loss": bn_loss}
     return FinetuneConfig(steps=steps, minutes=minutes, train_weights=train_weights, activation_quantizer=activation_quantizer, optimizer=optimizer,
                           device=device, **{key: value for key, value in options.items() if value is not None})
 

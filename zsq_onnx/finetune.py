@@ -21,6 +21,7 @@ import onnx
 from zsq_onnx import quantizers
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.recipe import FinetuneConfig
+from zsq_onnx.synth import batchnorm_stats, stat_loss
 from zsq_onnx.synthetic_pool import SyntheticPool
 
 ADAPTER_INPUTS = range(5, 9)
@@ -107,6 +108,24 @@ def kd_loss(student_logits, teacher_logits, temperature: float):
     return F.kl_div(F.log_softmax(student_logits / temperature, 1), F.log_softmax(teacher_logits / temperature, 1), log_target=True, reduction="batchmean") * temperature**2
 
 
+def batchnorm_output_targets(fp32: onnx.ModelProto, teacher, student) -> list[tuple]:
+    """(tensor name, mean, std) that each BatchNorm's output has on data matching its running
+    statistics: beta and |gamma| sqrt(var / (var + eps)); only for outputs the student computes
+    (BN folding keeps the output's name on the folded layer)."""
+    import torch
+
+    targets = []
+    for stat in batchnorm_stats(fp32):
+        if not student.computes(stat.output):
+            continue
+        var = teacher.parameter(stat.var).detach()
+        std = teacher.parameter(stat.scale).detach().abs() * torch.sqrt(var / (var + stat.epsilon))
+        targets.append((stat.output, teacher.parameter(stat.bias).detach(), std))
+    if not targets:
+        raise BadInputError("--finetune-bn-loss: none of the FP32 model's BatchNorm outputs is computed by the quantized graph")
+    return targets
+
+
 Checkpoint = Callable[[int, float, onnx.ModelProto], None]
 
 
@@ -131,6 +150,8 @@ def finetune(
     teacher = TorchGraph(fp32).eval().to(device)
     student = TorchGraph(quantized, trainable=lambda name: name in names.all).to(device)
     optimizer = _optimizer(student, names, config)
+    bn_targets = [(name, mean.to(device), std.to(device)) for name, mean, std in batchnorm_output_targets(fp32, teacher, student)] if config.bn_loss > 0 else []
+    output_name = student.output_names[0]
     scales = [student.parameter(name) for name in names.scales]
     budget = config.minutes * 60 if config.minutes is not None else math.inf
     total = config.steps if config.steps > 0 else None
@@ -152,8 +173,11 @@ def finetune(
         inputs = torch.from_numpy(pool.batch(config.batch_size)).to(device)
         with torch.no_grad():
             target = teacher(inputs)
-        output = student(inputs)
+        values = student.run({student.input_names[0]: inputs}, [output_name, *(name for name, _, _ in bn_targets)])
+        output = values[output_name]
         loss = kd_loss(output, target, config.temperature)
+        if bn_targets:
+            loss = loss + config.bn_loss * sum(stat_loss(values[name], mean, std, 0.0) for name, mean, std in bn_targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

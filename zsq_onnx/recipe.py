@@ -72,7 +72,10 @@ class FinetuneConfig:
     with LSQ gradients (Adam at ``lr`` times each quantizer's initial scale, so the relative
     change is the same for every quantizer); weights learn at ``weight_lr`` with
     ``train_weights``; ``adaptive`` activation quantizers (ASQ) add a per-sample step adapter.
-    ``samples`` distilled inputs form the pool, drawn with random flips and shifted crops."""
+    ``samples`` distilled inputs form the pool, drawn with random flips and shifted crops.
+    ``bn_loss`` > 0 adds that weight times the BN-statistics loss of the student: the batch
+    statistics of each folded BatchNorm's output against the ones BN gives (mean beta, std
+    |gamma| sqrt(var / (var + eps)))."""
 
     steps: int = 0
     minutes: float | None = None
@@ -83,6 +86,7 @@ class FinetuneConfig:
     batch_size: int = 32
     samples: int = 256
     temperature: float = 1.0
+    bn_loss: float = 0.0
     activation_quantizer: ActivationQuantizer = "static"
     device: str = "cpu"
 
@@ -97,6 +101,8 @@ class FinetuneConfig:
             raise BadInputError("--activation-quantizer adaptive trains its adapters: add --finetune-steps N or --finetune-minutes M")
         if min(self.batch_size, self.samples) <= 0 or min(self.lr, self.weight_lr, self.temperature) <= 0:
             raise BadInputError("fine-tuning batch size, samples, learning rates and temperature must be positive")
+        if not self.bn_loss >= 0:
+            raise BadInputError(f"--finetune-bn-loss must be >= 0, got {self.bn_loss}")
         if self.device not in ("cpu", "cuda"):
             raise BadInputError(f"--device must be cpu or cuda, got {self.device!r}")
 

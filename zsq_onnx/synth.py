@@ -19,10 +19,14 @@ from zsq_onnx.recipe import SynthConfig
 
 @dataclass(frozen=True)
 class BatchNormStat:
-    """One BatchNormalization node: the tensor entering it and its running statistics' names."""
+    """One BatchNormalization node: the tensors entering and leaving it, and its parameters' and
+    running statistics' names."""
 
     node: str
     input: str
+    output: str
+    scale: str
+    bias: str
     mean: str
     var: str
     epsilon: float
@@ -92,7 +96,8 @@ def batchnorm_stats(model: onnx.ModelProto, source: str = "model") -> list[Batch
         if mean.const_value is None or var.const_value is None:
             continue
         epsilon = node.attributes.get("epsilon")
-        stats.append(BatchNormStat(node.name, node.inputs[0].name, mean.name, var.name, epsilon.as_float() if epsilon else 1e-5))
+        epsilon = epsilon.as_float() if epsilon else 1e-5
+        stats.append(BatchNormStat(node.name, node.inputs[0].name, node.outputs[0].name, node.inputs[1].name, node.inputs[2].name, mean.name, var.name, epsilon))
     if not stats:
         raise NoBatchNormError(
             f"{source}: has no BatchNormalization nodes (folded away at export?), so there are no statistics "
@@ -123,8 +128,8 @@ def distill(model: onnx.ModelProto, input_shape: tuple[int, ...], config: SynthC
         optimizer = torch.optim.Adam([x], lr=config.lr)
         for step in range(config.steps):
             values = graph.run({graph.input_names[0]: x}, outputs=names)
-            losses = [_stat_loss(values[name], mean, std, eps) for name, mean, std, eps in targets]
-            input_loss = _stat_loss(x, torch.zeros(x.shape[1]), torch.ones(x.shape[1]), 0.0)
+            losses = [stat_loss(values[name], mean, std, eps) for name, mean, std, eps in targets]
+            input_loss = stat_loss(x, torch.zeros(x.shape[1]), torch.ones(x.shape[1]), 0.0)
             loss = torch.stack(losses).sum() + input_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -138,8 +143,8 @@ def distill(model: onnx.ModelProto, input_shape: tuple[int, ...], config: SynthC
     return SynthResult(batches, curve.tolist(), last_losses, time.perf_counter() - start_time)
 
 
-def _stat_loss(x, mean, std, eps: float):
-    """‖μ̃ − μ‖₂ + ‖σ̃ − σ‖₂ over (N, H, W) per channel."""
+def stat_loss(x, mean, std, eps: float):
+    """‖μ̃ − μ‖₂ + ‖σ̃ − σ‖₂ of ``x``'s per-channel statistics over (N, H, W)."""
     import torch
 
     dims = [0, *range(2, x.ndim)]

@@ -117,6 +117,10 @@ class TorchGraph(torch.nn.Module):
         """The parameter that holds the float initializer ``initializer_name``."""
         return self.params[self._param_keys[initializer_name]]
 
+    def computes(self, name: str) -> bool:
+        """Whether some node of the graph computes the value called ``name``."""
+        return any(name in step.outputs for step in self._steps)
+
     def named_initializer_parameters(self) -> dict[str, torch.nn.Parameter]:
         """Every float initializer's parameter, by initializer name."""
         return {name: self.params[key] for name, key in self._param_keys.items()}
