@@ -75,8 +75,8 @@ class Profile:
         if recipe.finetune.activation_quantizer == "adaptive":
             notes.append("adaptive (ASQ) activation quantizers scale their step per sample in the graph: their layers run as float QDQ")
         if recipe.granularity != "static":
-            notes.append("granular activations compute their scales in the graph (per sample and channel): their layers run as float QDQ; "
-                         "activations are quantized where weighted layers read them, residual adds and pools run in float"
+            notes.append("granular activations compute their scales in the graph (per sample and channel): their layers run as float QDQ"
+                         + ("; activations are quantized where weighted layers read them, residual adds and pools run in float" if self.rules != self.activation_rules(recipe) else "")
                          + ("; TensorRT and other integer-kernel targets cannot run in-graph dynamic scales as integer kernels" if self.integer_kernels else ""))
             if self.integer_kernels:
                 notes.append("weights of layers with granular inputs are stored dequantized (float, exactly the quantized values) so ORT can pre-pack them")
