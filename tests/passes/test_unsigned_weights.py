@@ -60,3 +60,15 @@ def test_full_range_weights_become_uint8_and_fused_output_equals_qdq():
 def test_weights_within_seven_bits_stay_int8():
     unchanged = apply_passes(_model(np.full((4, 8, 1, 1), 63, np.int8)), UnsignedWeightsPass())
     assert {t.name: t.data_type for t in unchanged.graph.initializer}["wq"] == onnx.TensorProto.INT8
+
+
+def test_weights_without_a_zero_point_get_one():
+    weights = np.full((4, 8, 1, 1), 127, np.int8)
+    model = _model(weights)
+    dequantize = next(n for n in model.graph.node if n.input[0] == "wq")
+    del dequantize.input[2]
+    shifted = apply_passes(model, UnsignedWeightsPass())
+    onnx.checker.check_model(shifted, full_check=True)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in shifted.graph.initializer}
+    dequantize = next(n for n in shifted.graph.node if n.op_type == "DequantizeLinear" and n.input[0].startswith("wq"))
+    assert (inits[dequantize.input[2]] == 128).all() and (inits[dequantize.input[0]] == 255).all()

@@ -11,10 +11,9 @@ from zsq_onnx.passes.quant_targets import weight_axis
 SHIFT = 128
 
 
-def _shifted(value: ir.Value, name: str) -> ir.Value:
-    """A uint8 constant holding ``value``'s int8 constant + 128."""
-    array = (value.const_value.numpy().astype(np.int16) + SHIFT).astype(np.uint8)
-    shifted = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+def _shifted(array: np.ndarray, name: str) -> ir.Value:
+    """A uint8 constant holding the int8 ``array`` + 128."""
+    shifted = ir.Value(name=name, const_value=ir.tensor((array.astype(np.int16) + SHIFT).astype(np.uint8), name=name))
     shifted.shape, shifted.type = shifted.const_value.shape, ir.TensorType(ir.DataType.UINT8)
     return shifted
 
@@ -33,17 +32,11 @@ class UnsignedWeightsPass(ir.passes.InPlacePass):
             dequantize = node.inputs[1].producer()
             weights, scale = dequantize.inputs[0], dequantize.inputs[1]
             zero_point = dequantize.inputs[2] if len(dequantize.inputs) > 2 else None
-            if zero_point is None or zero_point.const_value is None:
-                zeros = np.zeros(scale.const_value.shape.numpy(), np.int8)
-                zero_point = ir.Value(name=f"{weights.name}.zero_point", const_value=ir.tensor(zeros))
-            stored = [_shifted(weights, f"{weights.name}.u8"), _shifted(zero_point, f"{zero_point.name}.u8")]
-            for index, value in zip((0, 2), stored):
+            zeros = zero_point.const_value.numpy() if zero_point is not None else np.zeros(scale.const_value.shape.numpy(), np.int8)
+            dequantize.resize_inputs(3)
+            for index, value in ((0, _shifted(weights.const_value.numpy(), f"{weights.name}.u8")), (2, _shifted(zeros, f"{weights.name}.zero_point.u8"))):
                 graph.register_initializer(value)
-                if index < len(dequantize.inputs):
-                    dequantize.replace_input_with(index, value)
-            if len(dequantize.inputs) < 3:
-                dequantize.resize_inputs(3)
-                dequantize.replace_input_with(2, stored[1])
+                dequantize.replace_input_with(index, value)
             modified = True
         if modified:
             ir.passes.common.RemoveUnusedNodesPass()(model)
