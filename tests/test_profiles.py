@@ -155,3 +155,52 @@ def test_sim_full_range_weights_run_exactly_at_every_level(setting):
     basic = make_session(emitted, level=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC).run(None, {"input": inputs})[0]
     full = make_session(emitted).run(None, {"input": inputs})[0]
     np.testing.assert_allclose(full, basic, atol=1e-3 * np.abs(basic).max())
+
+
+def _mobile_block_model():
+    """A tiny EfficientNet-Lite-style net: ReLU6, a TF "SAME" padded stride-2 depthwise conv
+    (explicit Pad), an inverted residual with an identity skip, a dead BN channel, a linear head."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    from tests.conftest import randomize_batchnorm
+    from zsq_onnx.export import export_module
+    from zsq_onnx.preprocessing import Preprocessing
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.bn0 = nn.Conv2d(3, 8, 3, 2, bias=False), nn.BatchNorm2d(8)
+            self.expand, self.bn1 = nn.Conv2d(8, 16, 1, bias=False), nn.BatchNorm2d(16)
+            self.depthwise, self.bn2 = nn.Conv2d(16, 16, 3, 1, 1, groups=16, bias=False), nn.BatchNorm2d(16)
+            self.project, self.bn3 = nn.Conv2d(16, 8, 1, bias=False), nn.BatchNorm2d(8)
+            self.fc = nn.Linear(8, 10)
+
+        def forward(self, x):
+            out = F.relu6(self.bn0(self.stem(F.pad(x, (0, 1, 0, 1)))))
+            inner = F.relu6(self.bn1(self.expand(out)))
+            inner = F.relu6(self.bn2(self.depthwise(inner)))
+            out = out + self.bn3(self.project(inner))
+            return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+    torch.manual_seed(0)
+    net = Net()
+    randomize_batchnorm(net)
+    net.bn1.weight.data[3] = 0.0  # a dead channel: constant output, all its folded weights zero
+    net.bn1.bias.data[3] = 2.0
+    return export_module(net.eval(), (3, 16, 16), Preprocessing(1.0, (0.0,) * 3, (1.0,) * 3), "mobile-block")
+
+
+def test_ort_cpu_fuses_relu6_same_padded_mobile_blocks_with_int8_weights():
+    from zsq_onnx.diagnostics import ort_fusion
+
+    model = _mobile_block_model()
+    batches = [np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)]
+    emitted = emit(quantize(model, batches, build_recipe()), "ort-cpu")
+    assert "Pad" not in {n.op_type for n in emitted.graph.node}, "SAME padding folds into the conv"
+    assert not [t.name for t in emitted.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) >= 2], "weights stay int8"
+    fusion = ort_fusion(emitted)
+    assert fusion["fused"] == 5 and fusion["unfused"] == 0
+    fp32 = make_session(model).run(None, {"input": batches[0]})[0]
+    quantized = make_session(emitted).run(None, {"input": batches[0]})[0]
+    assert np.abs(quantized - fp32).max() < 0.05 * np.abs(fp32).max()

@@ -194,7 +194,7 @@ def layer_cost_ms(
     weights = {node.name: plan.weights[node.name] for node in readers if node.name in plan.weights}
     quantized = apply_passes(
         block,
-        QuantizeActivationsPass({tensor: chosen}, {tensor: _kind_ranges(ranges, kind)}, plan.rules, profile.activation_4bit_types(recipe), profile.all_readers),
+        QuantizeActivationsPass({tensor: chosen}, {tensor: _kind_ranges(ranges, kind)}, plan.rules, profile.activation_4bit_types(recipe), profile.routes_all_readers(recipe)),
         QuantizeWeightsPass(weights, profile.use_4bit_types),
         QuantizeBiasPass(),
     )

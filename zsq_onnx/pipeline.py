@@ -30,6 +30,7 @@ from zsq_onnx.granularity import choose_granularity
 from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.adaptive_activations import AdaptiveActivationsPass
 from zsq_onnx.passes.fold_batchnorm import FoldBatchNormPass
+from zsq_onnx.passes.fold_pad import FoldPadIntoConvPass
 from zsq_onnx.passes.quant_targets import QuantPlan, plan_quantization
 from zsq_onnx.passes.quantize_activations import QuantizeActivationsPass
 from zsq_onnx.passes.quantize_bias import QuantizeBiasPass
@@ -98,7 +99,7 @@ def quantize(model: onnx.ModelProto, batches: list[np.ndarray], recipe: Recipe) 
     the model's metadata (``zsq.granularity``, see :func:`granularity_choice`)."""
     profile = get_profile(recipe.profile)
     profile.check(recipe)
-    folded = onnx.shape_inference.infer_shapes(apply_passes(model, FoldBatchNormPass(), NameFixPass()))
+    folded = onnx.shape_inference.infer_shapes(apply_passes(model, FoldBatchNormPass(), FoldPadIntoConvPass(), NameFixPass()))
     graph = ir.serde.deserialize_model(folded).graph
     plan = plan_quantization(graph, recipe.weights, recipe.activations, profile.activation_rules(recipe), recipe.keep_ends_8bit)
     plan = QuantPlan(profile.target_weights(plan.weights, recipe), plan.activations, plan.rules)
@@ -119,7 +120,7 @@ def insert_quantizers(folded: onnx.ModelProto, plan: QuantPlan, batches: list[np
     ranges = minmax_ranges(folded, static, batches, per_channel)
     return apply_passes(  # activations first: the rules recognise weighted ops by their float weights
         folded,
-        QuantizeActivationsPass(plan.activations, ranges, plan.rules, profile.activation_4bit_types(recipe), all_readers=profile.all_readers),
+        QuantizeActivationsPass(plan.activations, ranges, plan.rules, profile.activation_4bit_types(recipe), all_readers=profile.routes_all_readers(recipe)),
         QuantizeWeightsPass(plan.weights, profile.use_4bit_types),
         QuantizeBiasPass(),
     )

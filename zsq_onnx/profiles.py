@@ -91,6 +91,14 @@ class Profile:
             return self.rules
         return tuple(rule for rule in self.rules if rule == "weighted-op-input")
 
+    def routes_all_readers(self, recipe: Recipe) -> bool:
+        """Whether every reader of a quantized activation reads its quantized form (see
+        ``all_readers``): only for unsigned activations, since ORT CPU (1.32, EXTENDED level and
+        above) fails to load int8 activations that a Slice or Pad reads through a
+        DequantizeLinear (its QDQ propagation then meets its int8-to-uint8 conversion); with
+        int8 activations such readers read the float tensor, as TensorRT's placement expects."""
+        return self.all_readers and not recipe.activations.signed
+
     def activation_4bit_types(self, recipe: Recipe) -> bool:
         """Whether 4-bit activations use uint4/int4: only beside 4-bit weights, since uint4
         activations feeding int8 weights make ORT fuse an invalid QLinearConv."""

@@ -32,7 +32,8 @@ class FoldConstantsPass(ir.passes.InPlacePass):
 
     The TorchScript exporter leaves shape arithmetic (Shape, ConstantOfShape, Concat, ...) for
     padding and reshapes; folding it gives a graph of the ops that matter. Ops in ``kept_ops``
-    (BatchNormalization and Q/DQ by default) stay, and so do outputs above ``MAX_ELEMENTS``.
+    (BatchNormalization and Q/DQ by default) stay, and so do outputs above ``MAX_ELEMENTS``
+    (except QuantizeLinear's: integer weights of any size are smaller than their float source).
     At emission, ``kept_ops`` without QuantizeLinear turns quantized weights into integer
     initializers read by DequantizeLinear.
     """
@@ -53,7 +54,7 @@ class FoldConstantsPass(ir.passes.InPlacePass):
             if any(v is not None and v.is_graph_input() for v in node.inputs):
                 continue
             results = evaluate_node(node, opset)
-            if any(np.asarray(r).size > MAX_ELEMENTS for r in results):
+            if node.op_type != "QuantizeLinear" and any(np.asarray(r).size > MAX_ELEMENTS for r in results):
                 continue
             for output, array in zip(node.outputs, results):
                 folded = ir.Value(name=output.name, const_value=ir.tensor(np.asarray(array), name=output.name))

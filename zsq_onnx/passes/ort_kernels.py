@@ -7,6 +7,7 @@ import numpy as np
 import onnx_ir as ir
 
 INT16_MAX = 32767
+INTEGER_LIMITS = {ir.DataType.UINT8: (0, 255), ir.DataType.INT8: (-128, 127)}
 
 
 def _constant_per_tensor(node: ir.Node | None, op_type: str) -> bool:
@@ -27,9 +28,29 @@ def integer_kernel(node: ir.Node) -> bool:
         return True
     output = node.outputs[0]
     users = [user for user, _ in output.uses()]
-    if len(users) == 1 and users[0].op_type == "Relu":
-        users = [user for user, _ in users[0].outputs[0].uses()]
-    return bool(users) and all(_constant_per_tensor(user, "QuantizeLinear") for user in users)
+    activation = users[0] if len(users) == 1 and users[0].op_type in ("Relu", "Clip") else None
+    if activation is not None:
+        users = [user for user, _ in activation.outputs[0].uses()]
+    if not users or not all(_constant_per_tensor(user, "QuantizeLinear") for user in users):
+        return False
+    return activation is None or activation.op_type == "Relu" or all(_clip_redundant(activation, user) for user in users)
+
+
+def _clip_redundant(clip: ir.Node, quantize: ir.Node) -> bool:
+    """Whether ``quantize``'s representable range lies within ``clip``'s bounds, so that ORT
+    drops the Clip (ReLU6) and fuses the Conv before it (its ClipQuantFusion)."""
+    bounds = [v.const_value.numpy().item() if v is not None and v.const_value is not None else None for v in (*clip.inputs[1:3], None, None)[:2]]
+    zero_point = quantize.inputs[2] if len(quantize.inputs) > 2 else None
+    if zero_point is None or zero_point.const_value is None or zero_point.type is None:
+        return False
+    scale = float(quantize.inputs[1].const_value.numpy().item())
+    zero = int(zero_point.const_value.numpy().item())
+    low, high = INTEGER_LIMITS.get(zero_point.type.dtype, (None, None))
+    if low is None:
+        return False
+    lower_ok = bounds[0] is None or (low - zero) * scale >= bounds[0] - 1e-6 * abs(bounds[0])
+    upper_ok = bounds[1] is None or (high - zero) * scale <= bounds[1] + 1e-6 * abs(bounds[1])
+    return lower_ok and upper_ok
 
 
 def integer_span(value: ir.Value | None) -> int:

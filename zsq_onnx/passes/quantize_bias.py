@@ -3,12 +3,18 @@ input_scale * weight_scale, as integer kernels hold it (and as ORT would do on i
 
 from __future__ import annotations
 
+import logging
+
+import numpy as np
 import onnx_ir as ir
 
 from zsq_onnx import quantizers
 from zsq_onnx.passes.quantizer_nodes import ensure_quantizer_functions
 
 STATIC_KINDS = ("StaticQuantize", "StaticQuantizeClip")
+BIAS_LEVELS = float(1 << 30)  # int32 with headroom for the accumulated products
+
+logger = logging.getLogger(__name__)
 
 
 def _static_scale(value: ir.Value | None) -> ir.Value | None:
@@ -19,9 +25,28 @@ def _static_scale(value: ir.Value | None) -> ir.Value | None:
     return producer.inputs[1]
 
 
+def fit_weight_scale(bias: ir.Value, input_scale: ir.Value, weight_scale: ir.Value) -> bool:
+    """Raise the weight scale of channels whose bias would overflow int32 levels of
+    input_scale * weight_scale: a channel whose folded weights are almost zero (a BatchNorm with
+    tiny gamma) has a tiny weight scale but keeps its bias, and an overflowing int32 cast loses
+    that bias. Its weights, at most the old scale's range, still fit the coarser scale.
+    Returns whether a scale changed."""
+    scale = weight_scale.const_value.numpy().astype(np.float32)
+    needed = np.abs(bias.const_value.numpy()).astype(np.float32) / (np.float32(input_scale.const_value.numpy().item()) * np.float32(BIAS_LEVELS))
+    if scale.size == 1:
+        needed = needed.max(initial=0.0)
+    fitted = np.maximum(scale, needed).astype(np.float32)
+    if np.array_equal(fitted, scale):
+        return False
+    logger.debug("bias %s: weight scale raised on %d channels so int32 levels hold the bias", bias.name, int(np.sum(fitted != scale)))
+    weight_scale.const_value = ir.tensor(fitted.reshape(scale.shape), name=weight_scale.name)
+    return True
+
+
 class QuantizeBiasPass(ir.passes.InPlacePass):
     """Insert zsq.BiasQuantize on each Conv/Gemm bias whose activation scale is per-tensor and
-    whose weight scale matches the bias length (per output channel or per tensor)."""
+    whose weight scale matches the bias length (per output channel or per tensor), raising
+    weight scales where the bias would not fit int32 levels (see :func:`fit_weight_scale`)."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -35,6 +60,7 @@ class QuantizeBiasPass(ir.passes.InPlacePass):
                 continue
             if input_scale.const_value.size != 1 or weight_scale.const_value.size not in (1, bias.const_value.size):
                 continue
+            fit_weight_scale(bias, input_scale, weight_scale)
             ensure_quantizer_functions(model)
             output = ir.Value(name=f"{bias.name}.zsq_out", shape=bias.shape, type=bias.type)
             quantizer = ir.Node(quantizers.DOMAIN, "BiasQuantize", [bias, input_scale, weight_scale], outputs=[output], name=f"zsq/{bias.name}")

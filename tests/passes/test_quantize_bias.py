@@ -1,0 +1,41 @@
+"""QuantizeBiasPass: int32 bias levels, and weight scales raised where a bias would overflow them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tests.conftest import parse_model
+from tests.passes.graphs import run, sample
+from zsq_onnx.passes import apply_passes
+from zsq_onnx.passes.quantize_activations import QuantizeActivationsPass
+from zsq_onnx.passes.quantize_bias import QuantizeBiasPass
+from zsq_onnx.passes.quantize_weights import QuantizeWeightsPass
+from zsq_onnx.profiles import emit
+from zsq_onnx.recipe import QuantSpec
+
+DEAD_CHANNEL = """
+<ir_version: 10, opset_import: ["" : 21]>
+g (float[N, 2, 4, 4] x) => (float[N, 2, 4, 4] y)
+<float[2, 2, 1, 1] w = {1., -0.5, 1e-12, -1e-12}, float[2] b = {0.1, 5.}>
+{
+  y = Conv (x, w, b)
+}
+"""
+
+
+def test_dead_channel_keeps_its_bias():
+    model = parse_model(DEAD_CHANNEL)
+    spec = QuantSpec(8, False, "per_tensor")
+    quantized = apply_passes(
+        model,
+        QuantizeActivationsPass({"x": spec}, {"x": (np.float32(-3), np.float32(3))}, ["weighted-op-input"]),
+        QuantizeWeightsPass(_weight_specs(model)),
+        QuantizeBiasPass(),
+    )
+    expected, got = run(model, sample()), run(emit(quantized, "sim"), sample())
+    np.testing.assert_allclose(got[:, 1], expected[:, 1], atol=1e-4)
+    np.testing.assert_allclose(got[:, 0], expected[:, 0], atol=0.05)
+
+
+def _weight_specs(model) -> dict[str, QuantSpec]:
+    return {node.name: QuantSpec(8, True, "per_channel") for node in model.graph.node if node.op_type == "Conv"}
