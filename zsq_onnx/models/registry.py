@@ -28,9 +28,9 @@ class ZooEntry:
 
 
 def _entries() -> dict[str, ZooEntry]:
-    from zsq_onnx.models import cifar_resnet, digits_cnn, efficientnet_lite
+    from zsq_onnx.models import cifar_resnet, digits_cnn, efficientnet_lite, torchvision_zoo
 
-    entries = [digits_cnn.ENTRY, *cifar_resnet.ENTRIES, efficientnet_lite.ENTRY]
+    entries = [digits_cnn.ENTRY, *cifar_resnet.ENTRIES, *efficientnet_lite.ENTRIES, *torchvision_zoo.ENTRIES]
     return {entry.name: entry for entry in entries}
 
 

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zsq_onnx.errors import BadInputError
+
+if TYPE_CHECKING:
+    import torch
+
+DETAIL_CHARS = 200
 
 
 def load_state_dict(path: Path) -> dict:
@@ -25,3 +31,19 @@ def load_state_dict(path: Path) -> dict:
     if not isinstance(state, dict):
         raise BadInputError(f"{path}: expected a state dict, found {type(state).__name__}")
     return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def load_strictly(module: "torch.nn.Module", path: Path, name: str) -> "torch.nn.Module":
+    """``module`` with the state dict at ``path`` loaded strictly, in eval mode.
+
+    A state dict that does not fit (missing, unexpected or misshapen keys) is a one-line
+    BadInputError naming the file, the model and torch's first complaint, cut to 200 characters.
+    """
+    try:
+        module.load_state_dict(load_state_dict(path), strict=True)
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]
+        cut = f"{detail[:DETAIL_CHARS]}{'...' if len(detail) > DETAIL_CHARS else ''}"
+        raise BadInputError(f"{path}: does not fit {name} ({cut})") from None
+    return module.eval()
