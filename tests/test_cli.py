@@ -118,3 +118,55 @@ def test_convert_export_and_eval(tmp_path):
 
     report = json.loads(result.stdout)
     assert report["samples"] == 360 and report["agreement"] > 0.95
+
+
+def test_calibration_options_reach_the_recipe(monkeypatch):
+    from zsq_onnx import pipeline
+    from zsq_onnx.errors import BadInputError
+    from zsq_onnx.recipe import Recipe
+
+    seen: list[Recipe] = []
+
+    def capture(model, output, recipe, **options):
+        seen.append(recipe)
+        raise BadInputError("captured")
+
+    monkeypatch.setattr(pipeline, "convert", capture)
+    _assert_bad_input(_invoke("convert", "digits-cnn", "-o", "x.onnx", "--calibration-method", "entropy", "--bias-correction"), "captured")
+    _assert_bad_input(_invoke("convert", "digits-cnn", "-o", "x.onnx", "--calibration-method", "percentile", "--calibration-percentile", "99.9"), "captured")
+    _assert_bad_input(_invoke("convert", "digits-cnn", "-o", "x.onnx"), "captured")
+    assert [(r.calibration_method, r.calibration_percentile, r.bias_correction) for r in seen] == [
+        ("entropy", 99.99, True), ("percentile", 99.9, False), ("percentile", 99.99, False)]
+    assert _invoke("convert", "digits-cnn", "-o", "x.onnx", "--calibration-method", "minmax", "--no-bias-correction").exit_code == 2
+    assert (seen[-1].calibration_method, seen[-1].bias_correction) == ("minmax", False)
+    assert _invoke("convert", "digits-cnn", "-o", "x.onnx", "--calibration-method", "kl").exit_code == 2
+    _assert_bad_input(_invoke("convert", "digits-cnn", "-o", "x.onnx", "--calibration-percentile", "30"), "--calibration-percentile")
+
+
+def test_recipe_round_trip_with_calibration_fields():
+    import dataclasses
+    import json
+
+    from zsq_onnx.recipe import Recipe, build_recipe
+
+    recipe = build_recipe(calibration_method="mse", bias_correction=True, calibration_percentile=99.9)
+    assert Recipe.from_json(recipe.to_json()) == recipe
+    older = json.loads(Recipe().to_json())
+    for key in ("calibration_method", "calibration_percentile", "bias_correction"):
+        del older[key]
+    assert Recipe.from_dict(older) == dataclasses.replace(Recipe(), calibration_method="minmax")  # what older recipes used
+
+
+def test_convert_reports_observer_and_bias_correction(tmp_path):
+    import json
+
+    out, report_path = tmp_path / "q.onnx", tmp_path / "r.json"
+    result = _invoke("convert", "digits-cnn", "-o", str(out), "--samples", "16", "--synth-steps", "5", "--calibration-method", "mse",
+                     "--bias-correction", "--report", str(report_path), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "activation ranges mse" in result.stdout and "bias correction on 4 layers" in result.stdout
+    report = json.loads(report_path.read_text())
+    ranges, correction = report["activation_ranges"], report["bias_correction"]
+    assert ranges["method"] == "mse" and correction["enabled"] and len(correction["max_abs_shift"]) == 4
+    assert ranges["tensors"] and all(0 <= row["clipped_fraction"] < 0.5 for row in ranges["tensors"])
+    assert "## Activation ranges (mse)" in report_path.with_suffix(".md").read_text()

@@ -8,6 +8,7 @@ import sys
 import click
 
 from zsq_onnx.errors import ZsqError
+from zsq_onnx.recipe import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD, DEFAULT_PERCENTILE
 
 
 class _Group(click.Group):
@@ -74,6 +75,12 @@ def _preprocessing(input_scale, mean, std):
 @click.option("--reduce-range/--no-reduce-range", default=None,
               help="8-bit weights use 7 bits, as ORT's reduce_range: fused QLinearConv on x86 CPUs without VNNI saturates otherwise. "
                    "Default: on for ort-cpu (use --no-reduce-range for VNNI or ARM targets), off elsewhere.")
+@click.option("--calibration-method", type=click.Choice(CALIBRATION_METHODS), default=DEFAULT_CALIBRATION_METHOD, show_default=True,
+              help="How static activation ranges are chosen on the calibration data: min/max, a percentile of |x| (or both tails), "
+                   "least quantization MSE, or TensorRT's entropy (KL) calibration.")
+@click.option("--calibration-percentile", type=float, default=DEFAULT_PERCENTILE, show_default=True, help="The percentile that --calibration-method percentile keeps.")
+@click.option("--bias-correction/--no-bias-correction", default=False, show_default=True,
+              help="Correct each Conv/Gemm bias, layer by layer, so its mean output on the calibration data is the FP32 one (NNCF-style empirical bias correction).")
 @click.option("--finetune-steps", type=int, default=0, show_default=True, help="KD fine-tuning steps of the quantized graph (0: none).")
 @click.option("--finetune-minutes", type=float, default=None, help="Fine-tune for this many minutes (with --finetune-steps: whichever ends first).")
 @click.option("--finetune-lr", type=float, default=None, help="Step-size learning rate, relative to each scale (default 0.01).")

@@ -20,7 +20,8 @@ import onnx_ir as ir
 from onnx_ir.passes.common import NameFixPass
 
 from zsq_onnx import onnx_io, report
-from zsq_onnx.calibrate import minmax_ranges
+from zsq_onnx.calibrate import METADATA_KEY as CALIBRATION_KEY
+from zsq_onnx.calibrate import calibrate_ranges
 from zsq_onnx.data import Dataset, load_dataset
 from zsq_onnx.diagnostics import cross_check, float_layers, ort_fusion
 from zsq_onnx.errors import BadInputError
@@ -38,6 +39,7 @@ from zsq_onnx.passes.quantize_weights import QuantizeWeightsPass
 from zsq_onnx.preprocessing import Preprocessing
 from zsq_onnx.profiles import emit, get_profile
 from zsq_onnx.recipe import Recipe
+from zsq_onnx.sequential_bias import correct_biases
 from zsq_onnx.synth import SynthResult, distill, load_synthetic
 from zsq_onnx.synthetic_pool import SyntheticPool
 from zsq_onnx.validate import Evaluation, evaluate
@@ -112,18 +114,28 @@ def quantize(model: onnx.ModelProto, batches: list[np.ndarray], recipe: Recipe) 
 
 
 def insert_quantizers(folded: onnx.ModelProto, plan: QuantPlan, batches: list[np.ndarray], recipe: Recipe) -> onnx.ModelProto:
-    """Calibrate the static activation quantizers of ``plan`` on ``batches`` and insert every
-    quantizer of ``plan`` into the BN-folded model."""
+    """Calibrate the static activation quantizers of ``plan`` on ``batches`` with the recipe's
+    observer and insert every quantizer of ``plan`` into the BN-folded model; with bias
+    correction, correct the float biases layer by layer on ``batches`` (see
+    :mod:`zsq_onnx.sequential_bias`) before they are quantized. The calibration (method, ranges,
+    clipped fractions, bias changes) is recorded in the model's metadata for the report."""
     profile = get_profile(recipe.profile)
-    static = [name for name, spec in plan.activations.items() if spec.granularity != "granular"]
-    per_channel = {name for name in static if plan.activations[name].granularity == "per_channel"}
-    ranges = minmax_ranges(folded, static, batches, per_channel)
-    return apply_passes(  # activations first: the rules recognise weighted ops by their float weights
+    static = {name: spec for name, spec in plan.activations.items() if spec.granularity != "granular"}
+    per_channel = {name for name, spec in static.items() if spec.granularity == "per_channel"}
+    calibration = calibrate_ranges(folded, static, batches, recipe.calibration_method, per_channel, recipe.calibration_percentile)
+    ranges = calibration.ranges
+    quantized = apply_passes(  # activations first: the rules recognise weighted ops by their float weights
         folded,
         QuantizeActivationsPass(plan.activations, ranges, plan.rules, profile.activation_4bit_types(recipe), all_readers=profile.routes_all_readers(recipe)),
         QuantizeWeightsPass(plan.weights, profile.use_4bit_types),
-        QuantizeBiasPass(),
     )
+    shifts: dict[str, float] = {}
+    if recipe.bias_correction:
+        quantized, shifts = correct_biases(folded, quantized, plan.weights, batches)
+    quantized = apply_passes(quantized, QuantizeBiasPass())
+    record = {**calibration.to_dict(), "bias_correction": {"enabled": recipe.bias_correction, "max_abs_shift": shifts}}
+    quantized.metadata_props.add(key=CALIBRATION_KEY, value=json.dumps(record))
+    return quantized
 
 
 def granularity_choice(model: onnx.ModelProto) -> dict | None:

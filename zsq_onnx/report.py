@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
+from zsq_onnx.calibrate import recorded_calibration
 from zsq_onnx.errors import AccuracyGateError, BadInputError
 from zsq_onnx.onnx_io import write_bytes_atomic, write_text_atomic
 from zsq_onnx.recipe import Recipe
@@ -63,8 +64,25 @@ def build(
             "synth_loss_start": calibration.loss_curve[0] if calibration.loss_curve else None,
             "synth_loss_end": calibration.loss_curve[-1] if calibration.loss_curve else None,
         },
+        **observer_sections(recipe, quantized),
         "seconds": {key: round(value, 3) for key, value in seconds.items()},
         "peak_memory_mb": round(peak_memory_mb(), 1),
+    }
+
+
+def observer_sections(recipe: Recipe, quantized: onnx.ModelProto) -> dict[str, Any]:
+    """How activation ranges were chosen (``activation_ranges``: the observer method and, per
+    static activation quantizer, its range and the share of calibration values outside it) and
+    the bias correction (``bias_correction``: per corrected layer the largest bias change), as
+    recorded in the quantized model."""
+    recorded = recorded_calibration(quantized) or {}
+    return {
+        "activation_ranges": {
+            "method": recorded.get("method", recipe.calibration_method),
+            **({"percentile": recorded["percentile"]} if "percentile" in recorded else {}),
+            "tensors": recorded.get("tensors", []),
+        },
+        "bias_correction": recorded.get("bias_correction", {"enabled": recipe.bias_correction, "max_abs_shift": {}}),
     }
 
 
@@ -119,6 +137,7 @@ def summary(report: dict[str, Any]) -> str:
         f"  top-1   FP32 {_percent(fp32['top1'])}   {bits} {_percent(quantized['top1'])}   agreement {_percent(quantized['agreement'])}   output SQNR {quantized['output_sqnr_db']:.1f} dB",
         f"  size    FP32 {size['fp32'] / 1024:.1f} KiB   {bits} {size['quantized'] / 1024:.1f} KiB",
         f"  latency FP32 b1 {fp32['latency_ms_b1']:.2f} ms, b64 {fp32['latency_ms_b64']:.2f} ms   {bits} b1 {quantized['latency_ms_b1']:.2f} ms, b64 {quantized['latency_ms_b64']:.2f} ms",
+        _calibration_line(report["activation_ranges"], report["bias_correction"]),
     ]
     choice = report.get("granularity_choice")
     if choice is not None:
@@ -141,6 +160,24 @@ def summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _calibration_line(ranges: dict[str, Any], correction: dict[str, Any]) -> str:
+    tensors = ranges["tensors"]
+    text = f"  activation ranges {ranges['method']}"
+    if tensors:
+        worst = max(tensors, key=lambda row: row["clipped_fraction"])
+        text += f": {len(tensors)} static quantizers, at most {_percent(worst['clipped_fraction'])} of values clipped ({worst['tensor']})"
+    shifts = correction["max_abs_shift"]
+    return text + (f"; bias correction on {len(shifts)} layers (largest change {max(shifts.values(), default=0.0):.3g})" if correction["enabled"] else "; no bias correction")
+
+
+def _ranges_table(ranges: dict[str, Any]) -> str:
+    rows = ["| tensor | low | high | clipped |", "|---|---|---|---|"]
+    for row in ranges["tensors"]:
+        low, high = (f"{v:.4g}" if isinstance(v, float) else f"{len(v)} channels" for v in (row["low"], row["high"]))
+        rows.append(f"| {row['tensor']} | {low} | {high} | {_percent(row['clipped_fraction'])} |")
+    return "\n".join(rows)
+
+
 def _granularity_table(choice: dict[str, Any]) -> str:
     kinds = list(choice["tensors"][0]["sqnr_db"]) if choice["tensors"] else []
     header = "| tensor | choice | " + " | ".join(f"SQNR {k} (dB) | ms {k}" for k in kinds) + " |"
@@ -153,11 +190,14 @@ def _granularity_table(choice: dict[str, Any]) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     """The summary, the auto granularity choice per tensor (SQNR at its readers' outputs and ORT
-    cost of each candidate) and a per-layer SQNR table, as markdown."""
+    cost of each candidate), the activation ranges with their clipped fractions and a per-layer
+    SQNR table, as markdown."""
     rows = "\n".join(f"| {layer['layer']} | {layer['sqnr_db']:.1f} |" for layer in report["layers"])
     choice = report.get("granularity_choice")
     granularity = f"\n## Granularity choice\n\n{_granularity_table(choice)}\n" if choice is not None else ""
-    return f"# zsq-onnx report: {report['model']}\n\n```\n{summary(report)}\n```\n{granularity}\n| layer | SQNR (dB) |\n|---|---|\n{rows}\n"
+    observed = report["activation_ranges"]
+    ranges = f"\n## Activation ranges ({observed['method']})\n\n{_ranges_table(observed)}\n" if observed["tensors"] else ""
+    return f"# zsq-onnx report: {report['model']}\n\n```\n{summary(report)}\n```\n{granularity}{ranges}\n| layer | SQNR (dB) |\n|---|---|\n{rows}\n"
 
 
 def plot_layers(report: dict[str, Any]) -> bytes:
