@@ -16,11 +16,12 @@ from onnx.reference import ReferenceEvaluator
 from zsq_onnx.calibrate import with_outputs
 from zsq_onnx.metrics import sqnr_db
 from zsq_onnx.onnx_io import readers
-from zsq_onnx.runtime import make_session
+from zsq_onnx.runtime import batch_size_for, make_session
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul")
 OTHER_INTEGER_OPS = ("QLinearAdd", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearMul", "QLinearConcat")
+LAYER_OUTPUTS_PER_INPUT = 64  # all weighted layers' outputs of a CNN hold about this many times its input
 FLOAT_WEIGHTED_OPS = ("Conv", "FusedConv", "ConvTranspose", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "NchwcConv")
 
 
@@ -55,16 +56,28 @@ def _run(model: onnx.ModelProto, names: list[str], inputs: np.ndarray, level: or
 
 def layer_sqnr(reference: onnx.ModelProto, candidate: onnx.ModelProto, inputs: np.ndarray) -> list[dict]:
     """SQNR (dB) of every weighted layer's output in ``candidate`` against ``reference`` on the
-    same inputs; layers are paired by order (both must have the same weighted layers)."""
+    same inputs; layers are paired by order (both must have the same weighted layers). Runs in
+    batches that hold every layer's output at once (:func:`~zsq_onnx.runtime.batch_size_for`),
+    summing signal and noise power, so memory does not grow with the number of inputs."""
     ref_layers, cand_layers = layer_outputs(reference), layer_outputs(candidate)
     if len(ref_layers) != len(cand_layers):
         return []
     basic = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    ref_values = _run(reference, [t for _, t in ref_layers], inputs, basic)
-    cand_values = _run(candidate, [t for _, t in cand_layers], inputs, basic)
+    ref_session = make_session(with_outputs(reference, [t for _, t in ref_layers]), level=basic)
+    cand_session = make_session(with_outputs(candidate, [t for _, t in cand_layers]), level=basic)
+    signal, noise = np.zeros(len(ref_layers)), np.zeros(len(ref_layers))
+    size = batch_size_for(inputs, LAYER_OUTPUTS_PER_INPUT)
+    for start in range(0, len(inputs), size):
+        batch = inputs[start : start + size]
+        ref_values = ref_session.run([t for _, t in ref_layers], {ref_session.get_inputs()[0].name: batch})
+        cand_values = cand_session.run([t for _, t in cand_layers], {cand_session.get_inputs()[0].name: batch})
+        for index, (r, c) in enumerate(zip(ref_values, cand_values)):
+            r = r.astype(np.float64)
+            signal[index] += float(np.sum(r**2))
+            noise[index] += float(np.sum((r - c) ** 2))
     return [
-        {"layer": name, "tensor": tensor, "sqnr_db": sqnr_db(r, c)}
-        for (name, tensor), r, c in zip(cand_layers, ref_values, cand_values)
+        {"layer": name, "tensor": tensor, "sqnr_db": float("inf") if n == 0 else float(10.0 * np.log10(s / n))}
+        for (name, tensor), s, n in zip(cand_layers, signal, noise)
     ]
 
 

@@ -12,13 +12,38 @@ from zsq_onnx.errors import BadInputError
 _KEY = "zsq.preprocessing"
 
 
+# Per-channel mean and std of natural RGB images as fractions of the pixel range (ImageNet's).
+NATURAL_MEAN = (0.485, 0.456, 0.406)
+NATURAL_STD = (0.229, 0.224, 0.225)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
-    """``x = (image * scale - mean[c]) / std[c]``, images given as uint8 NHWC, fed as NCHW float."""
+    """``x = (image * scale - mean[c]) / std[c]``, images given as uint8 NHWC, fed as NCHW float.
+
+    ``pixel_max`` is the largest raw pixel value (255 for 8-bit images)."""
 
     scale: float
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    pixel_max: float = 255.0
+
+    def input_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel lowest and highest model input that a raw image in [0, pixel_max] gives."""
+        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+        return -mean / std, (np.float32(self.pixel_max * self.scale) - mean) / std
+
+    def natural_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and std that natural images have after this preprocessing (ImageNet's
+        pixel statistics; their channel average for other channel counts): what standard
+        normalization maps to 0 and 1, and what (x - 127) / 128 maps to means of -0.03 to -0.18
+        and stds of about 0.45."""
+        channels = len(self.mean)
+        natural_mean = np.asarray(NATURAL_MEAN if channels == 3 else [np.mean(NATURAL_MEAN)] * channels, np.float32)
+        natural_std = np.asarray(NATURAL_STD if channels == 3 else [np.mean(NATURAL_STD)] * channels, np.float32)
+        full = np.float32(self.pixel_max * self.scale)
+        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+        return (natural_mean * full - mean) / std, natural_std * full / std
 
     def apply(self, images: np.ndarray) -> np.ndarray:
         """Raw NHWC images (uint8 or float) to the model's normalized NCHW float32 input."""
@@ -34,7 +59,7 @@ class Preprocessing:
 
     def to_metadata(self) -> dict[str, str]:
         """metadata_props entries that record this preprocessing."""
-        return {_KEY: json.dumps({"scale": self.scale, "mean": list(self.mean), "std": list(self.std), "layout": "NHWC->NCHW"})}
+        return {_KEY: json.dumps({"scale": self.scale, "mean": list(self.mean), "std": list(self.std), "pixel_max": self.pixel_max, "layout": "NHWC->NCHW"})}
 
     def write_metadata(self, model) -> None:
         """Record this preprocessing in ``model.metadata_props`` (replacing an earlier record)."""
@@ -60,4 +85,4 @@ class Preprocessing:
         if _KEY not in props:
             return None
         data = json.loads(props[_KEY])
-        return cls(float(data["scale"]), tuple(data["mean"]), tuple(data["std"]))
+        return cls(float(data["scale"]), tuple(data["mean"]), tuple(data["std"]), float(data.get("pixel_max", 255.0)))

@@ -10,6 +10,8 @@ import onnxruntime as ort
 
 from zsq_onnx.errors import BadInputError
 
+BATCH_BYTES = 256 << 20
+ACTIVATIONS_PER_INPUT = 16  # ORT reuses buffers: live activations stay within a few times a layer's size
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
@@ -24,10 +26,19 @@ def make_session(model: onnx.ModelProto | str, provider: str = "cpu", level: ort
     return ort.InferenceSession(source, options, providers=[PROVIDERS[provider]])
 
 
-def run_batched(session: ort.InferenceSession, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """First output of ``session`` over ``inputs`` in batches, concatenated."""
+def batch_size_for(inputs: np.ndarray, expansion: float = 1.0, limit: int = 256) -> int:
+    """How many samples of ``inputs`` to run at once so that ``expansion`` times their size stays
+    within ``BATCH_BYTES``."""
+    per_sample = max(1, inputs[:1].nbytes) * expansion
+    return int(max(1, min(limit, BATCH_BYTES // per_sample)))
+
+
+def run_batched(session: ort.InferenceSession, inputs: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    """First output of ``session`` over ``inputs`` in batches (by default as many samples as
+    keep a network's activations within ``BATCH_BYTES``, see :func:`batch_size_for`), concatenated."""
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: inputs[i : i + batch_size]})[0] for i in range(0, len(inputs), batch_size)])
+    size = batch_size or batch_size_for(inputs, ACTIVATIONS_PER_INPUT)
+    return np.concatenate([session.run(None, {name: inputs[i : i + size]})[0] for i in range(0, len(inputs), size)])
 
 
 def latency_ms(session: ort.InferenceSession, sample: np.ndarray | dict[str, np.ndarray], repeats: int = 20) -> float:

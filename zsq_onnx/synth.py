@@ -14,6 +14,7 @@ import onnx_ir as ir
 
 from zsq_onnx import onnx_io
 from zsq_onnx.errors import BadInputError, NoBatchNormError
+from zsq_onnx.preprocessing import Preprocessing
 from zsq_onnx.recipe import SynthConfig
 
 
@@ -106,8 +107,28 @@ def batchnorm_stats(model: onnx.ModelProto, source: str = "model") -> list[Batch
     return stats
 
 
+def input_prior(model: onnx.ModelProto, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, std, low, high) per input channel for distillation: natural-image statistics and
+    the range raw pixels can reach under the preprocessing recorded in ``model`` (see
+    :meth:`Preprocessing.natural_statistics`); without a record, ZeroQ's N(0, 1), unbounded."""
+    props = {p.key: p.value for p in model.metadata_props}
+    preprocessing = Preprocessing.from_metadata(props)
+    if preprocessing is None or len(preprocessing.mean) != channels:
+        return np.zeros(channels, np.float32), np.ones(channels, np.float32), np.full(channels, -np.inf, np.float32), np.full(channels, np.inf, np.float32)
+    mean, std = preprocessing.natural_statistics()
+    low, high = preprocessing.input_bounds()
+    return mean, std, low, high
+
+
 def distill(model: onnx.ModelProto, input_shape: tuple[int, ...], config: SynthConfig, seed: int = 0, progress: bool = True, source: str = "model") -> SynthResult:
-    """Distill ``config.samples`` inputs with Adam on the input only (ZeroQ, ALGORITHMS.md)."""
+    """Distill ``config.samples`` inputs with Adam on the input only (ZeroQ, ALGORITHMS.md).
+
+    The input is optimized in standardized units z, x = mean + std * z, with the mean and std
+    that natural images have under the model's preprocessing (:func:`input_prior`); ZeroQ's
+    learning rate and input loss (z against N(0, 1)) then mean the same for a model normalized
+    to [-1, 1] as for one standardized per channel, and z is clamped after every step so that
+    x stays in the range real pixels reach (the quantizer of the model input is calibrated on
+    it: unbounded inputs spread to +-15 on EfficientNet-Lite0, 16x its real range)."""
     import torch
     from tqdm import tqdm
 
@@ -117,6 +138,10 @@ def distill(model: onnx.ModelProto, input_shape: tuple[int, ...], config: SynthC
     graph = TorchGraph(model, trainable=False).eval()
     targets = [(s.input, graph.parameter(s.mean).detach(), torch.sqrt(graph.parameter(s.var).detach() + s.epsilon), s.epsilon) for s in stats]
     names = tuple(s.input for s in stats)
+    channels = input_shape[0]
+    view = (1, channels, *[1] * (len(input_shape) - 1))
+    mean, std, low, high = (torch.from_numpy(v).reshape(view) for v in input_prior(model, channels))
+    z_low, z_high = (low - mean) / std, (high - mean) / std
     generator = torch.Generator().manual_seed(seed)
     sizes = [min(config.batch_size, config.samples - start) for start in range(0, config.samples, config.batch_size)]
     curve = np.zeros(config.steps)
@@ -124,21 +149,23 @@ def distill(model: onnx.ModelProto, input_shape: tuple[int, ...], config: SynthC
     start_time = time.perf_counter()
     bar = tqdm(total=len(sizes) * config.steps, desc="synth", disable=not progress, leave=False, unit="step")
     for size in sizes:
-        x = torch.randn(size, *input_shape, generator=generator).requires_grad_(True)
-        optimizer = torch.optim.Adam([x], lr=config.lr)
+        z = torch.randn(size, *input_shape, generator=generator).clamp_(z_low, z_high).requires_grad_(True)
+        optimizer = torch.optim.Adam([z], lr=config.lr)
         for step in range(config.steps):
-            values = graph.run({graph.input_names[0]: x}, outputs=names)
-            losses = [stat_loss(values[name], mean, std, eps) for name, mean, std, eps in targets]
-            input_loss = stat_loss(x, torch.zeros(x.shape[1]), torch.ones(x.shape[1]), 0.0)
+            values = graph.run({graph.input_names[0]: mean + std * z}, outputs=names)
+            losses = [stat_loss(values[name], target_mean, target_std, eps) for name, target_mean, target_std, eps in targets]
+            input_loss = stat_loss(z, torch.zeros(channels), torch.ones(channels), 0.0)
             loss = torch.stack(losses).sum() + input_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            with torch.no_grad():
+                z.clamp_(z_low, z_high)
             curve[step] += loss.item() / len(sizes)
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         last_losses = {s.node: v.item() for s, v in zip(stats, losses)}
-        batches.append(x.detach().numpy().astype(np.float32))
+        batches.append((mean + std * z).detach().numpy().astype(np.float32))
     bar.close()
     return SynthResult(batches, curve.tolist(), last_losses, time.perf_counter() - start_time)
 

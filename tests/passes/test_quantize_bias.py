@@ -39,3 +39,26 @@ def test_dead_channel_keeps_its_bias():
 
 def _weight_specs(model) -> dict[str, QuantSpec]:
     return {node.name: QuantSpec(8, True, "per_channel") for node in model.graph.node if node.op_type == "Conv"}
+
+
+SHARED_BIAS = """
+<ir_version: 10, opset_import: ["" : 21]>
+g (float[N, 2, 4, 4] x) => (float[N, 2, 4, 4] y)
+<float[2, 2, 1, 1] w1 = {1., -0.5, 0.25, 2.}, float[2, 2, 1, 1] w2 = {0.5, 1., -1., 0.75}, float[2] b = {0., 0.}>
+{
+  a = Conv (x, w1, b)
+  r = Relu (a)
+  y = Conv (r, w2, b)
+}
+"""
+
+
+def test_a_bias_shared_by_two_layers_gets_one_quantizer_each():
+    model = parse_model(SHARED_BIAS)
+    spec = QuantSpec(8, False, "per_tensor")
+    ranges = {"x": (np.float32(-3), np.float32(3)), "r": (np.float32(0), np.float32(4))}
+    quantized = apply_passes(
+        model, QuantizeActivationsPass({"x": spec, "r": spec}, ranges, ["weighted-op-input"]), QuantizeWeightsPass(_weight_specs(model)), QuantizeBiasPass(),
+    )
+    emitted = emit(quantized, "sim")
+    np.testing.assert_allclose(run(emitted, sample()), run(model, sample()), atol=0.1)

@@ -14,7 +14,7 @@ from zsq_onnx.models.registry import ZooEntry
 from zsq_onnx.preprocessing import Preprocessing
 
 WEIGHTS = Path(__file__).with_name("digits_cnn.pt")
-PREPROCESSING = Preprocessing(scale=1.0 / 16.0, mean=(0.3,), std=(0.4,))
+PREPROCESSING = Preprocessing(scale=1.0 / 16.0, mean=(0.3,), std=(0.4,), pixel_max=16.0)
 SPLIT_SEED = 0
 TRAIN_SEED = 0
 

@@ -62,8 +62,10 @@ class QuantizeBiasPass(ir.passes.InPlacePass):
                 continue
             fit_weight_scale(bias, input_scale, weight_scale)
             ensure_quantizer_functions(model)
-            output = ir.Value(name=f"{bias.name}.zsq_out", shape=bias.shape, type=bias.type)
-            quantizer = ir.Node(quantizers.DOMAIN, "BiasQuantize", [bias, input_scale, weight_scale], outputs=[output], name=f"zsq/{bias.name}")
+            # a bias shared by several layers (exporters merge equal initializers) gets one quantizer per layer
+            prefix = bias.name if len(bias.uses()) == 1 else f"{bias.name}.{node.name or node.outputs[0].name}"
+            output = ir.Value(name=f"{prefix}.zsq_out", shape=bias.shape, type=bias.type)
+            quantizer = ir.Node(quantizers.DOMAIN, "BiasQuantize", [bias, input_scale, weight_scale], outputs=[output], name=f"zsq/{prefix}")
             graph.insert_before(node, quantizer)
             node.replace_input_with(2, output)
             modified = True
