@@ -66,3 +66,15 @@ def test_foreign_model_without_preprocessing_keeps_zeroq_prior():
     )
     mean, std, low, high = input_prior(model, 2)
     assert mean.tolist() == [0, 0] and std.tolist() == [1, 1] and np.isinf(low).all() and np.isinf(high).all()
+
+
+def test_micro_batched_gradient_equals_the_whole_batch(digits, monkeypatch):
+    import zsq_onnx.synth as synth
+
+    _, model, entry = digits
+    config = SynthConfig(samples=8, steps=3, batch_size=8)
+    whole = distill(model, entry.input_shape, config, seed=1, progress=False)
+    monkeypatch.setattr(synth, "micro_batch_size", lambda shape: 3)
+    micro = distill(model, entry.input_shape, config, seed=1, progress=False)
+    np.testing.assert_allclose(micro.loss_curve, whole.loss_curve, rtol=1e-4)
+    np.testing.assert_allclose(micro.inputs, whole.inputs, atol=1e-4)

@@ -17,6 +17,9 @@ from zsq_onnx.errors import BadInputError, NoBatchNormError
 from zsq_onnx.preprocessing import Preprocessing
 from zsq_onnx.recipe import SynthConfig
 
+SYNTH_BYTES = 1 << 30
+ACTIVATIONS_PER_INPUT = 100
+
 
 @dataclass(frozen=True)
 class BatchNormStat:
@@ -142,6 +145,7 @@ def distill(model: onnx.ModelProto, input_shape: tuple[int, ...], config: SynthC
     view = (1, channels, *[1] * (len(input_shape) - 1))
     mean, std, low, high = (torch.from_numpy(v).reshape(view) for v in input_prior(model, channels))
     z_low, z_high = (low - mean) / std, (high - mean) / std
+    micro = micro_batch_size(input_shape)
     generator = torch.Generator().manual_seed(seed)
     sizes = [min(config.batch_size, config.samples - start) for start in range(0, config.samples, config.batch_size)]
     curve = np.zeros(config.steps)
@@ -152,12 +156,14 @@ def distill(model: onnx.ModelProto, input_shape: tuple[int, ...], config: SynthC
         z = torch.randn(size, *input_shape, generator=generator).clamp_(z_low, z_high).requires_grad_(True)
         optimizer = torch.optim.Adam([z], lr=config.lr)
         for step in range(config.steps):
-            values = graph.run({graph.input_names[0]: mean + std * z}, outputs=names)
-            losses = [stat_loss(values[name], target_mean, target_std, eps) for name, target_mean, target_std, eps in targets]
-            input_loss = stat_loss(z, torch.zeros(channels), torch.ones(channels), 0.0)
-            loss = torch.stack(losses).sum() + input_loss
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if size <= micro:
+                values = graph.run({graph.input_names[0]: mean + std * z}, outputs=names)
+                losses = [stat_loss(values[name], target_mean, target_std, eps) for name, target_mean, target_std, eps in targets]
+                loss = torch.stack(losses).sum() + stat_loss(z, torch.zeros(channels), torch.ones(channels), 0.0)
+                loss.backward()
+            else:
+                loss, losses = _micro_batched_backward(graph, z, mean, std, targets, micro)
             optimizer.step()
             with torch.no_grad():
                 z.clamp_(z_low, z_high)
@@ -168,6 +174,52 @@ def distill(model: onnx.ModelProto, input_shape: tuple[int, ...], config: SynthC
         batches.append((mean + std * z).detach().numpy().astype(np.float32))
     bar.close()
     return SynthResult(batches, curve.tolist(), last_losses, time.perf_counter() - start_time)
+
+
+def micro_batch_size(input_shape: tuple[int, ...]) -> int:
+    """Samples whose autograd graph fits ``SYNTH_BYTES`` (a CNN keeps about
+    ``ACTIVATIONS_PER_INPUT`` input-sized tensors per sample for the backward pass)."""
+    return max(1, SYNTH_BYTES // (4 * int(np.prod(input_shape)) * ACTIVATIONS_PER_INPUT))
+
+
+def _micro_batched_backward(graph, z, mean, std, targets, micro: int):
+    """The BN-statistics loss of the whole batch ``z`` and its exact gradient in ``z.grad``, with
+    only ``micro`` samples' autograd graph in memory at a time: a first pass without gradients
+    sums each BN input's values and squares per channel (float64); the loss is a function of
+    those sums, so its gradient reaches every sample through d loss / d sums, which a second
+    pass applies micro-batch by micro-batch. One extra forward pass, a fraction of the memory."""
+    import torch
+
+    names = [name for name, *_ in targets]
+    sums = {name: [0.0, 0.0, 0] for name in names}
+    with torch.no_grad():
+        for chunk in z.split(micro):
+            values = graph.run({graph.input_names[0]: mean + std * chunk}, outputs=names)
+            for name in names:
+                value = values[name].double()
+                dims = [0, *range(2, value.ndim)]
+                sums[name][0] = sums[name][0] + value.sum(dims)
+                sums[name][1] = sums[name][1] + (value * value).sum(dims)
+                sums[name][2] += value.numel() // value.shape[1]
+    leaves = {name: (first.requires_grad_(True), second.requires_grad_(True), count) for name, (first, second, count) in sums.items()}
+    losses = []
+    for name, target_mean, target_std, eps in targets:
+        first, second, count = leaves[name]
+        batch_mean = first / count
+        batch_var = (second / count - batch_mean**2).clamp_min(0)
+        losses.append(torch.linalg.vector_norm(batch_mean - target_mean.double()) + torch.linalg.vector_norm(torch.sqrt(batch_var + eps) - target_std.double()))
+    channels = z.shape[1]
+    loss = torch.stack(losses).sum() + stat_loss(z, torch.zeros(channels), torch.ones(channels), 0.0).double()
+    loss.backward()
+    for chunk in z.split(micro):
+        values = graph.run({graph.input_names[0]: mean + std * chunk}, outputs=names)
+        surrogate = 0.0
+        for name in names:
+            value, (first, second, _) = values[name], leaves[name]
+            dims = [0, *range(2, value.ndim)]
+            surrogate = surrogate + (first.grad.float() * value.sum(dims)).sum() + (second.grad.float() * (value * value).sum(dims)).sum()
+        surrogate.backward()
+    return loss.float(), [value.float() for value in losses]
 
 
 def stat_loss(x, mean, std, eps: float):
