@@ -136,7 +136,7 @@ def test_calibration_options_reach_the_recipe(monkeypatch):
     _assert_bad_input(_invoke("convert", "digits-cnn", "-o", "x.onnx", "--calibration-method", "percentile", "--calibration-percentile", "99.9"), "captured")
     _assert_bad_input(_invoke("convert", "digits-cnn", "-o", "x.onnx"), "captured")
     assert [(r.calibration_method, r.calibration_percentile, r.bias_correction) for r in seen] == [
-        ("entropy", 99.99, True), ("percentile", 99.9, False), ("percentile", 99.99, False)]
+        ("entropy", 99.99, True), ("percentile", 99.9, True), ("percentile", 99.99, True)]
     assert _invoke("convert", "digits-cnn", "-o", "x.onnx", "--calibration-method", "minmax", "--no-bias-correction").exit_code == 2
     assert (seen[-1].calibration_method, seen[-1].bias_correction) == ("minmax", False)
     assert _invoke("convert", "digits-cnn", "-o", "x.onnx", "--calibration-method", "kl").exit_code == 2

@@ -79,7 +79,7 @@ def _preprocessing(input_scale, mean, std):
               help="How static activation ranges are chosen on the calibration data: min/max, a percentile of |x| (or both tails), "
                    "least quantization MSE, or TensorRT's entropy (KL) calibration.")
 @click.option("--calibration-percentile", type=float, default=DEFAULT_PERCENTILE, show_default=True, help="The percentile that --calibration-method percentile keeps.")
-@click.option("--bias-correction/--no-bias-correction", default=False, show_default=True,
+@click.option("--bias-correction/--no-bias-correction", default=True, show_default=True,
               help="Correct each Conv/Gemm bias, layer by layer, so its mean output on the calibration data is the FP32 one (NNCF-style empirical bias correction).")
 @click.option("--finetune-steps", type=int, default=0, show_default=True, help="KD fine-tuning steps of the quantized graph (0: none).")
 @click.option("--finetune-minutes", type=float, default=None, help="Fine-tune for this many minutes (with --finetune-steps: whichever ends first).")
