@@ -19,9 +19,11 @@ demo: $(STAMP)
 	$(VENV)/bin/zsq-onnx convert digits-cnn -o build/digits_cnn_w8a8.onnx --report build/digits_cnn_report.json
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check zsq_onnx tests bench
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
+	$(VENV)/bin/ruff check zsq_onnx tests bench
 	$(PY) -m pytest -q -m "not slow"
 
 clean:

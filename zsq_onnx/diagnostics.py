@@ -14,7 +14,6 @@ import onnxruntime as ort
 from onnx.reference import ReferenceEvaluator
 
 from zsq_onnx.calibrate import with_outputs
-from zsq_onnx.metrics import sqnr_db
 from zsq_onnx.onnx_io import readers
 from zsq_onnx.runtime import batch_size_for, make_session
 
