@@ -116,6 +116,7 @@ def test_ort_cpu_runs_every_weighted_layer_as_an_integer_kernel(name):
     _, emitted = _converted(name, "ort-cpu")
     fusion = ort_fusion(emitted)
     assert fusion["unfused"] == 0 and fusion["fused"] > 0
+    assert {"QLinearGlobalAveragePool", "QLinearAveragePool"} & set(fusion["integer_ops"]), "the pool runs on integers too"
     assert not [t.name for t in emitted.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) >= 2], "weights stay integer"
 
 

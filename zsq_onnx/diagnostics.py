@@ -122,7 +122,9 @@ def _quantizer_chains(model: onnx.ModelProto) -> list[tuple[str, str, float]]:
 def cross_check(model: onnx.ModelProto, inputs: np.ndarray) -> list[str]:
     """Warnings naming each quantizer where ORT (ENABLE_BASIC) and onnx.reference, given the same
     input tensor, differ by more than 1 LSB; and one when ORT ENABLE_ALL's output strays from
-    ENABLE_BASIC's by more than 1/128 of its range (fused integer kernels round differently).
+    ENABLE_BASIC's by more than 1/128 of its range on average (fused integer kernels that round
+    differently shift most outputs; float sums in another order flip a low-bit level now and
+    then, which moves a few logits and is not a fault).
     Meant for small models: onnx.reference is slow."""
     chains = _quantizer_chains(model)
     output = model.graph.output[0].name
@@ -138,7 +140,8 @@ def cross_check(model: onnx.ModelProto, inputs: np.ndarray) -> list[str]:
             warnings.append(f"quantizer of {source!r}: ORT and onnx.reference differ by {lsb:.1f} LSB")
     full = make_session(model).run([output], {model.graph.input[0].name: inputs})[0]
     tolerance = max(1e-4, float(np.abs(basic[output]).max()) / 128)
-    difference = float(np.abs(full - basic[output]).max())
-    if difference > tolerance:
-        warnings.append(f"output {output!r}: ORT ENABLE_ALL and ENABLE_BASIC differ by {difference:.4g} (fused integer kernels round differently)")
+    difference = np.abs(full - basic[output])
+    if float(difference.mean()) > tolerance:
+        warnings.append(f"output {output!r}: ORT ENABLE_ALL and ENABLE_BASIC differ by {float(difference.mean()):.4g} on average, "
+                        f"{float(difference.max()):.4g} at most (fused integer kernels round differently)")
     return warnings

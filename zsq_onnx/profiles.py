@@ -20,7 +20,7 @@ from zsq_onnx.passes.name_quantized_weights import NameQuantizedWeightsPass
 from zsq_onnx.passes.unsigned_weights import UnsignedWeightsPass
 from zsq_onnx.recipe import PROFILE_NAMES, QuantSpec, Recipe
 
-INTEGER_DEPLOYMENT_RULES = ("weighted-op-input", "residual-add-input", "pool-input")
+INTEGER_DEPLOYMENT_RULES = ("weighted-op-input", "residual-add-input", "pool-input", "pooled-reshape-input")
 
 
 @dataclass(frozen=True)

@@ -47,3 +47,8 @@ def test_plan_keeps_ends_at_eight_bits():
     assert plan.activations["x"].bits == 8 and plan.activations["r"].bits == 8 and plan.activations["c"].bits == 4
     plan = plan_quantization(graph, weights, activations, ("weighted-op-input",), keep_ends_8bit=False)
     assert {v.bits for v in plan.weights.values()} == {4} and {v.bits for v in plan.activations.values()} == {4}
+
+
+def test_pooled_reshape_input_quantizes_the_pool_output():
+    graph = _graph(CONV_BN)
+    assert activation_names(graph, ("pool-input", "pooled-reshape-input")) == ["r", "p"]

@@ -72,3 +72,4 @@ def test_weights_without_a_zero_point_get_one():
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in shifted.graph.initializer}
     dequantize = next(n for n in shifted.graph.node if n.op_type == "DequantizeLinear" and n.input[0].startswith("wq"))
     assert (inits[dequantize.input[2]] == 128).all() and (inits[dequantize.input[0]] == 255).all()
+

@@ -7,6 +7,7 @@ Activation rules map a node to the input indices whose tensor gets a quantizer:
 | ``weighted-op-input`` | Conv, Gemm, MatMul with an initializer weight | 0 |
 | ``residual-add-input`` | Add of two computed tensors | 0, 1 |
 | ``pool-input`` | GlobalAveragePool, AveragePool | 0 |
+| ``pooled-reshape-input`` | Flatten, Reshape of a pool's output | 0 |
 
 A profile picks the rules its target needs (ORT CPU and TensorRT fuse quantized residual
 adds and pools; the research ``sim`` profile quantizes only weighted-op inputs).
@@ -83,10 +84,20 @@ def _pool_input(node: ir.Node) -> tuple[int, ...]:
     return (0,) if node.op_type in ("GlobalAveragePool", "AveragePool") and node.domain in ("", "ai.onnx") and _computed(node.inputs[0]) else ()
 
 
+def _pooled_reshape_input(node: ir.Node) -> tuple[int, ...]:
+    """The pool output a Flatten/Reshape reads: quantized there, and again (same range) where the
+    classifier reads the reshaped tensor, ORT fuses QLinearGlobalAveragePool as for its own graphs."""
+    if node.op_type not in ("Flatten", "Reshape") or node.domain not in ("", "ai.onnx") or not _computed(node.inputs[0]):
+        return ()
+    producer = node.inputs[0].producer()
+    return (0,) if producer is not None and producer.op_type in ("GlobalAveragePool", "AveragePool") else ()
+
+
 ACTIVATION_RULES: dict[str, Callable[[ir.Node], tuple[int, ...]]] = {
     "weighted-op-input": _weighted_op_input,
     "residual-add-input": _residual_add_inputs,
     "pool-input": _pool_input,
+    "pooled-reshape-input": _pooled_reshape_input,
 }
 
 
