@@ -109,6 +109,8 @@ def function_protos() -> dict[str, onnx.FunctionProto]:
     return {fn.name: fn.to_function_proto() for fn in (StaticQuantize, StaticQuantizeClip, GranularQuantize, AdaptiveQuantize, BiasQuantize)}
 
 
+STATIC_KINDS = ("StaticQuantize", "StaticQuantizeClip")  # op types of the calibrated static quantizer
+
 INTEGER_RANGES: dict[int, tuple[int, int]] = {
     onnx.TensorProto.INT8: (-128, 127),
     onnx.TensorProto.UINT8: (0, 255),

@@ -8,8 +8,6 @@ import onnx_ir as ir
 from zsq_onnx import quantizers
 from zsq_onnx.passes.quantizer_nodes import ensure_quantizer_functions, new_initializer
 
-STATIC_KINDS = ("StaticQuantize", "StaticQuantizeClip")
-
 
 def _levels(node: ir.Node) -> tuple[int, int]:
     """The (qmin, qmax) a static quantizer node uses."""
@@ -34,7 +32,7 @@ class AdaptiveActivationsPass(ir.passes.InPlacePass):
         rng = np.random.default_rng(self.seed)
         modified = False
         for node in list(graph):
-            if node.domain != quantizers.DOMAIN or node.op_type not in STATIC_KINDS:
+            if node.domain != quantizers.DOMAIN or node.op_type not in quantizers.STATIC_KINDS:
                 continue
             source, scale, zero_point = node.inputs[:3]
             if source.const_value is not None or source.is_graph_input() or scale.const_value.size != 1:

@@ -32,13 +32,11 @@ from zsq_onnx import quantizers
 
 logger = logging.getLogger(__name__)
 
-STATIC_KINDS = ("StaticQuantize", "StaticQuantizeClip")
-
 
 def quantized_weight(quantizer: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
     """(W, W_q) of a zsq static quantizer of a constant weight, W_q as QuantizeLinear ->
     (Clip) -> DequantizeLinear compute it (round half to even); None for anything else."""
-    if quantizer.domain != quantizers.DOMAIN or quantizer.op_type not in STATIC_KINDS:
+    if quantizer.domain != quantizers.DOMAIN or quantizer.op_type not in quantizers.STATIC_KINDS:
         return None
     if any(value is None or value.const_value is None for value in quantizer.inputs):
         return None

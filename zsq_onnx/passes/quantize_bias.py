@@ -11,7 +11,6 @@ import onnx_ir as ir
 from zsq_onnx import quantizers
 from zsq_onnx.passes.quantizer_nodes import ensure_quantizer_functions
 
-STATIC_KINDS = ("StaticQuantize", "StaticQuantizeClip")
 BIAS_LEVELS = float(1 << 30)  # int32 with headroom for the accumulated products
 
 logger = logging.getLogger(__name__)
@@ -20,7 +19,7 @@ logger = logging.getLogger(__name__)
 def _static_scale(value: ir.Value | None) -> ir.Value | None:
     """The scale initializer of the zsq static quantizer that produces ``value``, if any."""
     producer = value.producer() if value is not None else None
-    if producer is None or producer.domain != quantizers.DOMAIN or producer.op_type not in STATIC_KINDS:
+    if producer is None or producer.domain != quantizers.DOMAIN or producer.op_type not in quantizers.STATIC_KINDS:
         return None
     return producer.inputs[1]
 
