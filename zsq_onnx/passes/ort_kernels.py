@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from zsq_onnx import quantizers
+
 INT16_MAX = 32767
-INTEGER_LIMITS = {ir.DataType.UINT8: (0, 255), ir.DataType.INT8: (-128, 127)}
 
 
 def _constant_per_tensor(node: ir.Node | None, op_type: str) -> bool:
@@ -45,9 +46,9 @@ def _clip_redundant(clip: ir.Node, quantize: ir.Node) -> bool:
         return False
     scale = float(quantize.inputs[1].const_value.numpy().item())
     zero = int(zero_point.const_value.numpy().item())
-    low, high = INTEGER_LIMITS.get(zero_point.type.dtype, (None, None))
-    if low is None:
+    if zero_point.type.dtype not in (ir.DataType.UINT8, ir.DataType.INT8):  # ORT's integer kernels are 8-bit
         return False
+    low, high = quantizers.INTEGER_RANGES[int(zero_point.type.dtype)]
     lower_ok = bounds[0] is None or (low - zero) * scale >= bounds[0] - 1e-6 * abs(bounds[0])
     upper_ok = bounds[1] is None or (high - zero) * scale <= bounds[1] + 1e-6 * abs(bounds[1])
     return lower_ok and upper_ok
