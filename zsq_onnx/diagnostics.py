@@ -14,6 +14,7 @@ import onnxruntime as ort
 from onnx.reference import ReferenceEvaluator
 
 from zsq_onnx.calibrate import with_outputs
+from zsq_onnx.metrics import power_ratio_db, signal_and_noise
 from zsq_onnx.onnx_io import readers
 from zsq_onnx.runtime import batch_size_for, make_session
 
@@ -71,13 +72,10 @@ def layer_sqnr(reference: onnx.ModelProto, candidate: onnx.ModelProto, inputs: n
         ref_values = ref_session.run([t for _, t in ref_layers], {ref_session.get_inputs()[0].name: batch})
         cand_values = cand_session.run([t for _, t in cand_layers], {cand_session.get_inputs()[0].name: batch})
         for index, (r, c) in enumerate(zip(ref_values, cand_values)):
-            r = r.astype(np.float64)
-            signal[index] += float(np.sum(r**2))
-            noise[index] += float(np.sum((r - c) ** 2))
-    return [
-        {"layer": name, "tensor": tensor, "sqnr_db": float("inf") if n == 0 else float(10.0 * np.log10(s / n))}
-        for (name, tensor), s, n in zip(cand_layers, signal, noise)
-    ]
+            batch_signal, batch_noise = signal_and_noise(r, c)
+            signal[index] += batch_signal
+            noise[index] += batch_noise
+    return [{"layer": name, "tensor": tensor, "sqnr_db": power_ratio_db(s, n)} for (name, tensor), s, n in zip(cand_layers, signal, noise)]
 
 
 def ort_fusion(model: onnx.ModelProto) -> dict:

@@ -23,6 +23,15 @@ def agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Signal-to-quantization-noise ratio of ``candidate`` against ``reference``, in dB."""
-    noise = float(np.sum((reference.astype(np.float64) - candidate) ** 2))
-    signal = float(np.sum(reference.astype(np.float64) ** 2))
+    return power_ratio_db(*signal_and_noise(reference, candidate))
+
+
+def signal_and_noise(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
+    """Summed power of ``reference`` and of ``candidate - reference`` (sums over batches add up)."""
+    reference = reference.astype(np.float64)
+    return float(np.sum(reference**2)), float(np.sum((reference - candidate) ** 2))
+
+
+def power_ratio_db(signal: float, noise: float) -> float:
+    """``signal / noise`` in dB; infinite without noise."""
     return float("inf") if noise == 0 else float(10.0 * np.log10(signal / noise))
