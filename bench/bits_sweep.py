@@ -18,12 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import asset, cifar_weights, emit_json  # noqa: E402
 
 from zsq_onnx import pipeline  # noqa: E402
-from zsq_onnx.data import load_dataset  # noqa: E402
-from zsq_onnx.metrics import top1  # noqa: E402
+from zsq_onnx.executors.runtime import make_session, run_batched  # noqa: E402
+from zsq_onnx.io.data import load_dataset  # noqa: E402
 from zsq_onnx.profiles import emit  # noqa: E402
 from zsq_onnx.recipe import build_recipe  # noqa: E402
-from zsq_onnx.runtime import make_session, run_batched  # noqa: E402
-from zsq_onnx.synth import distill  # noqa: E402
+from zsq_onnx.synth.distill import distill  # noqa: E402
+from zsq_onnx.validate.metrics import top1  # noqa: E402
 
 SETTINGS = ("W8A8", "W6A6", "W5A5", "W4A8", "W8A4", "W4A4", "W3A3")
 

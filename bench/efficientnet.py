@@ -28,12 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import asset, emit_json, ort_quantize_static  # noqa: E402
 
 from zsq_onnx import pipeline  # noqa: E402
-from zsq_onnx.data import load_dataset  # noqa: E402
-from zsq_onnx.metrics import agreement, top1  # noqa: E402
+from zsq_onnx.executors.runtime import latency_ms, make_session, run_batched  # noqa: E402
+from zsq_onnx.io.data import load_dataset  # noqa: E402
 from zsq_onnx.profiles import emit  # noqa: E402
 from zsq_onnx.recipe import CALIBRATION_METHODS, build_recipe  # noqa: E402
-from zsq_onnx.runtime import latency_ms, make_session, run_batched  # noqa: E402
-from zsq_onnx.synth import distill  # noqa: E402
+from zsq_onnx.synth.distill import distill  # noqa: E402
+from zsq_onnx.validate.metrics import agreement, top1  # noqa: E402
 
 MODEL = "efficientnet-lite0"
 SWEEP = ((16, 10), (32, 10), (32, 20), (32, 50), (64, 20))

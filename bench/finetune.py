@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import asset, cifar_weights, emit_json  # noqa: E402
 
 from zsq_onnx import pipeline  # noqa: E402
-from zsq_onnx.data import load_dataset  # noqa: E402
-from zsq_onnx.metrics import top1  # noqa: E402
+from zsq_onnx.executors.runtime import make_session, run_batched  # noqa: E402
+from zsq_onnx.io.data import load_dataset  # noqa: E402
 from zsq_onnx.profiles import emit  # noqa: E402
 from zsq_onnx.recipe import FinetuneConfig, build_recipe  # noqa: E402
-from zsq_onnx.runtime import make_session, run_batched  # noqa: E402
-from zsq_onnx.synth import distill  # noqa: E402
+from zsq_onnx.synth.distill import distill  # noqa: E402
+from zsq_onnx.validate.metrics import top1  # noqa: E402
 
 
 def _recipe(bits: str, quantizer: str, config: FinetuneConfig, profile: str, seed: int):
@@ -42,7 +42,7 @@ def _recipe(bits: str, quantizer: str, config: FinetuneConfig, profile: str, see
 def _torch_top1(model, inputs: np.ndarray, labels: np.ndarray, batch: int = 500) -> float:
     import torch
 
-    from zsq_onnx.torch_graph import TorchGraph
+    from zsq_onnx.executors.torch_graph import TorchGraph
 
     graph = TorchGraph(model).eval()
     with torch.no_grad():

@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import asset, cifar_weights, emit_json, fp32_ort_and_zsq  # noqa: E402
 
 from zsq_onnx import pipeline  # noqa: E402
-from zsq_onnx.data import load_dataset  # noqa: E402
+from zsq_onnx.executors.runtime import make_session  # noqa: E402
+from zsq_onnx.io.data import load_dataset  # noqa: E402
 from zsq_onnx.recipe import build_recipe  # noqa: E402
-from zsq_onnx.runtime import make_session  # noqa: E402
 
 
 def _interleaved_ms(sessions: dict, sample: np.ndarray, rounds: int, per_round: int) -> dict[str, float]:

@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from zsq_onnx.export import export_module
+from zsq_onnx.executors.torch_graph import TorchGraph
+from zsq_onnx.io.export import export_module
 from zsq_onnx.models import get_entry
-from zsq_onnx.torch_graph import TorchGraph
 
 
 def _step_seconds(module: torch.nn.Module, x: torch.Tensor) -> float:

@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import asset, cifar_weights, emit_json, fp32_ort_and_zsq  # noqa: E402
 
 from zsq_onnx import pipeline  # noqa: E402
-from zsq_onnx.data import load_dataset  # noqa: E402
+from zsq_onnx.executors.runtime import latency_ms, make_session, run_batched  # noqa: E402
+from zsq_onnx.io.data import load_dataset  # noqa: E402
 from zsq_onnx.recipe import build_recipe  # noqa: E402
-from zsq_onnx.metrics import top1  # noqa: E402
-from zsq_onnx.runtime import latency_ms, make_session, run_batched  # noqa: E402
+from zsq_onnx.validate.metrics import top1  # noqa: E402
 
 
 def main() -> None:

@@ -22,12 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import asset, cifar_weights, emit_json  # noqa: E402
 
 from zsq_onnx import pipeline  # noqa: E402
-from zsq_onnx.data import load_dataset  # noqa: E402
+from zsq_onnx.executors.runtime import make_session, run_batched  # noqa: E402
+from zsq_onnx.io.data import load_dataset  # noqa: E402
 from zsq_onnx.profiles import emit  # noqa: E402
 from zsq_onnx.recipe import build_recipe  # noqa: E402
-from zsq_onnx.synth import distill  # noqa: E402
-from zsq_onnx.metrics import top1  # noqa: E402
-from zsq_onnx.runtime import make_session, run_batched  # noqa: E402
+from zsq_onnx.synth.distill import distill  # noqa: E402
+from zsq_onnx.validate.metrics import top1  # noqa: E402
 
 SWEEP = ((32, 50), (32, 100), (64, 100), (64, 200), (64, 500), (128, 200))
 

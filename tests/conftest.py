@@ -28,7 +28,7 @@ def randomize_batchnorm(module, seed: int = 0) -> None:
 @pytest.fixture(scope="session")
 def digits():
     """(torch module, exported FP32 ONNX, zoo entry) of the embedded digits-cnn."""
-    from zsq_onnx.export import export_module
+    from zsq_onnx.io.export import export_module
     from zsq_onnx.models import get_entry
 
     entry = get_entry("digits-cnn")
@@ -41,7 +41,7 @@ def resnet20_random():
     """(torch module, exported FP32 ONNX, zoo entry) of a randomly initialised CIFAR ResNet-20."""
     import torch
 
-    from zsq_onnx.export import export_module
+    from zsq_onnx.io.export import export_module
     from zsq_onnx.models import get_entry
 
     torch.manual_seed(0)

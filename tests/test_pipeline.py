@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from zsq_onnx import Recipe, convert
-from zsq_onnx.runtime import make_session
+from zsq_onnx.executors.runtime import make_session
 
 
 @pytest.fixture(scope="module")

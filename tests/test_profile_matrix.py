@@ -19,14 +19,14 @@ import pytest
 import torch
 
 from tests.conftest import ASSETS, randomize_batchnorm
-from zsq_onnx.calibrate import with_outputs
-from zsq_onnx.diagnostics import ort_fusion
 from zsq_onnx.errors import BadInputError
+from zsq_onnx.executors.runtime import make_session
+from zsq_onnx.executors.torch_graph import TorchGraph
 from zsq_onnx.pipeline import quantize
+from zsq_onnx.plan.calibrate import with_outputs
 from zsq_onnx.profiles import PROFILES, emit
 from zsq_onnx.recipe import build_recipe
-from zsq_onnx.runtime import make_session
-from zsq_onnx.torch_graph import TorchGraph
+from zsq_onnx.validate.diagnostics import ort_fusion
 
 CIFAR_WEIGHTS = {"resnet20-cifar10": "resnet20_cifar10.pt", "resnet32-cifar10": "resnet32_cifar10.pt"}
 FUSED_MODELS = ("digits-cnn", *CIFAR_WEIGHTS, "efficientnet-lite0")
@@ -38,7 +38,7 @@ LEVELS = (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, ort.GraphOptimizationLeve
 @functools.cache
 def _fp32(name: str) -> onnx.ModelProto:
     """The FP32 export of zoo model ``name``; skips when its weights or extra are absent here."""
-    from zsq_onnx.export import export_module
+    from zsq_onnx.io.export import export_module
     from zsq_onnx.models import get_entry, torchvision_zoo
     from zsq_onnx.pipeline import load_model
 

@@ -9,15 +9,15 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from zsq_onnx.calibrate import with_outputs
 from zsq_onnx.errors import BadInputError
+from zsq_onnx.executors.runtime import make_session
+from zsq_onnx.executors.torch_graph import TorchGraph
 from zsq_onnx.models.digits_cnn import digits_split
 from zsq_onnx.pipeline import quantize
+from zsq_onnx.plan.calibrate import with_outputs
 from zsq_onnx.profiles import emit
 from zsq_onnx.recipe import build_recipe
-from zsq_onnx.runtime import make_session
-from zsq_onnx.synth import distill
-from zsq_onnx.torch_graph import TorchGraph
+from zsq_onnx.synth.distill import distill
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_ort_cuda_runs_on_the_cuda_provider(setting):
 
 
 def test_ort_cpu_fuses_every_resnet_layer(resnet20_random):
-    from zsq_onnx.diagnostics import ort_fusion
+    from zsq_onnx.validate.diagnostics import ort_fusion
 
     _, model, entry = resnet20_random
     batches = [np.random.default_rng(0).standard_normal((16, *entry.input_shape)).astype(np.float32)]
@@ -164,8 +164,8 @@ def _mobile_block_model():
     import torch.nn.functional as F
 
     from tests.conftest import randomize_batchnorm
-    from zsq_onnx.export import export_module
-    from zsq_onnx.preprocessing import Preprocessing
+    from zsq_onnx.io.export import export_module
+    from zsq_onnx.io.preprocessing import Preprocessing
 
     class Net(nn.Module):
         def __init__(self) -> None:
@@ -192,7 +192,7 @@ def _mobile_block_model():
 
 
 def test_ort_cpu_fuses_relu6_same_padded_mobile_blocks_with_int8_weights():
-    from zsq_onnx.diagnostics import ort_fusion
+    from zsq_onnx.validate.diagnostics import ort_fusion
 
     model = _mobile_block_model()
     batches = [np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)]

@@ -47,7 +47,7 @@ def _preprocessing_options(command):
 
 def _preprocessing(input_scale, mean, std):
     from zsq_onnx.errors import BadInputError
-    from zsq_onnx.preprocessing import Preprocessing
+    from zsq_onnx.io.preprocessing import Preprocessing
 
     if input_scale is None and mean is None and std is None:
         return None
@@ -108,8 +108,9 @@ def convert(model, output, weights, synthetic_data, calibration_data, eval_data,
             finetune_steps, finetune_minutes, finetune_lr, finetune_samples, finetune_bn_loss, train_weights, activation_quantizer, optimizer, device,
             **recipe_options) -> None:
     """Quantize MODEL (a zoo name or an .onnx file with BatchNorm) without data."""
-    from zsq_onnx import pipeline, report
+    from zsq_onnx import pipeline
     from zsq_onnx.recipe import build_recipe
+    from zsq_onnx.validate import report
 
     for key in ("weight_granularity", "act_granularity"):
         recipe_options[key] = recipe_options[key].replace("-", "_")
@@ -140,7 +141,8 @@ def _finetune_config(steps, minutes, lr, samples, bn_loss, train_weights, activa
 @_preprocessing_options
 def export(model, output, weights, input_scale, mean, std) -> None:
     """Write MODEL's FP32 ONNX (BatchNorm kept) that the pipeline starts from."""
-    from zsq_onnx import onnx_io, pipeline
+    from zsq_onnx import pipeline
+    from zsq_onnx.io import onnx_io
 
     loaded = pipeline.load_model(model, weights, _preprocessing(input_scale, mean, std))
     onnx_io.save_onnx(loaded.model, output)
@@ -161,7 +163,7 @@ def synth(model, output, weights, samples, steps, lr, batch_size, seed, quiet) -
     """Distill calibration inputs from MODEL's BatchNorm statistics (ZeroQ) into an .npz."""
     from zsq_onnx import pipeline
     from zsq_onnx.recipe import build_recipe
-    from zsq_onnx.synth import distill, save_synthetic
+    from zsq_onnx.synth.distill import distill, save_synthetic
 
     config = build_recipe(samples=samples, synth_steps=steps, synth_lr=lr, synth_batch_size=batch_size, seed=seed).synth
     loaded = pipeline.load_model(model, weights)
@@ -180,10 +182,10 @@ def synth(model, output, weights, samples, steps, lr, batch_size, seed, quiet) -
 @_preprocessing_options
 def eval_command(model, data, reference, provider, as_json, input_scale, mean, std) -> None:
     """Top-1 of MODEL.onnx on DATA; with --reference, agreement and SQNR against it."""
-    from zsq_onnx import validate
+    from zsq_onnx.validate import evaluate
 
-    result = validate.evaluate_files(model, data, reference, provider, _preprocessing(input_scale, mean, std))
-    click.echo(json.dumps(result, indent=2) if as_json else validate.describe(result))
+    result = evaluate.evaluate_files(model, data, reference, provider, _preprocessing(input_scale, mean, std))
+    click.echo(json.dumps(result, indent=2) if as_json else evaluate.describe(result))
 
 
 @main.command("inspect")
@@ -191,7 +193,8 @@ def eval_command(model, data, reference, provider, as_json, input_scale, mean, s
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 def inspect_command(model, as_json) -> None:
     """Per quantizer of MODEL.onnx: role, bits, granularity, scale range."""
-    from zsq_onnx import inspection, onnx_io
+    from zsq_onnx.io import onnx_io
+    from zsq_onnx.validate import inspection
 
     result = inspection.inspect_model(onnx_io.load_onnx(model))
     click.echo(json.dumps(result, indent=2) if as_json else inspection.describe(result))

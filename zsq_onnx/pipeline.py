@@ -9,41 +9,41 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import NameFixPass
 
-from zsq_onnx import onnx_io, report
-from zsq_onnx.calibrate import METADATA_KEY as CALIBRATION_KEY
-from zsq_onnx.calibrate import calibrate_ranges
-from zsq_onnx.data import Dataset, load_dataset
-from zsq_onnx.diagnostics import cross_check, float_layers, ort_fusion
 from zsq_onnx.errors import BadInputError
-from zsq_onnx.finetune import Checkpoint, FinetuneResult, finetune
-from zsq_onnx.granularity import METADATA_KEY as GRANULARITY_KEY
-from zsq_onnx.granularity import choose_granularity
+from zsq_onnx.finetune.loop import Checkpoint, FinetuneResult, finetune
+from zsq_onnx.io import onnx_io
+from zsq_onnx.io.data import Dataset, load_dataset
+from zsq_onnx.io.preprocessing import Preprocessing
 from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.adaptive_activations import AdaptiveActivationsPass
 from zsq_onnx.passes.fold_batchnorm import FoldBatchNormPass
 from zsq_onnx.passes.fold_pad import FoldPadIntoConvPass
-from zsq_onnx.passes.quant_targets import QuantPlan, plan_quantization
 from zsq_onnx.passes.quantize_activations import QuantizeActivationsPass
 from zsq_onnx.passes.quantize_bias import QuantizeBiasPass
 from zsq_onnx.passes.quantize_weights import QuantizeWeightsPass
-from zsq_onnx.preprocessing import Preprocessing
+from zsq_onnx.plan.calibrate import METADATA_KEY as CALIBRATION_KEY
+from zsq_onnx.plan.calibrate import calibrate_ranges
+from zsq_onnx.plan.sequential_bias import correct_biases
+from zsq_onnx.plan.targets import QuantPlan, plan_quantization
 from zsq_onnx.profiles import emit, get_profile
 from zsq_onnx.recipe import Recipe
-from zsq_onnx.sequential_bias import correct_biases
-from zsq_onnx.synth import SynthResult, distill, load_synthetic
-from zsq_onnx.synthetic_pool import SyntheticPool
-from zsq_onnx.validate import Evaluation, evaluate
-
+from zsq_onnx.search.granularity import METADATA_KEY as GRANULARITY_KEY
+from zsq_onnx.search.granularity import choose_granularity
+from zsq_onnx.synth.distill import SynthResult, distill, load_synthetic
+from zsq_onnx.synth.pool import SyntheticPool
+from zsq_onnx.validate import report
+from zsq_onnx.validate.diagnostics import cross_check, float_layers, ort_fusion
+from zsq_onnx.validate.evaluate import Evaluation, evaluate
 
 CROSS_CHECK_MAX_BYTES = 2 << 20
 
@@ -76,14 +76,14 @@ def load_model(source: str | Path, weights: str | Path | None = None, preprocess
     ``preprocessing`` overrides the recorded one and is written into the model's metadata."""
     text = str(source)
     if text.endswith(".onnx") or Path(text).is_file():
-        from zsq_onnx.export import tidy
+        from zsq_onnx.io.export import tidy
 
         model = tidy(onnx_io.load_onnx(text))
         if preprocessing is not None:
             preprocessing.write_metadata(model)
         props = {p.key: p.value for p in model.metadata_props}
         return LoadedModel(model, text, _input_shape(model, text), Preprocessing.from_metadata(props))
-    from zsq_onnx.export import export_module
+    from zsq_onnx.io.export import export_module
     from zsq_onnx.models import get_entry
 
     entry = get_entry(text)
@@ -117,7 +117,7 @@ def insert_quantizers(folded: onnx.ModelProto, plan: QuantPlan, batches: list[np
     """Calibrate the static activation quantizers of ``plan`` on ``batches`` with the recipe's
     observer and insert every quantizer of ``plan`` into the BN-folded model; with bias
     correction, correct the float biases layer by layer on ``batches`` (see
-    :mod:`zsq_onnx.sequential_bias`) before they are quantized. The calibration (method, ranges,
+    :mod:`zsq_onnx.plan.sequential_bias`) before they are quantized. The calibration (method, ranges,
     clipped fractions, bias changes) is recorded in the model's metadata for the report."""
     profile = get_profile(recipe.profile)
     static = {name: spec for name, spec in plan.activations.items() if spec.granularity != "granular"}
@@ -206,7 +206,7 @@ def tune(
 ) -> tuple[onnx.ModelProto, FinetuneResult]:
     """The fine-tuning stage: adaptive activation quantizers first when the recipe asks, then KD
     training on the synthetic pool, trained values written back into the graph (``checkpoint``:
-    see :func:`zsq_onnx.finetune.finetune`)."""
+    see :func:`zsq_onnx.finetune.loop.finetune`)."""
     if recipe.finetune.activation_quantizer == "adaptive":
         quantized = apply_passes(quantized, AdaptiveActivationsPass(recipe.seed))
     pool = SyntheticPool(pool_inputs, recipe.seed)

@@ -59,7 +59,7 @@ class SynthConfig:
     """ZeroQ distillation settings. ZeroQ uses Adam at lr 0.5 for 500 steps on batches of 32-64;
     the default here (32 samples, 20 steps) is what bench/w8a8_cifar.py and bench/efficientnet.py
     measured as enough for W8A8 once inputs are optimized in natural-image units within the
-    pixel range (see :func:`zsq_onnx.synth.distill`; the README has the tables)."""
+    pixel range (see :func:`zsq_onnx.synth.distill.distill`; the README has the tables)."""
 
     samples: int = 32
     steps: int = 20
@@ -223,9 +223,9 @@ def build_recipe(
     the profile's default, see :meth:`zsq_onnx.profiles.Profile.reduces_range`). ``granularity``
     ``granular`` and ``auto`` replace ``act_granularity`` (auto chooses per tensor among
     per-tensor, per-channel and granular within ``granularity_budget``). ``calibration_method``
-    chooses static activation ranges (see :mod:`zsq_onnx.observers`; ``calibration_percentile``
+    chooses static activation ranges (see :mod:`zsq_onnx.plan.observers`; ``calibration_percentile``
     for ``percentile``); ``bias_correction`` corrects each Conv/Gemm bias, layer by layer, for the
-    mean shift quantization causes at its output (see :mod:`zsq_onnx.sequential_bias`)."""
+    mean shift quantization causes at its output (see :mod:`zsq_onnx.plan.sequential_bias`)."""
     weight_bits, activation_bits = parse_bits(bits) if bits else (8, 8)
     weight_bits, activation_bits = wbits or weight_bits, abits or activation_bits
     if act_symmetric is None:

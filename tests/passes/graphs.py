@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from zsq_onnx.runtime import make_session
+from zsq_onnx.executors.runtime import make_session
 
 CONV_BN = """
 <ir_version: 10, opset_import: ["" : 21]>

@@ -8,11 +8,11 @@ import pytest
 
 from tests.conftest import parse_model
 from tests.passes.graphs import run
-from zsq_onnx.calibrate import input_means
 from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.bias_correction import BiasCorrectionPass, conv_response
 from zsq_onnx.passes.quantize_bias import QuantizeBiasPass
 from zsq_onnx.passes.quantize_weights import QuantizeWeightsPass
+from zsq_onnx.plan.calibrate import input_means
 from zsq_onnx.recipe import QuantSpec
 
 INT8 = QuantSpec(8, True, "per_channel")
@@ -146,7 +146,7 @@ g (float[N, 4, 6, 6] x) => (float[N, 4, 6, 6] y)
 
 
 def test_sequential_correction_matches_the_float_output_means_layer_by_layer():
-    from zsq_onnx.sequential_bias import correct_biases
+    from zsq_onnx.plan.sequential_bias import correct_biases
 
     rng = np.random.default_rng(1)
     text = CHAIN.replace("W1", ", ".join(f"{v:.5f}" for v in rng.standard_normal(16))).replace("W2", ", ".join(f"{v:.5f}" for v in rng.standard_normal(16)))

@@ -7,9 +7,9 @@ import onnx
 import onnxruntime as ort
 
 from tests.conftest import parse_model
+from zsq_onnx.executors.runtime import make_session
 from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.unsigned_weights import UnsignedWeightsPass
-from zsq_onnx.runtime import make_session
 
 # uint8 activations at full range and int8 weights at +-127 in a Conv that ORT fuses into
 # QLinearConv (per-tensor QDQ on input and output): u8 x s8 pair sums reach 2 x 255 x 127.

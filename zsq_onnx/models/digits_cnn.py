@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from zsq_onnx.data import Dataset
+from zsq_onnx.io.data import Dataset
+from zsq_onnx.io.preprocessing import Preprocessing
 from zsq_onnx.models.registry import ZooEntry
-from zsq_onnx.preprocessing import Preprocessing
 
 WEIGHTS = Path(__file__).with_name("digits_cnn.pt")
 PREPROCESSING = Preprocessing(scale=1.0 / 16.0, mean=(0.3,), std=(0.4,), pixel_max=16.0)

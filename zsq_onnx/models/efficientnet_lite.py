@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zsq_onnx.errors import BadInputError
+from zsq_onnx.io.preprocessing import Preprocessing
 from zsq_onnx.models.registry import ZooEntry
 from zsq_onnx.models.weights import load_strictly
-from zsq_onnx.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
     import torch
@@ -101,7 +101,7 @@ def stage_plan(width: float, depth: float) -> list[tuple[int, int, int, int, int
     ]
 
 
-def build_module(width: float = DEFAULT.width, depth: float = DEFAULT.depth, image_size: int = DEFAULT.image_size) -> "torch.nn.Module":
+def build_module(width: float = DEFAULT.width, depth: float = DEFAULT.depth, image_size: int = DEFAULT.image_size) -> torch.nn.Module:
     """An untrained EfficientNet-Lite of the given coefficients, padded as TensorFlow pads
     ``image_size`` inputs (the defaults are Lite0's)."""
     import torch.nn as nn
@@ -178,7 +178,7 @@ def package_weights() -> Path:
 
 
 def _builder(variant: Variant):
-    def build(weights: Path | None = None) -> "torch.nn.Module":
+    def build(weights: Path | None = None) -> torch.nn.Module:
         """The variant with ``weights`` (Lite0: or the package's) loaded strictly, in eval mode."""
         if weights is None and variant != DEFAULT:
             raise BadInputError(f"{variant.name} ships no weights: pass --weights FILE (a lukemelas-style state dict)")

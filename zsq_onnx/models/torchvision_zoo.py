@@ -17,9 +17,9 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from zsq_onnx.errors import BadInputError
+from zsq_onnx.io.preprocessing import Preprocessing
 from zsq_onnx.models.registry import ZooEntry
 from zsq_onnx.models.weights import load_strictly
-from zsq_onnx.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
     import torch
@@ -66,7 +66,7 @@ def import_models() -> ModuleType:
     return torchvision.models
 
 
-def build_module(name: str) -> "torch.nn.Module":
+def build_module(name: str) -> torch.nn.Module:
     """An untrained torchvision ``name`` (one of NAMES) with 1000 classes, no weights downloaded."""
     if name not in NAMES:
         raise BadInputError(f"{name!r} is not a torchvision zoo model; known: {', '.join(NAMES)}")
@@ -74,7 +74,7 @@ def build_module(name: str) -> "torch.nn.Module":
 
 
 def _builder(name: str):
-    def build(weights: Path | None = None) -> "torch.nn.Module":
+    def build(weights: Path | None = None) -> torch.nn.Module:
         """torchvision ``name`` with the user's ``weights`` loaded strictly, in eval mode."""
         if weights is None:
             raise BadInputError(f"{name} ships no weights: pass --weights FILE (a torchvision state dict)")

@@ -33,7 +33,7 @@ def load_state_dict(path: Path) -> dict:
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
-def load_strictly(module: "torch.nn.Module", path: Path, name: str) -> "torch.nn.Module":
+def load_strictly(module: torch.nn.Module, path: Path, name: str) -> torch.nn.Module:
     """``module`` with the state dict at ``path`` loaded strictly, in eval mode.
 
     A state dict that does not fit (missing, unexpected or misshapen keys) is a one-line

@@ -7,7 +7,7 @@ import onnx_ir as ir
 
 from zsq_onnx.passes.fold_constants import evaluate_node
 from zsq_onnx.passes.ort_kernels import integer_kernel
-from zsq_onnx.passes.quant_targets import weight_axis
+from zsq_onnx.plan.targets import weight_axis
 
 
 def _constant_dequantize(value: ir.Value | None) -> ir.Node | None:

@@ -8,9 +8,9 @@ import numpy as np
 import onnx_ir as ir
 
 from zsq_onnx.errors import BadInputError
-from zsq_onnx.passes.quant_targets import as_weight_target
 from zsq_onnx.passes.quantizer_nodes import add_static_quantizer, ensure_quantizer_functions
-from zsq_onnx.quant_params import range_params
+from zsq_onnx.plan.targets import as_weight_target
+from zsq_onnx.quantizers.params import range_params
 from zsq_onnx.recipe import QuantSpec
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import onnx_ir as ir
 
 from zsq_onnx.passes.ort_kernels import saturating_kernel
-from zsq_onnx.passes.quant_targets import weight_axis
+from zsq_onnx.plan.targets import weight_axis
 
 SHIFT = 128
 

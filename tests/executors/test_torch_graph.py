@@ -1,0 +1,82 @@
+"""TorchGraph runs exported graphs exactly like the native torch module, forward and backward."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from tests.conftest import parse_model
+from zsq_onnx.errors import UnsupportedOpError
+from zsq_onnx.executors.runtime import make_session
+from zsq_onnx.executors.torch_graph import TorchGraph
+
+
+def _compare(module, model, shape, batch=8):
+    graph = TorchGraph(model)
+    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    native = module(x)
+    (native * torch.arange(native.shape[1])).sum().backward()
+    native_grad = x.grad.clone()
+    x.grad = None
+    ours = graph(x)
+    (ours * torch.arange(ours.shape[1])).sum().backward()
+    assert (native - ours).abs().max().item() <= 1e-4
+    assert (native_grad - x.grad).abs().max().item() <= 1e-4
+
+
+def test_digits_cnn_matches_native(digits):
+    module, model, entry = digits
+    _compare(module, model, entry.input_shape)
+
+
+def test_random_resnet20_matches_native(resnet20_random):
+    module, model, entry = resnet20_random
+    _compare(module, model, entry.input_shape)
+
+
+def test_torch_graph_matches_onnxruntime(resnet20_random):
+    _, model, entry = resnet20_random
+    x = np.random.default_rng(0).standard_normal((4, *entry.input_shape)).astype(np.float32)
+    expected = make_session(model).run(None, {"input": x})[0]
+    with torch.no_grad():
+        actual = TorchGraph(model)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(actual, expected, atol=1e-4)
+
+
+def test_unsupported_op_names_op_and_node():
+    model = parse_model(
+        """
+        <ir_version: 10, opset_import: ["" : 21]>
+        g (float[N, 4] x) => (float[N, 4] y) { y = Erf (x) }
+        """
+    )
+    model.graph.node[0].name = "my_erf"
+    with pytest.raises(UnsupportedOpError, match=r"Erf.*my_erf"):
+        TorchGraph(model)
+
+
+def test_write_back_round_trip(digits):
+    _, model, _ = digits
+    graph = TorchGraph(model, trainable=True)
+    name = model.graph.initializer[0].name
+    with torch.no_grad():
+        graph.parameter(name).mul_(2.0)
+    written = graph.write_back(model)
+    original = onnx.numpy_helper.to_array(model.graph.initializer[0])
+    updated = {t.name: onnx.numpy_helper.to_array(t) for t in written.graph.initializer}[name]
+    np.testing.assert_array_equal(updated, original * 2.0)
+    again = TorchGraph(written)
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        np.testing.assert_allclose(again(x).numpy(), graph(x).numpy(), atol=1e-6)
+
+
+def test_run_returns_intermediate_values(digits):
+    _, model, _ = digits
+    graph = TorchGraph(model)
+    bn_input = next(n.input[0] for n in model.graph.node if n.op_type == "BatchNormalization")
+    values = graph.run({"input": torch.randn(2, 1, 8, 8)}, outputs=[bn_input])
+    assert list(values) == [bn_input]
+    assert values[bn_input].shape == (2, 16, 8, 8)

@@ -1,0 +1,145 @@
+"""GranQ granular activations: the zsq quantizer in ORT equals torch, the auto choice, profiles."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+import torch
+
+from zsq_onnx.errors import BadInputError
+from zsq_onnx.executors.runtime import make_session
+from zsq_onnx.executors.torch_graph import TorchGraph
+from zsq_onnx.passes.quantizer_nodes import add_granular_quantizer, ensure_quantizer_functions
+from zsq_onnx.pipeline import granularity_choice, quantize
+from zsq_onnx.profiles import emit, get_profile
+from zsq_onnx.quantizers import granular_quantize
+from zsq_onnx.recipe import QuantSpec, build_recipe
+from zsq_onnx.search.granularity import candidates, upgrade_order
+from zsq_onnx.synth.distill import distill
+
+
+def _granular_model(shape: tuple[int, ...], bits: int) -> onnx.ModelProto:
+    source = ir.Value(name="x", shape=ir.Shape(["N", *shape[1:]]), type=ir.TensorType(ir.DataType.FLOAT))
+    graph = ir.Graph([source], [], nodes=[], name="g")
+    node = add_granular_quantizer(graph, source, QuantSpec(bits, False, "granular"))
+    graph.append(node)
+    graph.outputs.append(node.outputs[0])
+    model = ir.Model(graph, ir_version=10)
+    model.opset_imports[""] = 21
+    ensure_quantizer_functions(model)
+    proto = ir.serde.serialize_model(model)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+@pytest.mark.parametrize("bits", [3, 4, 8])
+@pytest.mark.parametrize("shape", [(3, 5, 6, 7), (2, 4, 9)])
+def test_granular_ort_equals_torch_within_one_lsb(bits, shape):
+    rng = np.random.default_rng(bits)
+    x = (rng.standard_normal(shape) * rng.uniform(0.1, 4, shape[:2]).reshape(*shape[:2], *[1] * (len(shape) - 2)) + 0.5).astype(np.float32)
+    x[0, 0] = 1.25  # a constant channel: exact
+    x[1, 1, 0] = 0.0
+    model = _granular_model(shape, bits)
+    actual = make_session(model).run(None, {"x": x})[0]
+    with torch.no_grad():
+        expected = TorchGraph(model)(torch.from_numpy(x)).numpy()
+    grouped = x.reshape(*shape[:2], -1)
+    low, high = np.minimum(grouped.min(2), 0), np.maximum(grouped.max(2), 0)
+    step = (np.maximum(high - low, 1e-8) / (2**bits - 1)).reshape(*shape[:2], *[1] * (len(shape) - 2))
+    zero_point = np.round(-low.reshape(step.shape) / step)
+    reference = (np.clip(np.round(x / step) + zero_point, 0, 2**bits - 1) - zero_point) * step
+    assert np.all(np.abs(actual - expected) <= step * 1.001)
+    assert np.all(np.abs(actual - reference) <= step * 1.001)
+    assert np.mean(actual == expected) > 0.99
+    np.testing.assert_array_equal(actual[0, 0], x[0, 0])
+    levels = np.round(actual / step + zero_point).reshape(*shape[:2], -1)
+    assert levels.min() >= 0 and levels.max() <= 2**bits - 1
+    assert np.abs(actual - x).max(axis=tuple(range(2, len(shape)))).max() <= step.max() / 2 * 1.001
+    assert (actual[x == 0] == 0).all(), "zero stays exact"
+
+
+def test_granular_straight_through_gradient():
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    y = granular_quantize(x, torch.tensor(15.0))
+    (y * torch.arange(3.0).reshape(1, 3, 1, 1)).sum().backward()
+    assert torch.allclose(x.grad.sum(dim=(2, 3)), torch.arange(3.0).repeat(2, 1) * 16, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def setting(digits):
+    _, model, entry = digits
+    batches = distill(model, entry.input_shape, build_recipe(samples=32, synth_steps=20).synth, 0, progress=False).batches
+    return model, batches
+
+
+@pytest.mark.parametrize("profile", ["sim", "ort-cpu"])
+def test_granular_model_ort_equals_torch(setting, profile):
+    model, batches = setting
+    quantized = quantize(model, batches, build_recipe(bits="W4A4", profile=profile, granularity="granular"))
+    kinds = [n.op_type for n in quantized.graph.node if n.domain == "zsq"]
+    assert kinds.count("GranularQuantize") >= 2 and "StaticQuantize" in kinds  # the 8-bit first input stays static
+    emitted = emit(quantized, profile)
+    inputs = np.concatenate(batches)[:16]
+    with torch.no_grad():
+        expected = TorchGraph(quantized)(torch.from_numpy(inputs)).numpy()
+    actual = make_session(emitted).run(None, {"input": inputs})[0]
+    assert (expected.argmax(1) == actual.argmax(1)).mean() >= 0.9
+    np.testing.assert_allclose(actual, expected, atol=0.05 * np.abs(expected).max())
+
+
+def test_ort_cpu_stores_float_weights_only_for_float_layers(setting):
+    model, batches = setting
+    emitted = emit(quantize(model, batches, build_recipe(bits="W4A4", profile="ort-cpu", granularity="granular")), "ort-cpu")
+    names = {t.name: t.data_type for t in emitted.graph.initializer}
+    dequantized = [name for name in names if name.endswith(".dequantized")]
+    assert dequantized and all(names[name] == onnx.TensorProto.FLOAT for name in dequantized)
+    assert any(t == onnx.TensorProto.INT8 for t in names.values()), "the first conv keeps int8 weights"
+
+
+def test_upgrade_order_prefers_noise_removed_per_millisecond():
+    sqnr = {"a": {"per_tensor": 10.0, "granular": 20.0}, "b": {"per_tensor": 10.0, "granular": 20.0}, "c": {"per_tensor": 40.0, "granular": 45.0}}
+    cost = {"a": {"per_tensor": 1.0, "granular": 3.0}, "b": {"per_tensor": 1.0, "granular": 2.0}, "c": {"per_tensor": 1.0, "granular": 1.5}}
+    assert upgrade_order(sqnr, cost) == [("b", "granular"), ("a", "granular")]  # c is already good at per-tensor
+
+
+def test_auto_records_a_choice_per_tensor_within_the_candidates(setting):
+    model, batches = setting
+    quantized = quantize(model, batches, build_recipe(bits="W4A4", profile="ort-cpu", granularity="auto", granularity_budget=100.0))
+    choice = granularity_choice(quantized)
+    assert choice is not None and len(choice["tensors"]) >= 2
+    assert all(row["choice"] in candidates(build_recipe(profile="ort-cpu")) for row in choice["tensors"])
+    assert "per_channel" not in choice["tensors"][0]["sqnr_db"]
+    assert choice["chosen_vs_fp32"] <= choice["limit_vs_fp32"]
+    worst = {row["tensor"]: max(row["sqnr_db"], key=row["sqnr_db"].get) for row in choice["tensors"]}
+    assert all(row["choice"] == worst[row["tensor"]] or row["sqnr_db"][row["choice"]] >= 35 - 1e-6 or
+               row["sqnr_db"][row["choice"]] >= max(row["sqnr_db"].values()) - 0.5 for row in choice["tensors"])
+    emitted = emit(quantized, "ort-cpu")
+    assert json.loads({p.key: p.value for p in emitted.metadata_props}["zsq.granularity"]) == choice
+
+
+def test_sim_auto_considers_per_channel_static(setting):
+    model, batches = setting
+    choice = granularity_choice(quantize(model, batches, build_recipe(bits="W4A4", profile="sim", granularity="auto", granularity_budget=0.0)))
+    assert set(choice["tensors"][0]["sqnr_db"]) == {"per_tensor", "per_channel", "granular"}
+
+
+def test_profiles_that_cannot_run_granular_or_per_channel_say_so():
+    with pytest.raises(BadInputError, match="TensorRT cannot run in-graph dynamic scales"):
+        get_profile("tensorrt").check(build_recipe(profile="tensorrt", granularity="granular"))
+    with pytest.raises(BadInputError, match="per-channel activation scales"):
+        get_profile("ort-cpu").check(build_recipe(act_granularity="per_channel"))
+    with pytest.raises(BadInputError, match="activations only"):
+        build_recipe(weight_granularity="granular")
+    assert any("TensorRT" in note for note in get_profile("ort-cpu").notes(build_recipe(granularity="granular")))
+
+
+def test_prefix_lengths_try_the_whole_order_first():
+    from zsq_onnx.search.granularity import prefix_lengths
+
+    assert prefix_lengths(18) == [18, 14, 9, 4]
+    assert prefix_lengths(2) == [2, 1]
+    assert prefix_lengths(0) == []

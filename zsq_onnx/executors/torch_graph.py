@@ -1,0 +1,165 @@
+"""TorchGraph: run an ONNX graph as a differentiable torch.nn.Module, and write parameters back.
+
+Initializers become parameters (float) or buffers (integer); each node runs the torch function
+that ``torch_ops.OPS`` (standard ops) or ``quantizers.TORCH_OPS`` (``zsq`` quantizers) maps it
+to. After training, :meth:`TorchGraph.write_back` puts parameter values into the ONNX model by
+initializer name, so the model that was trained is exactly the one emitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import torch
+from onnx import numpy_helper
+
+from zsq_onnx import quantizers
+from zsq_onnx.errors import UnsupportedOpError
+from zsq_onnx.executors.torch_ops import OPS, OpFn
+
+FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE)
+
+
+@dataclass(frozen=True)
+class _Step:
+    fn: OpFn
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: dict[str, Any]
+    label: str
+
+
+def _attr_value(attr: ir.Attr) -> Any:
+    value = attr.value
+    if attr.type == ir.AttributeType.TENSOR:
+        return torch.from_numpy(np.array(value.numpy()))
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return list(value)
+    return value
+
+
+def _op_function(node: ir.Node) -> OpFn:
+    table = quantizers.TORCH_OPS if node.domain == quantizers.DOMAIN else OPS if node.domain in ("", "ai.onnx") else {}
+    if node.op_type not in table:
+        domain = f"{node.domain}." if node.domain else ""
+        raise UnsupportedOpError(f"op {domain}{node.op_type} (node {node.name!r}) is not supported by the torch executor")
+    return table[node.op_type]
+
+
+def _to_torch(tensor: ir.TensorProtocol) -> torch.Tensor:
+    array = np.asarray(tensor.numpy())
+    if tensor.dtype in (ir.DataType.INT4, ir.DataType.UINT4):
+        array = array.astype(np.int8 if tensor.dtype == ir.DataType.INT4 else np.uint8)
+    return torch.from_numpy(np.array(array, copy=True))
+
+
+class TorchGraph(torch.nn.Module):
+    """An ONNX model as a torch module: ``forward(*inputs)`` returns the graph outputs."""
+
+    def __init__(self, model: onnx.ModelProto, trainable: Callable[[str], bool] | bool = False) -> None:
+        super().__init__()
+        graph = ir.serde.deserialize_model(model).graph
+        self.input_names = [v.name for v in graph.inputs if v.const_value is None]
+        self.output_names = [v.name for v in graph.outputs]
+        self.params = torch.nn.ParameterDict()
+        self._constants: dict[str, torch.Tensor] = {}
+        self._param_keys: dict[str, str] = {}
+        is_trainable = trainable if callable(trainable) else (lambda _name: bool(trainable))
+        for index, (name, value) in enumerate(graph.initializers.items()):
+            tensor = _to_torch(value.const_value)
+            if value.const_value.dtype in FLOAT_TYPES:
+                key = f"p{index}"
+                self.params[key] = torch.nn.Parameter(tensor, requires_grad=is_trainable(name))
+                self._param_keys[name] = key
+            else:
+                self.register_buffer(f"c{index}", tensor, persistent=False)
+                self._constants[name] = f"c{index}"
+        self._value_types = {
+            v.name: int(v.const_value.dtype) if v.const_value is not None else (int(v.dtype) if v.dtype else None)
+            for v in list(graph.initializers.values()) + list(graph.inputs)
+        }
+        self._steps = [self._compile(node) for node in graph]
+        self._plans: dict[tuple[str, ...], list[tuple[_Step, list[str]]]] = {}
+
+    def _compile(self, node: ir.Node) -> _Step:
+        fn = _op_function(node)
+        attrs = {name: _attr_value(attr) for name, attr in node.attributes.items()}
+        attrs["_constant_inputs"] = tuple(v is not None and v.const_value is not None for v in node.inputs)
+        attrs["_input_types"] = tuple(
+            (int(v.const_value.dtype) if v.const_value is not None else (int(v.dtype) if v.dtype else None)) if v is not None else None
+            for v in node.inputs
+        )
+        return _Step(fn, tuple(v.name if v is not None else "" for v in node.inputs), tuple(v.name for v in node.outputs), attrs, f"{node.op_type} {node.name!r}")
+
+    def _plan(self, outputs: tuple[str, ...]) -> list[tuple[_Step, list[str]]]:
+        """The steps needed for ``outputs``, each with the values that die after it (cached)."""
+        if outputs not in self._plans:
+            needed, chosen = set(outputs), []
+            for index in range(len(self._steps) - 1, -1, -1):
+                if needed.intersection(self._steps[index].outputs):
+                    chosen.append(index)
+                    needed.update(self._steps[index].inputs)
+            steps = [self._steps[index] for index in reversed(chosen)]
+            keep = set(outputs) | set(self._param_keys) | set(self._constants)
+            last = {name: position for position, step in enumerate(steps) for name in step.inputs}
+            frees: list[list[str]] = [[] for _ in steps]
+            for name, position in last.items():
+                if name and name not in keep:
+                    frees[position].append(name)
+            self._plans[outputs] = list(zip(steps, frees))
+        return self._plans[outputs]
+
+    def parameter(self, initializer_name: str) -> torch.nn.Parameter:
+        """The parameter that holds the float initializer ``initializer_name``."""
+        return self.params[self._param_keys[initializer_name]]
+
+    def computes(self, name: str) -> bool:
+        """Whether some node of the graph computes the value called ``name``."""
+        return any(name in step.outputs for step in self._steps)
+
+    def named_initializer_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """Every float initializer's parameter, by initializer name."""
+        return {name: self.params[key] for name, key in self._param_keys.items()}
+
+    def constant(self, initializer_name: str) -> torch.Tensor:
+        """The buffer that holds the non-float initializer ``initializer_name``."""
+        return getattr(self, self._constants[initializer_name])
+
+    def run(self, feeds: dict[str, torch.Tensor], outputs: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Run the graph on named inputs; return the requested values (graph outputs by default)."""
+        wanted = tuple(outputs) if outputs is not None else tuple(self.output_names)
+        env: dict[str, torch.Tensor] = {name: self.params[key] for name, key in self._param_keys.items()}
+        env.update({name: getattr(self, key) for name, key in self._constants.items()})
+        env.update(feeds)
+        for step, frees in self._plan(wanted):
+            try:
+                result = step.fn([env[name] if name else None for name in step.inputs], step.attrs)
+            except NotImplementedError as exc:
+                raise UnsupportedOpError(f"{step.label}: {exc} is not supported by the torch executor") from None
+            env.update(zip(step.outputs, result if isinstance(result, tuple) else (result,)))
+            for name in frees:
+                del env[name]
+        return {name: env[name] for name in wanted}
+
+    def forward(self, *inputs: torch.Tensor):
+        """Graph outputs for positional graph inputs: one tensor, or a tuple for several outputs."""
+        values = self.run(dict(zip(self.input_names, inputs)))
+        outputs = tuple(values[name] for name in self.output_names)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def write_back(self, model: onnx.ModelProto) -> onnx.ModelProto:
+        """A copy of ``model`` whose float initializers hold this module's parameter values."""
+        result = onnx.ModelProto()
+        result.CopyFrom(model)
+        for tensor in result.graph.initializer:
+            key = self._param_keys.get(tensor.name)
+            if key is None:
+                continue
+            array = self.params[key].detach().cpu().numpy().astype(numpy_helper.to_array(tensor).dtype)
+            tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+        return result

@@ -1,0 +1,198 @@
+"""Fine-tuning: the quantized graph (TorchGraph student) learns from the FP32 graph (teacher) by
+KD on synthetic inputs; trained step sizes, adapters and weights go back into its initializers.
+
+Trainable, by initializer name: the scale of every zsq static/adaptive quantizer (LSQ gradient
+scaling is in the torch quantizers), the adapters of adaptive ones, and with ``train_weights``
+the float weights and biases that quantizers read. Zero points stay as calibrated. The loss is
+KL(teacher || student) of the softmax outputs at temperature T (times T^2); Adam or SGD with a
+cosine schedule over steps or minutes, whichever ends first.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from zsq_onnx import quantizers
+from zsq_onnx.errors import BadInputError
+from zsq_onnx.recipe import FinetuneConfig
+from zsq_onnx.synth.distill import batchnorm_stats, stat_loss
+from zsq_onnx.synth.pool import SyntheticPool
+
+ADAPTER_INPUTS = range(5, 9)
+
+
+@dataclass(frozen=True)
+class TrainableNames:
+    """Initializer names that fine-tuning trains, by kind."""
+
+    scales: tuple[str, ...]
+    adapters: tuple[str, ...]
+    weights: tuple[str, ...]
+
+    @property
+    def all(self) -> frozenset[str]:
+        """Every trainable initializer name."""
+        return frozenset((*self.scales, *self.adapters, *self.weights))
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What fine-tuning did: steps, seconds, loss and batch agreement with the teacher (one point
+    per logged step), and how many initializers of each kind trained."""
+
+    steps: int
+    seconds: float
+    loss_curve: list[float]
+    agreement_curve: list[float]
+    trained: dict[str, int]
+    device: str
+
+
+def trainable_names(model: onnx.ModelProto, train_weights: bool) -> TrainableNames:
+    """The initializers fine-tuning trains in ``model`` (see module docstring)."""
+    floats = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    scales, adapters, weights = [], [], []
+    for node in model.graph.node:
+        if node.domain != quantizers.DOMAIN:
+            continue
+        if node.op_type in ("StaticQuantize", "StaticQuantizeClip", "AdaptiveQuantize") and node.input[1] in floats:
+            scales.append(node.input[1])
+            if node.input[0] in floats:
+                weights.append(node.input[0])
+        if node.op_type == "AdaptiveQuantize":
+            adapters += [node.input[i] for i in ADAPTER_INPUTS]
+        if node.op_type == "BiasQuantize" and node.input[0] in floats:
+            weights.append(node.input[0])
+    unique = lambda names: tuple(dict.fromkeys(names))  # noqa: E731
+    return TrainableNames(unique(scales), unique(adapters), unique(weights) if train_weights else ())
+
+
+def _device(name: str):
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BadInputError("--device cuda: torch sees no CUDA device here (this torch build or machine has none)")
+    return torch.device(name)
+
+
+def _optimizer(student, names: TrainableNames, config: FinetuneConfig):
+    """Parameter groups: each scale at lr x its initial mean magnitude, adapters at lr / 10,
+    weights at weight_lr; every group keeps its base lr for the schedule."""
+    import torch
+
+    groups = []
+    for name in names.scales:
+        parameter = student.parameter(name)
+        groups.append({"params": [parameter], "lr": config.lr * float(parameter.detach().abs().mean().clamp(min=1e-8))})
+    if names.adapters:
+        groups.append({"params": [student.parameter(n) for n in names.adapters], "lr": config.lr / 10})
+    if names.weights:
+        groups.append({"params": [student.parameter(n) for n in names.weights], "lr": config.weight_lr})
+    for group in groups:
+        group["base_lr"] = group["lr"]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9)
+    return torch.optim.Adam(groups, lr=config.lr)
+
+
+def kd_loss(student_logits, teacher_logits, temperature: float):
+    """KL(softmax(teacher / T) || softmax(student / T)) x T^2, averaged over the batch."""
+    import torch.nn.functional as F
+
+    return F.kl_div(F.log_softmax(student_logits / temperature, 1), F.log_softmax(teacher_logits / temperature, 1), log_target=True, reduction="batchmean") * temperature**2
+
+
+def batchnorm_output_targets(fp32: onnx.ModelProto, teacher, student) -> list[tuple]:
+    """(tensor name, mean, std) that each BatchNorm's output has on data matching its running
+    statistics: beta and |gamma| sqrt(var / (var + eps)); only for outputs the student computes
+    (BN folding keeps the output's name on the folded layer)."""
+    import torch
+
+    targets = []
+    for stat in batchnorm_stats(fp32):
+        if not student.computes(stat.output):
+            continue
+        var = teacher.parameter(stat.var).detach()
+        std = teacher.parameter(stat.scale).detach().abs() * torch.sqrt(var / (var + stat.epsilon))
+        targets.append((stat.output, teacher.parameter(stat.bias).detach(), std))
+    if not targets:
+        raise BadInputError("--finetune-bn-loss: none of the FP32 model's BatchNorm outputs is computed by the quantized graph")
+    return targets
+
+
+Checkpoint = Callable[[int, float, onnx.ModelProto], None]
+
+
+def finetune(
+    fp32: onnx.ModelProto, quantized: onnx.ModelProto, pool: SyntheticPool, config: FinetuneConfig, seed: int = 0, progress: bool = True,
+    checkpoint: Checkpoint | None = None, checkpoint_seconds: float = 60.0,
+) -> tuple[onnx.ModelProto, FinetuneResult]:
+    """Train ``quantized`` against ``fp32`` on batches from ``pool``; return the model with the
+    trained initializers written back, and what happened. ``checkpoint(step, seconds, model)``
+    is called with the written-back model every ``checkpoint_seconds`` of training and at the
+    end; the time it takes does not count against ``config.minutes``."""
+    import torch
+    from tqdm import tqdm
+
+    from zsq_onnx.executors.torch_graph import TorchGraph
+
+    device = _device(config.device)
+    torch.manual_seed(seed)
+    names = trainable_names(quantized, config.train_weights)
+    if not names.all:
+        raise BadInputError("fine-tuning found nothing to train: the model has no zsq quantizers with float scales")
+    teacher = TorchGraph(fp32).eval().to(device)
+    student = TorchGraph(quantized, trainable=lambda name: name in names.all).to(device)
+    optimizer = _optimizer(student, names, config)
+    bn_targets = [(name, mean.to(device), std.to(device)) for name, mean, std in batchnorm_output_targets(fp32, teacher, student)] if config.bn_loss > 0 else []
+    output_name = student.output_names[0]
+    scales = [student.parameter(name) for name in names.scales]
+    budget = config.minutes * 60 if config.minutes is not None else math.inf
+    total = config.steps if config.steps > 0 else None
+    losses, agreements = [], []
+    start = time.perf_counter()
+    paused, next_checkpoint = 0.0, checkpoint_seconds
+    bar = tqdm(total=total, desc="finetune", disable=not progress, leave=False, unit="step")
+    step = 0
+    while (total is None or step < total) and time.perf_counter() - start - paused < budget:
+        elapsed = time.perf_counter() - start - paused
+        if checkpoint is not None and elapsed >= next_checkpoint:
+            pause = time.perf_counter()
+            checkpoint(step, elapsed, student.write_back(quantized))
+            paused += time.perf_counter() - pause
+            next_checkpoint += checkpoint_seconds
+        done = max(step / total if total else 0.0, elapsed / budget)
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+        inputs = torch.from_numpy(pool.batch(config.batch_size)).to(device)
+        with torch.no_grad():
+            target = teacher(inputs)
+        values = student.run({student.input_names[0]: inputs}, [output_name, *(name for name, _, _ in bn_targets)])
+        output = values[output_name]
+        loss = kd_loss(output, target, config.temperature)
+        if bn_targets:
+            loss = loss + config.bn_loss * sum(stat_loss(values[name], mean, std, 0.0) for name, mean, std in bn_targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            for scale in scales:
+                scale.clamp_(min=1e-8)
+        losses.append(loss.item())
+        agreements.append(float((output.argmax(1) == target.argmax(1)).float().mean()))
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", agreement=f"{np.mean(agreements[-20:]):.3f}")
+    bar.close()
+    seconds = time.perf_counter() - start - paused
+    trained = student.cpu().write_back(quantized)
+    if checkpoint is not None:
+        checkpoint(step, seconds, trained)
+    counts = {"scales": len(names.scales), "adapters": len(names.adapters), "weights": len(names.weights)}
+    return trained, FinetuneResult(step, seconds, losses, agreements, counts, str(device))

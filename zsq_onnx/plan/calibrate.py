@@ -1,0 +1,151 @@
+"""Statistics of intermediate tensors over calibration batches, run in ORT and streamed batch by
+batch (no tensor is kept past its batch): min/max ranges, observer-chosen ranges with the share
+of values they clip, and the mean inputs of weighted layers (for bias correction)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from zsq_onnx.errors import BadInputError
+from zsq_onnx.executors.runtime import make_session
+from zsq_onnx.plan.observers import Histogram, observe
+from zsq_onnx.recipe import DEFAULT_PERCENTILE, CalibrationMethod, QuantSpec
+
+logger = logging.getLogger(__name__)
+
+METADATA_KEY = "zsq.calibration"
+Range = tuple[np.ndarray, np.ndarray]
+
+
+def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs the tensors ``names``."""
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    present = {o.name for o in result.graph.output}
+    result.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names if name not in present)
+    return result
+
+
+def stream(model: onnx.ModelProto, names: Sequence[str], batches: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    """The tensors ``names`` of each batch, one batch at a time, computed in ORT."""
+    session = make_session(with_outputs(model, names))
+    input_name = session.get_inputs()[0].name
+    seen = False
+    for batch in batches:
+        seen = True
+        yield dict(zip(names, session.run(list(names), {input_name: np.asarray(batch, np.float32)})))
+    if not seen:
+        raise BadInputError("no calibration batches were given")
+
+
+def minmax_ranges(
+    model: onnx.ModelProto, names: Sequence[str], batches: Iterable[np.ndarray], per_channel: Collection[str] = ()
+) -> dict[str, Range]:
+    """(min, max) of each tensor in ``names`` over all ``batches``, run in ORT: scalars, or
+    vectors over axis 1 for the tensors in ``per_channel``."""
+    names = list(names)
+    if not names:
+        return {}
+    low: dict[str, np.ndarray] = {}
+    high: dict[str, np.ndarray] = {}
+    for values in stream(model, names, batches):
+        for name, value in values.items():
+            axes = tuple(i for i in range(value.ndim) if i != 1) if name in per_channel and value.ndim > 1 else None
+            batch_low, batch_high = value.min(axis=axes), value.max(axis=axes)
+            low[name] = np.minimum(low[name], batch_low) if name in low else batch_low
+            high[name] = np.maximum(high[name], batch_high) if name in high else batch_high
+    return {name: (np.asarray(low[name], np.float32), np.asarray(high[name], np.float32)) for name in names}
+
+
+def histograms(model: onnx.ModelProto, empty: Mapping[str, Histogram], batches: Iterable[np.ndarray]) -> dict[str, Histogram]:
+    """``empty`` histograms (fixed ranges) with the values of their tensors over all ``batches`` added."""
+    for values in stream(model, list(empty), batches):
+        for name, value in values.items():
+            empty[name].add(value)
+    return dict(empty)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Ranges of static activation quantizers as ``method`` chose them, and per tensor the share of
+    calibration values outside its range (estimated from its histogram, to within one bin)."""
+
+    method: CalibrationMethod
+    ranges: dict[str, Range]
+    clipped: dict[str, float]
+    percentile: float = DEFAULT_PERCENTILE
+
+    def to_dict(self) -> dict:
+        """What the report shows: method, and per tensor range and clipped fraction."""
+        return {
+            "method": self.method,
+            **({"percentile": self.percentile} if self.method == "percentile" else {}),
+            "tensors": [
+                {"tensor": name, "low": _floats(low), "high": _floats(high), "clipped_fraction": self.clipped[name]}
+                for name, (low, high) in self.ranges.items()
+            ],
+        }
+
+
+def _floats(value: np.ndarray) -> float | list[float]:
+    return float(value) if np.ndim(value) == 0 else [float(v) for v in np.ravel(value)]
+
+
+def calibrate_ranges(
+    model: onnx.ModelProto,
+    specs: Mapping[str, QuantSpec],
+    batches: Sequence[np.ndarray],
+    method: CalibrationMethod,
+    per_channel: Collection[str] = (),
+    percentile: float = DEFAULT_PERCENTILE,
+) -> Calibration:
+    """Ranges of the tensors ``specs`` names for static quantizers of those specs, by ``method``.
+
+    A first pass takes min/max; other methods then histogram each per-tensor quantizer's values
+    over that range in a second pass (see :mod:`zsq_onnx.plan.observers`) and choose from it. Tensors in
+    ``per_channel`` keep their per-channel min/max whatever the method (only ``sim`` calibrates
+    per-channel activations; they clip nothing)."""
+    ranges = minmax_ranges(model, list(specs), batches, per_channel)
+    observed = [name for name in specs if name not in per_channel]
+    clipped = dict.fromkeys(ranges, 0.0)
+    if method == "minmax" or not observed:
+        return Calibration(method, ranges, clipped, percentile)
+    empty = {name: Histogram.for_spec(float(ranges[name][0]), float(ranges[name][1]), specs[name]) for name in observed}
+    for name, histogram in histograms(model, empty, batches).items():
+        low, high = observe(method, histogram, specs[name], percentile)
+        ranges[name] = (np.asarray(low, np.float32), np.asarray(high, np.float32))
+        covered = (low, high) if specs[name].symmetric else (min(low, 0.0), max(high, 0.0))  # an affine range always holds 0
+        clipped[name] = histogram.fraction_outside(*covered)
+        logger.debug("%s %s: range [%.4g, %.4g], clips %.4f%%", method, name, low, high, 100 * clipped[name])
+    return Calibration(method, ranges, clipped, percentile)
+
+
+def input_means(model: onnx.ModelProto, nodes: Collection[str], batches: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
+    """Per node named in ``nodes``, the mean over all samples of ``batches`` of its first input,
+    one value per channel and position ([C, *spatial] for a Conv, [K] for a Gemm): bias correction
+    averages from it exactly what each kernel tap reads."""
+    inputs = {node.name: node.input[0] for node in model.graph.node if node.name in nodes}
+    names = list(dict.fromkeys(inputs.values()))
+    if not names:
+        return {}
+    sums: dict[str, np.ndarray] = {}
+    counts = dict.fromkeys(names, 0)
+    for values in stream(model, names, batches):
+        for name, value in values.items():
+            total = value.sum(axis=0, dtype=np.float64)
+            sums[name] = sums[name] + total if name in sums else total
+            counts[name] += len(value)
+    return {node: sums[name] / counts[name] for node, name in inputs.items()}
+
+
+def recorded_calibration(model: onnx.ModelProto) -> dict | None:
+    """The calibration record that :func:`zsq_onnx.pipeline.insert_quantizers` wrote into
+    ``model``'s metadata (method, per tensor range and clipped fraction, bias correction), or None."""
+    props = {p.key: p.value for p in model.metadata_props}
+    return json.loads(props[METADATA_KEY]) if METADATA_KEY in props else None

@@ -1,0 +1,1 @@
+"""Searches over quantizer choices, scored by error and measured ORT cost (auto granularity)."""

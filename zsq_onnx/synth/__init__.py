@@ -1,0 +1,1 @@
+"""Synthetic calibration data: ZeroQ distillation from BatchNorm statistics, and the fine-tuning pool."""

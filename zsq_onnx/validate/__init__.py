@@ -1,0 +1,1 @@
+"""Validation in ONNX Runtime: accuracy and agreement, per-layer diagnostics, inspection, report."""

@@ -1,0 +1,145 @@
+"""Where accuracy is lost and what ORT makes of a model: per-layer SQNR, fusion counts,
+layers left in float, and a cross-check of executors (ORT ALL vs BASIC vs onnx.reference)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnx.utils
+import onnxruntime as ort
+from onnx.reference import ReferenceEvaluator
+
+from zsq_onnx.executors.runtime import batch_size_for, make_session
+from zsq_onnx.io.onnx_io import readers
+from zsq_onnx.plan.calibrate import with_outputs
+from zsq_onnx.validate.metrics import power_ratio_db, signal_and_noise
+
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul")
+OTHER_INTEGER_OPS = ("QLinearAdd", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearMul", "QLinearConcat")
+LAYER_OUTPUTS_PER_INPUT = 64  # all weighted layers' outputs of a CNN hold about this many times its input
+FLOAT_WEIGHTED_OPS = ("Conv", "FusedConv", "ConvTranspose", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "NchwcConv")
+
+
+def layer_outputs(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """(layer name, output tensor) of every weighted node in graph order; a Conv followed only by
+    BatchNormalization reports the BN output, so BN and BN-folded graphs pair layer by layer.
+    Layers are named after their weights (``layer1.0.conv1``)."""
+    consumers = readers(model)
+    layers = []
+    for node in model.graph.node:
+        if node.op_type not in WEIGHTED_OPS or node.domain not in ("", "ai.onnx"):
+            continue
+        output = node.output[0]
+        users = consumers.get(output, [])
+        if len(users) == 1 and users[0].op_type == "BatchNormalization":
+            output = users[0].output[0]
+        layers.append((_layer_name(node), output))
+    return layers
+
+
+def _layer_name(node: onnx.NodeProto) -> str:
+    """A readable layer name: the node's weight name without quantizer or ``.weight`` suffixes."""
+    if len(node.input) < 2:
+        return node.name or node.output[0]
+    return node.input[1].removesuffix(".zsq_out").removesuffix(".weight")
+
+
+def _run(model: onnx.ModelProto, names: list[str], inputs: np.ndarray, level: ort.GraphOptimizationLevel) -> list[np.ndarray]:
+    session = make_session(with_outputs(model, names), level=level)
+    return session.run(names, {session.get_inputs()[0].name: inputs})
+
+
+def layer_sqnr(reference: onnx.ModelProto, candidate: onnx.ModelProto, inputs: np.ndarray) -> list[dict]:
+    """SQNR (dB) of every weighted layer's output in ``candidate`` against ``reference`` on the
+    same inputs; layers are paired by order (both must have the same weighted layers). Runs in
+    batches that hold every layer's output at once (:func:`~zsq_onnx.executors.runtime.batch_size_for`),
+    summing signal and noise power, so memory does not grow with the number of inputs."""
+    ref_layers, cand_layers = layer_outputs(reference), layer_outputs(candidate)
+    if len(ref_layers) != len(cand_layers):
+        return []
+    basic = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    ref_session = make_session(with_outputs(reference, [t for _, t in ref_layers]), level=basic)
+    cand_session = make_session(with_outputs(candidate, [t for _, t in cand_layers]), level=basic)
+    signal, noise = np.zeros(len(ref_layers)), np.zeros(len(ref_layers))
+    size = batch_size_for(inputs, LAYER_OUTPUTS_PER_INPUT)
+    for start in range(0, len(inputs), size):
+        batch = inputs[start : start + size]
+        ref_values = ref_session.run([t for _, t in ref_layers], {ref_session.get_inputs()[0].name: batch})
+        cand_values = cand_session.run([t for _, t in cand_layers], {cand_session.get_inputs()[0].name: batch})
+        for index, (r, c) in enumerate(zip(ref_values, cand_values)):
+            batch_signal, batch_noise = signal_and_noise(r, c)
+            signal[index] += batch_signal
+            noise[index] += batch_noise
+    return [{"layer": name, "tensor": tensor, "sqnr_db": power_ratio_db(s, n)} for (name, tensor), s, n in zip(cand_layers, signal, noise)]
+
+
+def ort_fusion(model: onnx.ModelProto) -> dict:
+    """What ORT CPU (ENABLE_ALL) turns the model into: weighted ops run as integer kernels
+    (QLinearConv, QLinearMatMul, ...) vs left as float kernels, from its optimized model."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "optimized.onnx")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = path
+        options.log_severity_level = 3
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        ops = Counter(node.op_type for node in onnx.load(path).graph.node)
+    fused = sum(ops[op] for op in INTEGER_OPS)
+    unfused = sum(ops[op] for op in FLOAT_WEIGHTED_OPS)
+    return {"fused": fused, "unfused": unfused, "integer_ops": {op: ops[op] for op in INTEGER_OPS + OTHER_INTEGER_OPS if ops[op]}}
+
+
+def float_layers(model: onnx.ModelProto) -> list[str]:
+    """Weighted nodes of an emitted model whose input is not dequantized: they run in float."""
+    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    return [f"{n.op_type} {n.name}" for n in model.graph.node if n.op_type in WEIGHTED_OPS and n.input[0] not in dequantized]
+
+
+def _quantizer_chains(model: onnx.ModelProto) -> list[tuple[str, str, float]]:
+    """(input, dequantized output, largest scale) of every QuantizeLinear[->Clip]->DequantizeLinear
+    with a constant scale on a computed tensor (granular quantizers compute theirs in the graph)."""
+    initializers = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    first_reader = {name: nodes[0] for name, nodes in readers(model).items()}
+    chains = []
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] in initializers or node.input[1] not in initializers:
+            continue
+        tail = first_reader.get(node.output[0])
+        if tail is not None and tail.op_type == "Clip":
+            tail = first_reader.get(tail.output[0])
+        if tail is not None and tail.op_type == "DequantizeLinear":
+            chains.append((node.input[0], tail.output[0], float(np.max(initializers[node.input[1]]))))
+    return chains
+
+
+def cross_check(model: onnx.ModelProto, inputs: np.ndarray) -> list[str]:
+    """Warnings naming each quantizer where ORT (ENABLE_BASIC) and onnx.reference, given the same
+    input tensor, differ by more than 1 LSB; and one when ORT ENABLE_ALL's output strays from
+    ENABLE_BASIC's by more than 1/128 of its range on average (fused integer kernels that round
+    differently shift most outputs; float sums in another order flip a low-bit level now and
+    then, which moves a few logits and is not a fault).
+    Meant for small models: onnx.reference is slow."""
+    chains = _quantizer_chains(model)
+    output = model.graph.output[0].name
+    names = [name for chain in chains for name in chain[:2]]
+    basic = dict(zip([*names, output], _run(model, [*names, output], inputs, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)))
+    extractor = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(model))
+    warnings = []
+    for source, target, scale in chains:
+        chain = ReferenceEvaluator(extractor.extract_model([source], [target]))
+        expected = chain.run(None, {source: basic[source]})[0]
+        lsb = float(np.max(np.abs(expected - basic[target]))) / scale
+        if lsb > 1.0 + 1e-3:
+            warnings.append(f"quantizer of {source!r}: ORT and onnx.reference differ by {lsb:.1f} LSB")
+    full = make_session(model).run([output], {model.graph.input[0].name: inputs})[0]
+    tolerance = max(1e-4, float(np.abs(basic[output]).max()) / 128)
+    difference = np.abs(full - basic[output])
+    if float(difference.mean()) > tolerance:
+        warnings.append(f"output {output!r}: ORT ENABLE_ALL and ENABLE_BASIC differ by {float(difference.mean()):.4g} on average, "
+                        f"{float(difference.max()):.4g} at most (fused integer kernels round differently)")
+    return warnings

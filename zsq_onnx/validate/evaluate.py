@@ -1,0 +1,96 @@
+"""Judging a quantized model against its FP32 source in ONNX Runtime: accuracy, agreement, latency."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from zsq_onnx.errors import BadInputError
+from zsq_onnx.executors.runtime import latency_ms, make_session, run_batched
+from zsq_onnx.io import onnx_io
+from zsq_onnx.io.data import load_dataset
+from zsq_onnx.io.preprocessing import Preprocessing
+from zsq_onnx.validate.diagnostics import layer_sqnr
+from zsq_onnx.validate.metrics import agreement, sqnr_db, top1, top5
+
+
+def measure(session: ort.InferenceSession, inputs: np.ndarray, labels: np.ndarray | None) -> tuple[np.ndarray, dict]:
+    """Logits of ``session`` over ``inputs``, and its top-1/top-5 (None without labels) and
+    median latency at batch 1 and 64."""
+    logits = run_batched(session, inputs)
+    batch = np.resize(inputs, (64, *inputs.shape[1:])).astype(np.float32)
+    return logits, {
+        "top1": top1(logits, labels) if labels is not None else None,
+        "top5": top5(logits, labels) if labels is not None else None,
+        "latency_ms_b1": latency_ms(session, batch[:1], repeats=50),
+        "latency_ms_b64": latency_ms(session, batch),
+    }
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """FP32 vs quantized on one input set, in ORT: each model's measures (see :func:`measure`),
+    their top-1 agreement, output SQNR and per-layer SQNR."""
+
+    dataset: str
+    samples: int
+    fp32: dict
+    quantized: dict
+    agreement: float
+    output_sqnr_db: float
+    layers: list[dict]
+
+    def to_dict(self) -> dict:
+        """Plain dict for the report."""
+        return asdict(self)
+
+
+def evaluate(fp32: onnx.ModelProto, quantized: onnx.ModelProto, inputs: np.ndarray, labels: np.ndarray | None, name: str, provider: str = "cpu") -> Evaluation:
+    """Run both models over preprocessed ``inputs`` and compare them (and with ``labels``)."""
+    fp_logits, fp_measures = measure(make_session(fp32, provider), inputs, labels)
+    q_logits, q_measures = measure(make_session(quantized, provider), inputs, labels)
+    return Evaluation(name, len(inputs), fp_measures, q_measures, agreement(fp_logits, q_logits), sqnr_db(fp_logits, q_logits), layer_sqnr(fp32, quantized, inputs[:256]))
+
+
+def evaluate_files(model_path: str, data_path: str, reference_path: str | None = None, provider: str = "cpu", preprocessing: Preprocessing | None = None) -> dict:
+    """An .onnx model's top-1/top-5 and latency on a dataset; with a reference model, the same for
+    it plus agreement, output SQNR, per-layer SQNR and file sizes."""
+    model = onnx_io.load_onnx(model_path)
+    preprocessing = preprocessing or Preprocessing.from_metadata({p.key: p.value for p in model.metadata_props})
+    if preprocessing is None:
+        raise BadInputError(f"{model_path}: carries no zsq preprocessing metadata; pass --input-scale/--mean/--std")
+    shape = model.graph.input[0].type.tensor_type.shape.dim
+    data = load_dataset(data_path, (shape[2].dim_value, shape[3].dim_value) if len(shape) == 4 else None)
+    inputs = preprocessing.apply(data.images)
+    logits, measures = measure(make_session(model, provider), inputs, data.labels)
+    result: dict = {"model": model_path, "dataset": data.name, "samples": len(data), "provider": provider, **measures, "size_bytes": Path(model_path).stat().st_size}
+    if reference_path is not None:
+        reference = onnx_io.load_onnx(reference_path)
+        reference_logits, reference_measures = measure(make_session(reference, provider), inputs, data.labels)
+        result["reference"] = {"model": reference_path, **reference_measures, "size_bytes": Path(reference_path).stat().st_size}
+        result["agreement"] = agreement(reference_logits, logits)
+        result["output_sqnr_db"] = sqnr_db(reference_logits, logits)
+        result["layers"] = layer_sqnr(reference, model, inputs[:256])
+    return result
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def describe(result: dict) -> str:
+    """Human-readable lines for :func:`evaluate_files`' result."""
+    def line(label: str, measures: dict) -> str:
+        return (f"{label}: top-1 {_percent(measures['top1'])}  top-5 {_percent(measures['top5'])}  latency b1 {measures['latency_ms_b1']:.2f} ms, "
+                f"b64 {measures['latency_ms_b64']:.2f} ms  size {measures['size_bytes'] / 1024:.1f} KiB")
+
+    lines = [f"{result['dataset']} ({result['samples']} samples, {result['provider']})", line(result["model"], result)]
+    if "reference" in result:
+        lines.append(line(result["reference"]["model"], result["reference"]))
+        lines.append(f"agreement {_percent(result['agreement'])}, output SQNR {result['output_sqnr_db']:.1f} dB")
+        lines += [f"  {layer['layer']:<40} SQNR {layer['sqnr_db']:6.1f} dB" for layer in result["layers"]]
+    return "\n".join(lines)

@@ -1,0 +1,246 @@
+"""The conversion report: a JSON document and a short human summary."""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import onnx
+
+from zsq_onnx.errors import AccuracyGateError, BadInputError
+from zsq_onnx.io.onnx_io import write_bytes_atomic, write_text_atomic
+from zsq_onnx.plan.calibrate import recorded_calibration
+from zsq_onnx.recipe import Recipe
+from zsq_onnx.validate.evaluate import Evaluation
+
+if TYPE_CHECKING:
+    from zsq_onnx.finetune.loop import FinetuneResult
+    from zsq_onnx.synth.distill import SynthResult
+
+
+def quantizer_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """Weight quantizers (DequantizeLinear of an 8/4-bit initializer), bias quantizers (of an int32
+    initializer) and activation quantizers (QuantizeLinear)."""
+    initializers = {t.name: t.data_type for t in model.graph.initializer}
+    stored = [initializers[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in initializers]
+    return {
+        "weights": sum(1 for dtype in stored if dtype != onnx.TensorProto.INT32),
+        "biases": sum(1 for dtype in stored if dtype == onnx.TensorProto.INT32),
+        "activations": sum(1 for n in model.graph.node if n.op_type == "QuantizeLinear"),
+    }
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build(
+    name: str, recipe: Recipe, evaluation: Evaluation, calibration: SynthResult, fp32: onnx.ModelProto, quantized: onnx.ModelProto,
+    diagnostics: dict[str, Any], seconds: dict[str, float],
+) -> dict[str, Any]:
+    """The report of one conversion (accuracies are fractions 0..1)."""
+    return {
+        "model": name,
+        "recipe": recipe.to_dict(),
+        "eval": {"dataset": evaluation.dataset, "samples": evaluation.samples},
+        "fp32": evaluation.fp32,
+        "quantized": {
+            **evaluation.quantized,
+            "agreement": evaluation.agreement,
+            "output_sqnr_db": evaluation.output_sqnr_db,
+            "quantizers": quantizer_counts(quantized),
+        },
+        "layers": evaluation.layers,
+        **diagnostics,
+        "size_bytes": {"fp32": fp32.ByteSize(), "quantized": quantized.ByteSize()},
+        "calibration": {
+            "source": calibration.source,
+            "samples": sum(len(b) for b in calibration.batches),
+            "synth_loss_start": calibration.loss_curve[0] if calibration.loss_curve else None,
+            "synth_loss_end": calibration.loss_curve[-1] if calibration.loss_curve else None,
+        },
+        **observer_sections(recipe, quantized),
+        "seconds": {key: round(value, 3) for key, value in seconds.items()},
+        "peak_memory_mb": round(peak_memory_mb(), 1),
+    }
+
+
+def observer_sections(recipe: Recipe, quantized: onnx.ModelProto) -> dict[str, Any]:
+    """How activation ranges were chosen (``activation_ranges``: the observer method and, per
+    static activation quantizer, its range and the share of calibration values outside it) and
+    the bias correction (``bias_correction``: per corrected layer the largest bias change), as
+    recorded in the quantized model."""
+    recorded = recorded_calibration(quantized) or {}
+    return {
+        "activation_ranges": {
+            "method": recorded.get("method", recipe.calibration_method),
+            **({"percentile": recorded["percentile"]} if "percentile" in recorded else {}),
+            "tensors": recorded.get("tensors", []),
+        },
+        "bias_correction": recorded.get("bias_correction", {"enabled": recipe.bias_correction, "max_abs_shift": {}}),
+    }
+
+
+def finetune_section(result: FinetuneResult) -> dict[str, Any]:
+    """The fine-tuning part of the report: steps, time, loss and agreement at start and end."""
+    head, tail = slice(0, 20), slice(-20, None)
+    mean = lambda values: float(sum(values) / len(values)) if values else None  # noqa: E731
+    return {
+        "steps": result.steps,
+        "seconds": round(result.seconds, 2),
+        "device": result.device,
+        "trained": result.trained,
+        "loss_start": mean(result.loss_curve[head]),
+        "loss_end": mean(result.loss_curve[tail]),
+        "batch_agreement_start": mean(result.agreement_curve[head]),
+        "batch_agreement_end": mean(result.agreement_curve[tail]),
+    }
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def to_json(report: dict[str, Any]) -> str:
+    """Strict JSON text (non-finite numbers become null)."""
+    return json.dumps(_finite(report), indent=2, sort_keys=False) + "\n"
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def _bits(report: dict[str, Any]) -> str:
+    recipe = report["recipe"]
+    return f"W{recipe['weights']['bits']}A{recipe['activations']['bits']}"
+
+
+def summary(report: dict[str, Any]) -> str:
+    """A few human-readable lines: accuracies, agreement, sizes, latency, time, warnings."""
+    bits = _bits(report)
+    fp32, quantized, size = report["fp32"], report["quantized"], report["size_bytes"]
+    calibration = report["calibration"]
+    lines = [
+        f"{report['model']}: {bits} {report['recipe']['profile']}, calibrated on {calibration['samples']} {calibration['source']} samples, "
+        f"evaluated on {report['eval']['dataset']} ({report['eval']['samples']} samples)",
+        f"  top-1   FP32 {_percent(fp32['top1'])}   {bits} {_percent(quantized['top1'])}   agreement {_percent(quantized['agreement'])}   output SQNR {quantized['output_sqnr_db']:.1f} dB",
+        f"  size    FP32 {size['fp32'] / 1024:.1f} KiB   {bits} {size['quantized'] / 1024:.1f} KiB",
+        f"  latency FP32 b1 {fp32['latency_ms_b1']:.2f} ms, b64 {fp32['latency_ms_b64']:.2f} ms   {bits} b1 {quantized['latency_ms_b1']:.2f} ms, b64 {quantized['latency_ms_b64']:.2f} ms",
+        _calibration_line(report["activation_ranges"], report["bias_correction"]),
+    ]
+    choice = report.get("granularity_choice")
+    if choice is not None:
+        kinds = Counter(row["choice"] for row in choice["tensors"])
+        lines.append(f"  granularity auto: {', '.join(f'{count} {kind}' for kind, count in kinds.items())}; latency at batch 64 {choice['chosen_vs_fp32']:.2f}x FP32 "
+                     f"(limit {choice['limit_vs_fp32']:.2f}x, all static {choice['static_vs_fp32']:.2f}x)")
+    tuned = report.get("finetune")
+    if tuned is not None:
+        lines.append(f"  finetune {tuned['steps']} steps in {tuned['seconds']:.0f} s on {tuned['device']}: KD loss {tuned['loss_start']:.4f} -> {tuned['loss_end']:.4f}, "
+                     f"batch agreement {_percent(tuned['batch_agreement_start'])} -> {_percent(tuned['batch_agreement_end'])}")
+    fusion = report.get("ort_cpu_fusion")
+    if fusion is not None:
+        lines.append(f"  ORT CPU weighted layers: {fusion['fused']} integer kernels, {fusion['unfused']} float")
+    worst = min(report["layers"], key=lambda layer: layer["sqnr_db"], default=None)
+    if worst is not None:
+        lines.append(f"  worst layer {worst['layer']} at {worst['sqnr_db']:.1f} dB SQNR")
+    lines += [f"  note: {note}" for note in report.get("notes", [])]
+    lines += [f"  warning: {warning}" for warning in report.get("warnings", [])]
+    lines.append("  seconds " + "  ".join(f"{k} {v:.2f}" for k, v in report["seconds"].items()) + f"   peak memory {report['peak_memory_mb']:.0f} MiB")
+    return "\n".join(lines)
+
+
+def _calibration_line(ranges: dict[str, Any], correction: dict[str, Any]) -> str:
+    tensors = ranges["tensors"]
+    text = f"  activation ranges {ranges['method']}"
+    if tensors:
+        worst = max(tensors, key=lambda row: row["clipped_fraction"])
+        text += f": {len(tensors)} static quantizers, at most {_percent(worst['clipped_fraction'])} of values clipped ({worst['tensor']})"
+    shifts = correction["max_abs_shift"]
+    return text + (f"; bias correction on {len(shifts)} layers (largest change {max(shifts.values(), default=0.0):.3g})" if correction["enabled"] else "; no bias correction")
+
+
+def _ranges_table(ranges: dict[str, Any]) -> str:
+    rows = ["| tensor | low | high | clipped |", "|---|---|---|---|"]
+    for row in ranges["tensors"]:
+        low, high = (f"{v:.4g}" if isinstance(v, float) else f"{len(v)} channels" for v in (row["low"], row["high"]))
+        rows.append(f"| {row['tensor']} | {low} | {high} | {_percent(row['clipped_fraction'])} |")
+    return "\n".join(rows)
+
+
+def _granularity_table(choice: dict[str, Any]) -> str:
+    kinds = list(choice["tensors"][0]["sqnr_db"]) if choice["tensors"] else []
+    header = "| tensor | choice | " + " | ".join(f"SQNR {k} (dB) | ms {k}" for k in kinds) + " |"
+    rows = [header, "|---|---|" + "---|---|" * len(kinds)]
+    for row in choice["tensors"]:
+        cells = " | ".join(f"{row['sqnr_db'][k]:.1f} | {row['cost_ms'][k]:.2f}" for k in kinds)
+        rows.append(f"| {row['tensor']} | {row['choice']} | {cells} |")
+    return "\n".join(rows)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The summary, the auto granularity choice per tensor (SQNR at its readers' outputs and ORT
+    cost of each candidate), the activation ranges with their clipped fractions and a per-layer
+    SQNR table, as markdown."""
+    rows = "\n".join(f"| {layer['layer']} | {layer['sqnr_db']:.1f} |" for layer in report["layers"])
+    choice = report.get("granularity_choice")
+    granularity = f"\n## Granularity choice\n\n{_granularity_table(choice)}\n" if choice is not None else ""
+    observed = report["activation_ranges"]
+    ranges = f"\n## Activation ranges ({observed['method']})\n\n{_ranges_table(observed)}\n" if observed["tensors"] else ""
+    return f"# zsq-onnx report: {report['model']}\n\n```\n{summary(report)}\n```\n{granularity}{ranges}\n| layer | SQNR (dB) |\n|---|---|\n{rows}\n"
+
+
+def plot_layers(report: dict[str, Any]) -> bytes:
+    """A PNG bar chart of per-layer SQNR."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = report["layers"]
+    figure, axes = plt.subplots(figsize=(max(6.0, 0.35 * len(layers)), 4.0))
+    axes.bar(range(len(layers)), [min(layer["sqnr_db"], 80.0) for layer in layers], color="#3b7dd8")
+    axes.set_xticks(range(len(layers)), [layer["layer"] for layer in layers], rotation=90, fontsize=7)
+    axes.set_ylabel("SQNR vs FP32 (dB)")
+    axes.set_title(f"{report['model']} {_bits(report)} {report['recipe']['profile']}: per-layer SQNR")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def write(report: dict[str, Any], path: str | Path) -> list[Path]:
+    """Write the JSON report to ``path`` and its .md and .png beside it (each atomically)."""
+    path = Path(path)
+    written = [write_text_atomic(to_json(report), path), write_text_atomic(markdown(report), path.with_suffix(".md"))]
+    if report["layers"]:
+        written.append(write_bytes_atomic(plot_layers(report), path.with_suffix(".png")))
+    return written
+
+
+def check_gates(report: dict[str, Any], min_agreement: float | None, max_drop: float | None) -> None:
+    """Raise AccuracyGateError (exit 3) when the quantized model misses a gate: agreement with
+    FP32 below ``min_agreement`` (0..1), or top-1 lower than FP32 by more than ``max_drop`` points."""
+    agreement = report["quantized"]["agreement"]
+    if min_agreement is not None and agreement < min_agreement:
+        raise AccuracyGateError(f"accuracy gate failed: agreement {agreement:.4f} < --min-agreement {min_agreement}")
+    if max_drop is not None:
+        fp32, quantized = report["fp32"]["top1"], report["quantized"]["top1"]
+        if fp32 is None or quantized is None:
+            raise BadInputError("--max-drop needs labelled evaluation data (--eval-data)")
+        drop = 100 * (fp32 - quantized)
+        if drop > max_drop:
+            raise AccuracyGateError(f"accuracy gate failed: top-1 drop {drop:.2f} points > --max-drop {max_drop}")
