@@ -18,7 +18,8 @@ from zsq_onnx.passes.float_path_weights import FloatPathWeightsPass
 from zsq_onnx.passes.fold_constants import KEPT_OPS, FoldConstantsPass
 from zsq_onnx.passes.name_quantized_weights import NameQuantizedWeightsPass
 from zsq_onnx.passes.unsigned_weights import UnsignedWeightsPass
-from zsq_onnx.recipe import PROFILE_NAMES, QuantSpec, Recipe
+from zsq_onnx.quantizers.spec import QuantSpec
+from zsq_onnx.recipe import PROFILE_NAMES, Recipe
 
 INTEGER_DEPLOYMENT_RULES = ("weighted-op-input", "residual-add-input", "pool-input", "pooled-reshape-input")
 

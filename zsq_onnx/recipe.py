@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from zsq_onnx.errors import BadInputError
+from zsq_onnx.quantizers.spec import Granularity, QuantSpec
 
-Granularity = Literal["per_tensor", "per_channel", "granular"]
 GranularityMode = Literal["static", "granular", "auto"]
 GRANULARITY_MODES: tuple[str, ...] = ("static", "granular", "auto")
 PROFILE_NAMES: tuple[str, ...] = ("ort-cpu", "tensorrt", "ort-cuda", "sim")
@@ -19,39 +19,6 @@ CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "percentile", "mse", "entropy"
 DEFAULT_PERCENTILE = 99.99
 # Defaults chosen by bench/observers.py and bench/efficientnet.py --observers (README tables).
 DEFAULT_CALIBRATION_METHOD = "percentile"
-
-
-@dataclass(frozen=True)
-class QuantSpec:
-    """How one kind of tensor is quantized: bit width, symmetry and granularity.
-
-    ``granular`` (activations only) is GranQ's per-sample, per-channel range computed in the
-    graph; it is always asymmetric over [min, max], so ``symmetric`` does not apply to it."""
-
-    bits: int = 8
-    symmetric: bool = True
-    granularity: Granularity = "per_tensor"
-
-    def __post_init__(self) -> None:
-        if not 2 <= self.bits <= 8:
-            raise BadInputError(f"bit width must be between 2 and 8, got {self.bits}")
-        if self.granularity not in ("per_tensor", "per_channel", "granular"):
-            raise BadInputError(f"unknown granularity {self.granularity!r}")
-
-    @property
-    def signed(self) -> bool:
-        """Symmetric quantizers use a signed integer type, asymmetric ones an unsigned type."""
-        return self.symmetric
-
-    @property
-    def qmin(self) -> int:
-        """Smallest integer level."""
-        return -(1 << (self.bits - 1)) if self.signed else 0
-
-    @property
-    def qmax(self) -> int:
-        """Largest integer level."""
-        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
 
 
 @dataclass(frozen=True)

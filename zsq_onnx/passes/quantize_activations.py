@@ -11,7 +11,7 @@ from zsq_onnx.errors import BadInputError
 from zsq_onnx.passes.quantizer_nodes import add_granular_quantizer, add_static_quantizer, ensure_quantizer_functions
 from zsq_onnx.plan.targets import activation_uses
 from zsq_onnx.quantizers.params import range_params
-from zsq_onnx.recipe import QuantSpec
+from zsq_onnx.quantizers.spec import QuantSpec
 
 Range = tuple[np.ndarray, np.ndarray]
 

@@ -11,7 +11,7 @@ from zsq_onnx.errors import BadInputError
 from zsq_onnx.passes.quantizer_nodes import add_static_quantizer, ensure_quantizer_functions
 from zsq_onnx.plan.targets import as_weight_target
 from zsq_onnx.quantizers.params import range_params
-from zsq_onnx.recipe import QuantSpec
+from zsq_onnx.quantizers.spec import QuantSpec
 
 
 def weight_params(weight: np.ndarray, spec: QuantSpec, axis: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ import numpy as np
 import onnx_ir as ir
 
 from zsq_onnx import quantizers
-from zsq_onnx.recipe import QuantSpec
+from zsq_onnx.quantizers.spec import QuantSpec
 
 
 def ensure_quantizer_functions(model: ir.Model) -> None:

@@ -15,7 +15,8 @@ import onnx
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.executors.runtime import make_session
 from zsq_onnx.plan.observers import Histogram, observe
-from zsq_onnx.recipe import DEFAULT_PERCENTILE, CalibrationMethod, QuantSpec
+from zsq_onnx.quantizers.spec import QuantSpec
+from zsq_onnx.recipe import DEFAULT_PERCENTILE, CalibrationMethod
 
 logger = logging.getLogger(__name__)
 

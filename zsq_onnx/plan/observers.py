@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from zsq_onnx.quantizers.params import range_params
-from zsq_onnx.recipe import DEFAULT_PERCENTILE, CalibrationMethod, QuantSpec
+from zsq_onnx.quantizers.spec import QuantSpec
+from zsq_onnx.recipe import DEFAULT_PERCENTILE, CalibrationMethod
 
 HISTOGRAM_BINS = 2048
 _CANDIDATE_CHUNK = 128

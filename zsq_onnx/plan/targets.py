@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
-from zsq_onnx.recipe import QuantSpec
+from zsq_onnx.quantizers.spec import QuantSpec
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zsq_onnx.recipe import QuantSpec
+from zsq_onnx.quantizers.spec import QuantSpec
 
 
 def symmetric_params(absmax: np.ndarray, spec: QuantSpec) -> tuple[np.ndarray, np.ndarray]:

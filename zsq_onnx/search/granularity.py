@@ -37,7 +37,8 @@ from zsq_onnx.plan.calibrate import minmax_ranges, with_outputs
 from zsq_onnx.plan.targets import QuantPlan, activation_uses
 from zsq_onnx.profiles import emit, get_profile
 from zsq_onnx.quantizers.params import range_params
-from zsq_onnx.recipe import QuantSpec, Recipe
+from zsq_onnx.quantizers.spec import QuantSpec
+from zsq_onnx.recipe import Recipe
 
 CANDIDATES: tuple[str, ...] = ("per_tensor", "per_channel", "granular")
 COST_BATCH = 64

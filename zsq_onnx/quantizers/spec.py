@@ -1,0 +1,43 @@
+"""QuantSpec: how one kind of tensor is quantized (bits, symmetry, granularity)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from zsq_onnx.errors import BadInputError
+
+Granularity = Literal["per_tensor", "per_channel", "granular"]
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How one kind of tensor is quantized: bit width, symmetry and granularity.
+
+    ``granular`` (activations only) is GranQ's per-sample, per-channel range computed in the
+    graph; it is always asymmetric over [min, max], so ``symmetric`` does not apply to it."""
+
+    bits: int = 8
+    symmetric: bool = True
+    granularity: Granularity = "per_tensor"
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.bits <= 8:
+            raise BadInputError(f"bit width must be between 2 and 8, got {self.bits}")
+        if self.granularity not in ("per_tensor", "per_channel", "granular"):
+            raise BadInputError(f"unknown granularity {self.granularity!r}")
+
+    @property
+    def signed(self) -> bool:
+        """Symmetric quantizers use a signed integer type, asymmetric ones an unsigned type."""
+        return self.symmetric
+
+    @property
+    def qmin(self) -> int:
+        """Smallest integer level."""
+        return -(1 << (self.bits - 1)) if self.signed else 0
+
+    @property
+    def qmax(self) -> int:
+        """Largest integer level."""
+        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
