@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import asset, cifar_weights, emit_json  # noqa: E402
+from common import asset, cifar_weights, emit_json, size_bytes  # noqa: E402
 
 from zsq_onnx import pipeline  # noqa: E402
 from zsq_onnx.executors.runtime import make_session, run_batched  # noqa: E402
@@ -46,11 +46,11 @@ def main() -> None:
         "bench": "bits_sweep", "model": args.model, "profile": "sim", "samples": args.samples, "synth_steps": args.steps,
         "synth_seconds": round(time.perf_counter() - start, 2),
         "fp32_top1": top1(run_batched(make_session(loaded.model), inputs), dataset.labels),
-        "fp32_size_bytes": loaded.model.ByteSize(),
+        "fp32_size_bytes": size_bytes(loaded.model),
     }
     for setting in SETTINGS:
-        model = emit(pipeline.quantize(loaded.model, batches, build_recipe(bits=setting, profile="sim", seed=args.seed)), "sim")
-        record[setting] = {"top1": top1(run_batched(make_session(model), inputs), dataset.labels), "size_bytes": model.ByteSize()}
+        model = emit(pipeline.quantize(loaded.model, batches, build_recipe(bits=setting, profile="sim", seed=args.seed)))
+        record[setting] = {"top1": top1(run_batched(make_session(model), inputs), dataset.labels), "size_bytes": size_bytes(model)}
         print(setting, record[setting], file=sys.stderr, flush=True)
     emit_json(record)
 

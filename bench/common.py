@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -29,6 +30,11 @@ def cifar_weights(model: str) -> Path:
     if model not in CIFAR_WEIGHTS:
         sys.exit(f"no pretrained weights in the assets for {model}; choose one of {', '.join(CIFAR_WEIGHTS)}")
     return asset(f"models/{CIFAR_WEIGHTS[model]}")
+
+
+def size_bytes(model: ir.Model | onnx.ModelProto) -> int:
+    """Serialized size of a model, in bytes."""
+    return (ir.serde.serialize_model(model) if isinstance(model, ir.Model) else model).ByteSize()
 
 
 def emit_json(record: dict) -> None:
@@ -61,9 +67,10 @@ def fp32_ort_and_zsq(model: str, weights: Path, calibration: np.ndarray, recipe,
     """Write the FP32 model, ORT's quantize_static W8A8 calibrated on ``calibration`` (real,
     preprocessed images) and zsq's data-free model; return their paths by key."""
     from zsq_onnx import pipeline
+    from zsq_onnx.io import onnx_io
 
     paths = {"fp32": folder / "fp32.onnx", "zsq": folder / "zsq.onnx"}
-    onnx.save(pipeline.load_model(model, weights).model, paths["fp32"])
+    onnx_io.save_onnx(pipeline.load_model(model, weights).model, paths["fp32"])
     paths["ort"] = ort_quantize_static(paths["fp32"], calibration, folder)
     pipeline.convert(model, paths["zsq"], recipe, weights=weights, eval_data=eval_data, progress=False)
     return paths

@@ -25,10 +25,11 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import asset, emit_json, ort_quantize_static  # noqa: E402
+from common import asset, emit_json, ort_quantize_static, size_bytes  # noqa: E402
 
 from zsq_onnx import pipeline  # noqa: E402
 from zsq_onnx.executors.runtime import latency_ms, make_session, run_batched  # noqa: E402
+from zsq_onnx.io import onnx_io  # noqa: E402
 from zsq_onnx.io.data import load_dataset  # noqa: E402
 from zsq_onnx.profiles import emit  # noqa: E402
 from zsq_onnx.recipe import CALIBRATION_METHODS, build_recipe  # noqa: E402
@@ -58,7 +59,7 @@ def _latency_ratios(models: dict[str, onnx.ModelProto], sample: np.ndarray, roun
 
 def _quantized_scores(fp32, batches, recipe, inputs, fp32_logits, labels) -> dict:
     start = time.perf_counter()
-    emitted = emit(pipeline.quantize(fp32, batches, recipe), recipe.profile)
+    emitted = emit(pipeline.quantize(fp32, batches, recipe))
     return {**_scores(fp32_logits, run_batched(make_session(emitted), inputs), labels), "quantize_seconds": round(time.perf_counter() - start, 1)}
 
 
@@ -81,17 +82,17 @@ def main() -> None:
         record["peak_memory_mb"] = result.report["peak_memory_mb"]
         loaded = pipeline.load_model(MODEL)
         inputs = loaded.preprocessing.apply(dataset.images)
-        onnx.save(loaded.model, folder / "fp32.onnx")
+        onnx_io.save_onnx(loaded.model, folder / "fp32.onnx")
         ort_model = onnx.load(ort_quantize_static(folder / "fp32.onnx", inputs[: args.real_images], folder))
         synthetic = distill(loaded.model, loaded.input_shape, recipe.synth, recipe.seed, progress=False)
-        sim = emit(pipeline.quantize(loaded.model, synthetic.batches, build_recipe(profile="sim", seed=args.seed)), "sim")
+        sim = emit(pipeline.quantize(loaded.model, synthetic.batches, build_recipe(profile="sim", seed=args.seed)))
         models = {"fp32": loaded.model, "zsq_ort_cpu": result.model, "zsq_sim": sim, "ort_real_data": ort_model}
         fp32_logits = run_batched(make_session(loaded.model), inputs)
         record["fp32_top1"] = top1(fp32_logits, dataset.labels)
         for key in ("zsq_ort_cpu", "zsq_sim", "ort_real_data"):
             record[key] = _scores(fp32_logits, run_batched(make_session(models[key]), inputs), dataset.labels)
             print(key, record[key], file=sys.stderr, flush=True)
-        record["size_bytes"] = {key: model.ByteSize() for key, model in models.items()}
+        record["size_bytes"] = {key: size_bytes(model) for key, model in models.items()}
         record["size_ratio_fp32_over_zsq"] = round(record["size_bytes"]["fp32"] / record["size_bytes"]["zsq_ort_cpu"], 2)
         record["latency_b1"] = _latency_ratios({k: v for k, v in models.items() if k != "zsq_sim"}, inputs[:1])
         record["latency_b32"] = _latency_ratios({k: v for k, v in models.items() if k != "zsq_sim"}, inputs[:32])

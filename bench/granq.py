@@ -55,7 +55,7 @@ def bench_model(name: str, bits_list: list[str], budget: float, samples: int, st
                 start = time.perf_counter()
                 quantized = pipeline.quantize(loaded.model, batches, recipe)
                 seconds = time.perf_counter() - start
-                session = make_session(emit(quantized, profile))
+                session = make_session(emit(quantized))
                 row = {"top1": top1(run_batched(session, inputs), dataset.labels), "quantize_seconds": round(seconds, 2)}
                 if profile == "ort-cpu":
                     row["latency_vs_fp32_b64"] = _latency_ratio(fp32, session, sample)

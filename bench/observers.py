@@ -40,7 +40,7 @@ def _model_rows(model: str, methods: list[str], images, labels, seed: int) -> di
         for correction in (False, True):
             recipe = build_recipe(seed=seed, calibration_method=method, bias_correction=correction)
             start = time.perf_counter()
-            quantized = emit(pipeline.quantize(loaded.model, synthetic.batches, recipe), recipe.profile)
+            quantized = emit(pipeline.quantize(loaded.model, synthetic.batches, recipe))
             seconds = time.perf_counter() - start
             logits = run_batched(make_session(quantized), inputs)
             rows.append({

@@ -33,7 +33,7 @@ SWEEP = ((32, 50), (32, 100), (64, 100), (64, 200), (64, 500), (128, 200))
 
 
 def _quantized_top1(loaded, batches, recipe, inputs, labels) -> float:
-    model = emit(pipeline.quantize(loaded.model, batches, recipe), recipe.profile)
+    model = emit(pipeline.quantize(loaded.model, batches, recipe))
     return top1(run_batched(make_session(model), inputs), labels)
 
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import onnx
+import onnx_ir as ir
 import pytest
 
 ASSETS = Path(os.environ.get("ZSQ_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
@@ -56,3 +57,13 @@ def parse_model(text: str) -> onnx.ModelProto:
     model = onnx.parser.parse_model(text)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def parse_ir(text: str) -> ir.Model:
+    """An IR model from ONNX text, checked: what the stages take."""
+    return ir.serde.deserialize_model(parse_model(text))
+
+
+def to_proto(model: ir.Model) -> onnx.ModelProto:
+    """The ModelProto of an IR model, for assertions written against protos."""
+    return ir.serde.serialize_model(model)

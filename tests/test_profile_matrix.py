@@ -14,11 +14,12 @@ import functools
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 import torch
 
-from tests.conftest import ASSETS, randomize_batchnorm
+from tests.conftest import ASSETS, randomize_batchnorm, to_proto
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.executors.runtime import make_session
 from zsq_onnx.executors.torch_graph import TorchGraph
@@ -62,18 +63,18 @@ def _fp32(name: str) -> onnx.ModelProto:
         pytest.skip(str(exc))
 
 
-def _inputs(model: onnx.ModelProto, count: int, seed: int) -> np.ndarray:
-    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+def _inputs(model: ir.Model, count: int, seed: int) -> np.ndarray:
+    shape = list(model.graph.inputs[0].shape)[1:]
     return np.random.default_rng(seed).standard_normal((count, *shape)).astype(np.float32)
 
 
 @functools.cache
-def _converted(name: str, profile: str) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+def _converted(name: str, profile: str) -> tuple[ir.Model, ir.Model]:
     """(quantized graph with zsq functions, emitted model) of ``name`` for ``profile`` at W8A8."""
     fp32 = _fp32(name)
     # bias correction (one ORT run per layer) only where weights are real: the backbones' graphs are the point
     quantized = quantize(fp32, [_inputs(fp32, 2, 0)], build_recipe(profile=profile, bias_correction=name not in TORCHVISION))
-    return quantized, emit(quantized, profile)
+    return quantized, emit(quantized)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -88,10 +89,10 @@ def release_models():
 @pytest.mark.parametrize("name", MODELS)
 def test_profile_converts_model_and_it_loads(name, profile):
     _, emitted = _converted(name, profile)
-    onnx.checker.check_model(emitted, full_check=True)
+    onnx.checker.check_model(to_proto(emitted), full_check=True)
     inputs = _inputs(emitted, 2, 1)
     for level in LEVELS:
-        logits = make_session(emitted, level=level).run(None, {emitted.graph.input[0].name: inputs})[0]
+        logits = make_session(emitted, level=level).run(None, {emitted.graph.inputs[0].name: inputs})[0]
         assert logits.shape[0] == 2 and np.isfinite(logits).all()
 
 
@@ -99,7 +100,7 @@ def test_profile_converts_model_and_it_loads(name, profile):
 @pytest.mark.parametrize("profile", ["tensorrt", "ort-cuda"])
 @pytest.mark.parametrize("name", MODELS)
 def test_tensorrt_constraints_hold(name, profile):
-    _, emitted = _converted(name, profile)
+    emitted = to_proto(_converted(name, profile)[1])
     constants = {t.name: onnx.numpy_helper.to_array(t) for t in emitted.graph.initializer}
     qdq = [n for n in emitted.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     assert qdq
@@ -119,7 +120,7 @@ def test_ort_cpu_runs_every_weighted_layer_as_an_integer_kernel(name):
     fusion = ort_fusion(emitted)
     assert fusion["unfused"] == 0 and fusion["fused"] > 0
     assert {"QLinearGlobalAveragePool", "QLinearAveragePool"} & set(fusion["integer_ops"]), "the pool runs on integers too"
-    assert not [t.name for t in emitted.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) >= 2], "weights stay integer"
+    assert not [name for name, value in emitted.graph.initializers.items() if value.dtype == ir.DataType.FLOAT and len(value.shape) >= 2], "weights stay integer"
 
 
 def _static_quantizer_scales(quantized: onnx.ModelProto) -> dict[str, float]:
@@ -139,10 +140,10 @@ def test_sim_ort_equals_torch_at_every_level(name):
     quantizers are not compared level by level: float sums in another order flip a rounding
     now and then, and over tens of layers a flipped level moves later ones by several LSB."""
     quantized, emitted = _converted(name, "sim")
-    scales = _static_quantizer_scales(quantized)
-    first, output = next(iter(scales)), emitted.graph.output[0].name
+    scales = _static_quantizer_scales(to_proto(quantized))
+    first, output = next(iter(scales)), emitted.graph.outputs[0].name
     inputs = _inputs(emitted, 2, 1) * 0.5
-    input_name = emitted.graph.input[0].name
+    input_name = emitted.graph.inputs[0].name
     with torch.no_grad():
         expected = {k: v.numpy() for k, v in TorchGraph(quantized).run({input_name: torch.from_numpy(inputs)}, [first, output]).items()}
     for level in LEVELS:

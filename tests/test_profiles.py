@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 import torch
 
+from tests.conftest import to_proto
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.executors.runtime import make_session
 from zsq_onnx.executors.torch_graph import TorchGraph
@@ -35,7 +37,7 @@ def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
 @pytest.mark.parametrize("profile", ["ort-cpu", "tensorrt", "ort-cuda", "sim"])
 def test_every_profile_passes_full_check_and_loads(setting, profile):
     model, batches, inputs = setting
-    emitted = emit(quantize(model, batches, build_recipe(profile=profile)), profile)
+    emitted = to_proto(emit(quantize(model, batches, build_recipe(profile=profile))))
     onnx.checker.check_model(emitted, full_check=True)
     assert not emitted.functions and {n.domain for n in emitted.graph.node} == {""}
     assert make_session(emitted).run(None, {"input": inputs[:4]})[0].shape == (4, 10)
@@ -43,7 +45,7 @@ def test_every_profile_passes_full_check_and_loads(setting, profile):
 
 def test_tensorrt_graph_is_symmetric_int8_with_constant_scales(setting):
     model, batches, _ = setting
-    emitted = emit(quantize(model, batches, build_recipe(profile="tensorrt")), "tensorrt")
+    emitted = to_proto(emit(quantize(model, batches, build_recipe(profile="tensorrt"))))
     inits = _initializers(emitted)
     qdq = [n for n in emitted.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     assert qdq
@@ -77,12 +79,12 @@ def _quantizer_outputs(model: onnx.ModelProto) -> dict[str, float]:
     }
 
 
-def _assert_ort_equals_torch(quantized: onnx.ModelProto, emitted: onnx.ModelProto, inputs: np.ndarray) -> None:
-    scales = _quantizer_outputs(quantized)
+def _assert_ort_equals_torch(quantized: ir.Model, emitted: onnx.ModelProto, inputs: np.ndarray) -> None:
+    scales = _quantizer_outputs(to_proto(quantized))
     names = list(scales)
     with torch.no_grad():
         expected = TorchGraph(quantized).run({"input": torch.from_numpy(inputs)}, names)
-    actual = make_session(with_outputs(emitted, names)).run(names, {"input": inputs})
+    actual = make_session(with_outputs(ir.serde.deserialize_model(emitted), names)).run(names, {"input": inputs})
     for name, value in zip(names, actual):
         assert np.abs(expected[name].numpy() - value).max() <= scales[name] * 1.001, name
 
@@ -91,7 +93,7 @@ def _assert_ort_equals_torch(quantized: onnx.ModelProto, emitted: onnx.ModelProt
 def test_sim_ort_equals_torch_within_one_lsb(setting, bits):
     model, batches, inputs = setting
     quantized = quantize(model, batches, build_recipe(wbits=bits, abits=bits, profile="sim", keep_ends_8bit=False))
-    emitted = emit(quantized, "sim")
+    emitted = to_proto(emit(quantized))
     if bits == 4:
         types = {t.data_type for t in emitted.graph.initializer}
         assert onnx.TensorProto.INT4 in types and onnx.TensorProto.UINT4 in types
@@ -101,7 +103,7 @@ def test_sim_ort_equals_torch_within_one_lsb(setting, bits):
 def test_ort_cpu_int4_activations_with_int8_weights_run_at_default_level(setting):
     model, batches, inputs = setting
     quantized = quantize(model, batches, build_recipe(bits="W8A4", profile="ort-cpu"))
-    emitted = emit(quantized, "ort-cpu")
+    emitted = to_proto(emit(quantized))
     assert not {onnx.TensorProto.INT4, onnx.TensorProto.UINT4} & {t.data_type for t in emitted.graph.initializer}
     session = make_session(emitted, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     assert np.isfinite(session.run(None, {"input": inputs})[0]).all()
@@ -111,7 +113,7 @@ def test_ort_cpu_int4_activations_with_int8_weights_run_at_default_level(setting
 def test_sim_int4_activations_with_int8_weights_run_at_default_level(setting):
     model, batches, inputs = setting
     quantized = quantize(model, batches, build_recipe(bits="W8A4", profile="sim"))
-    emitted = emit(quantized, "sim")
+    emitted = to_proto(emit(quantized))
     assert np.isfinite(make_session(emitted).run(None, {"input": inputs})[0]).all()
     _assert_ort_equals_torch(quantized, emitted, inputs)
 
@@ -119,7 +121,7 @@ def test_sim_int4_activations_with_int8_weights_run_at_default_level(setting):
 @pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers(), reason="needs onnxruntime-gpu and a CUDA device")
 def test_ort_cuda_runs_on_the_cuda_provider(setting):
     model, batches, inputs = setting
-    emitted = emit(quantize(model, batches, build_recipe(profile="ort-cuda")), "ort-cuda")
+    emitted = to_proto(emit(quantize(model, batches, build_recipe(profile="ort-cuda"))))
     gpu = make_session(emitted, "cuda").run(None, {"input": inputs})[0]
     cpu = make_session(emitted, level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL).run(None, {"input": inputs})[0]
     assert (gpu.argmax(1) == cpu.argmax(1)).mean() > 0.99
@@ -130,7 +132,7 @@ def test_ort_cpu_fuses_every_resnet_layer(resnet20_random):
 
     _, model, entry = resnet20_random
     batches = [np.random.default_rng(0).standard_normal((16, *entry.input_shape)).astype(np.float32)]
-    fusion = ort_fusion(emit(quantize(model, batches, build_recipe()), "ort-cpu"))
+    fusion = ort_fusion(emit(quantize(model, batches, build_recipe())))
     assert fusion["fused"] == 20 and fusion["unfused"] == 0
     assert fusion["integer_ops"].get("QLinearAdd", 0) == 9
 
@@ -140,7 +142,7 @@ def test_ort_cpu_reduces_every_8bit_weight_range_by_default(setting, bits):
     model, batches, _ = setting
 
     def widest(reduce_range: bool | None) -> int:
-        emitted = emit(quantize(model, batches, build_recipe(bits=bits, reduce_range=reduce_range)), "ort-cpu")
+        emitted = to_proto(emit(quantize(model, batches, build_recipe(bits=bits, reduce_range=reduce_range))))
         weights = [onnx.numpy_helper.to_array(t) for t in emitted.graph.initializer if t.data_type == onnx.TensorProto.INT8 and t.name.endswith("weight.quantized")]
         return max(int(np.abs(w.astype(np.int16)).max()) for w in weights)
 
@@ -150,7 +152,7 @@ def test_ort_cpu_reduces_every_8bit_weight_range_by_default(setting, bits):
 
 def test_sim_full_range_weights_run_exactly_at_every_level(setting):
     model, batches, inputs = setting
-    emitted = emit(quantize(model, batches, build_recipe(bits="W8A8", profile="sim")), "sim")
+    emitted = to_proto(emit(quantize(model, batches, build_recipe(bits="W8A8", profile="sim"))))
     assert onnx.TensorProto.UINT8 in {t.data_type for t in emitted.graph.initializer if t.name.endswith("weight.quantized.u8")}
     basic = make_session(emitted, level=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC).run(None, {"input": inputs})[0]
     full = make_session(emitted).run(None, {"input": inputs})[0]
@@ -196,10 +198,10 @@ def test_ort_cpu_fuses_relu6_same_padded_mobile_blocks_with_int8_weights():
 
     model = _mobile_block_model()
     batches = [np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)]
-    emitted = emit(quantize(model, batches, build_recipe()), "ort-cpu")
+    emitted = to_proto(emit(quantize(model, batches, build_recipe())))
     assert "Pad" not in {n.op_type for n in emitted.graph.node}, "SAME padding folds into the conv"
     assert not [t.name for t in emitted.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) >= 2], "weights stay int8"
-    fusion = ort_fusion(emitted)
+    fusion = ort_fusion(ir.serde.deserialize_model(emitted))
     assert fusion["fused"] == 5 and fusion["unfused"] == 0
     fp32 = make_session(model).run(None, {"input": batches[0]})[0]
     quantized = make_session(emitted).run(None, {"input": batches[0]})[0]

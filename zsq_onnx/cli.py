@@ -196,5 +196,5 @@ def inspect_command(model, as_json) -> None:
     from zsq_onnx.io import onnx_io
     from zsq_onnx.validate import inspection
 
-    result = inspection.inspect_model(onnx_io.load_onnx(model))
+    result = inspection.inspect_model(onnx_io.load_ir(model))
     click.echo(json.dumps(result, indent=2) if as_json else inspection.describe(result))

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnx_ir as ir
-from onnx_ir.passes.common import NameFixPass
+from onnx_ir.passes.common import NameFixPass, ShapeInferencePass
 
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.finetune.loop import Checkpoint, FinetuneResult, finetune
@@ -35,7 +34,7 @@ from zsq_onnx.plan.calibrate import METADATA_KEY as CALIBRATION_KEY
 from zsq_onnx.plan.calibrate import calibrate_ranges
 from zsq_onnx.plan.sequential_bias import correct_biases
 from zsq_onnx.plan.targets import QuantPlan, plan_quantization
-from zsq_onnx.profiles import emit, get_profile
+from zsq_onnx.profiles import emit
 from zsq_onnx.recipe import Recipe
 from zsq_onnx.search.granularity import METADATA_KEY as GRANULARITY_KEY
 from zsq_onnx.search.granularity import choose_granularity
@@ -52,22 +51,21 @@ CROSS_CHECK_MAX_BYTES = 2 << 20
 class LoadedModel:
     """An FP32 ONNX model with BatchNorm kept, its input shape (C, H, W) and preprocessing."""
 
-    model: onnx.ModelProto
+    model: ir.Model
     name: str
     input_shape: tuple[int, ...]
     preprocessing: Preprocessing | None
     default_eval_data: Dataset | None = None
 
 
-def _input_shape(model: onnx.ModelProto, source: str) -> tuple[int, ...]:
-    initializers = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
+def _input_shape(model: ir.Model, source: str) -> tuple[int, ...]:
+    inputs = [value for value in model.graph.inputs if value.const_value is None]
     if len(inputs) != 1:
         raise BadInputError(f"{source}: expected one image input, found {len(inputs)}")
-    dims = inputs[0].type.tensor_type.shape.dim[1:]
-    if not dims or any(not d.HasField("dim_value") for d in dims):
-        raise BadInputError(f"{source}: input {inputs[0].name!r} needs fixed non-batch dimensions, got {[d.dim_param or d.dim_value for d in dims]}")
-    return tuple(d.dim_value for d in dims)
+    dims = list(inputs[0].shape or [])[1:]
+    if not dims or any(not isinstance(d, int) for d in dims):
+        raise BadInputError(f"{source}: input {inputs[0].name!r} needs fixed non-batch dimensions, got {[str(d) for d in dims]}")
+    return tuple(dims)
 
 
 def load_model(source: str | Path, weights: str | Path | None = None, preprocessing: Preprocessing | None = None) -> LoadedModel:
@@ -78,11 +76,10 @@ def load_model(source: str | Path, weights: str | Path | None = None, preprocess
     if text.endswith(".onnx") or Path(text).is_file():
         from zsq_onnx.io.export import tidy
 
-        model = tidy(onnx_io.load_onnx(text))
+        model = tidy(onnx_io.load_ir(text))
         if preprocessing is not None:
             preprocessing.write_metadata(model)
-        props = {p.key: p.value for p in model.metadata_props}
-        return LoadedModel(model, text, _input_shape(model, text), Preprocessing.from_metadata(props))
+        return LoadedModel(model, text, _input_shape(model, text), Preprocessing.from_metadata(model.metadata_props))
     from zsq_onnx.io.export import export_module
     from zsq_onnx.models import get_entry
 
@@ -95,31 +92,32 @@ def load_model(source: str | Path, weights: str | Path | None = None, preprocess
     return LoadedModel(model, entry.name, entry.input_shape, preprocessing or entry.preprocessing, eval_data)
 
 
-def quantize(model: onnx.ModelProto, batches: list[np.ndarray], recipe: Recipe) -> onnx.ModelProto:
+def quantize(model: ir.Model, batches: list[np.ndarray], recipe: Recipe) -> ir.Model:
     """Fold BatchNorm, calibrate activation ranges on ``batches``, insert zsq quantizers as the
     recipe's profile needs them. With ``--granularity auto`` the choice per tensor is recorded in
     the model's metadata (``zsq.granularity``, see :func:`granularity_choice`)."""
-    profile = get_profile(recipe.profile)
-    profile.check(recipe)
-    folded = onnx.shape_inference.infer_shapes(apply_passes(model, FoldBatchNormPass(), FoldPadIntoConvPass(), NameFixPass()))
-    graph = ir.serde.deserialize_model(folded).graph
-    plan = plan_quantization(graph, recipe.weights, recipe.activations, profile.activation_rules(recipe), recipe.keep_ends_8bit)
+    profile = recipe.profile
+    folded = apply_passes(
+        model, FoldBatchNormPass(), FoldPadIntoConvPass(), NameFixPass(), ShapeInferencePass(check_type=False, strict_mode=False, data_prop=False)
+    )
+    plan = plan_quantization(folded.graph, recipe.weights, recipe.activations, profile.activation_rules(recipe), recipe.keep_ends_8bit)
     plan = QuantPlan(profile.target_weights(plan.weights, recipe), plan.activations, plan.rules)
     if recipe.granularity != "auto":
         return insert_quantizers(folded, plan, batches, recipe)
     plan, choice = choose_granularity(folded, plan, batches, recipe, lambda candidate: insert_quantizers(folded, candidate, batches, recipe))
     quantized = insert_quantizers(folded, plan, batches, recipe)
-    quantized.metadata_props.add(key=GRANULARITY_KEY, value=json.dumps(choice.to_dict()))
+    quantized.metadata_props[GRANULARITY_KEY] = json.dumps(choice.to_dict())
     return quantized
 
 
-def insert_quantizers(folded: onnx.ModelProto, plan: QuantPlan, batches: list[np.ndarray], recipe: Recipe) -> onnx.ModelProto:
+def insert_quantizers(folded: ir.Model, plan: QuantPlan, batches: list[np.ndarray], recipe: Recipe) -> ir.Model:
     """Calibrate the static activation quantizers of ``plan`` on ``batches`` with the recipe's
     observer and insert every quantizer of ``plan`` into the BN-folded model; with bias
     correction, correct the float biases layer by layer on ``batches`` (see
     :mod:`zsq_onnx.plan.sequential_bias`) before they are quantized. The calibration (method, ranges,
-    clipped fractions, bias changes) is recorded in the model's metadata for the report."""
-    profile = get_profile(recipe.profile)
+    clipped fractions, bias changes) is recorded in the model's metadata for the report, and the
+    profile for :func:`~zsq_onnx.profiles.emit`."""
+    profile = recipe.profile
     static = {name: spec for name, spec in plan.activations.items() if spec.granularity != "granular"}
     per_channel = {name for name, spec in static.items() if spec.granularity == "per_channel"}
     calibration = calibrate_ranges(folded, static, batches, recipe.calibration_method, per_channel, recipe.calibration_percentile)
@@ -134,14 +132,15 @@ def insert_quantizers(folded: onnx.ModelProto, plan: QuantPlan, batches: list[np
         quantized, shifts = correct_biases(folded, quantized, plan.weights, batches)
     quantized = apply_passes(quantized, QuantizeBiasPass())
     record = {**calibration.to_dict(), "bias_correction": {"enabled": recipe.bias_correction, "max_abs_shift": shifts}}
-    quantized.metadata_props.add(key=CALIBRATION_KEY, value=json.dumps(record))
+    quantized.metadata_props[CALIBRATION_KEY] = json.dumps(record)
+    profile.record(quantized)
     return quantized
 
 
-def granularity_choice(model: onnx.ModelProto) -> dict | None:
+def granularity_choice(model: ir.Model) -> dict | None:
     """The auto granularity choice recorded by :func:`quantize`, or None."""
-    props = {p.key: p.value for p in model.metadata_props}
-    return json.loads(props[GRANULARITY_KEY]) if GRANULARITY_KEY in props else None
+    text = model.metadata_props.get(GRANULARITY_KEY)
+    return json.loads(text) if text is not None else None
 
 
 @dataclass
@@ -162,7 +161,7 @@ class StageTimer:
 class ConversionResult:
     """What convert produced: the emitted model, its evaluation and the report."""
 
-    model: onnx.ModelProto
+    model: ir.Model
     evaluation: Evaluation
     report: dict
 
@@ -201,9 +200,9 @@ def first_samples(batches: list[np.ndarray], count: int) -> list[np.ndarray]:
 
 
 def tune(
-    fp32: onnx.ModelProto, quantized: onnx.ModelProto, pool_inputs: np.ndarray, recipe: Recipe, progress: bool = True,
+    fp32: ir.Model, quantized: ir.Model, pool_inputs: np.ndarray, recipe: Recipe, progress: bool = True,
     checkpoint: Checkpoint | None = None, checkpoint_seconds: float = 60.0,
-) -> tuple[onnx.ModelProto, FinetuneResult]:
+) -> tuple[ir.Model, FinetuneResult]:
     """The fine-tuning stage: adaptive activation quantizers first when the recipe asks, then KD
     training on the synthetic pool, trained values written back into the graph (``checkpoint``:
     see :func:`zsq_onnx.finetune.loop.finetune`)."""
@@ -234,7 +233,6 @@ def convert(
     recipe = recipe or Recipe()
     timer = StageTimer()
     start = time.perf_counter()
-    get_profile(recipe.profile).check(recipe)
     with timer.stage("load"):
         loaded = load_model(source, weights, preprocessing)
         dataset = load_dataset(eval_data, loaded.input_shape[1:]) if isinstance(eval_data, (str, Path)) else eval_data or loaded.default_eval_data
@@ -249,7 +247,7 @@ def convert(
         with timer.stage("finetune"):
             quantized, tuned = tune(loaded.model, quantized, calibration.inputs, recipe, progress)
     with timer.stage("emit"):
-        emitted = emit(quantized, recipe.profile)
+        emitted = emit(quantized)
     with timer.stage("validate"):
         inputs = loaded.preprocessing.apply(dataset.images) if dataset is not None else calibration.inputs
         labels = dataset.labels if dataset is not None else None
@@ -265,16 +263,16 @@ def convert(
     return ConversionResult(emitted, evaluation, content)
 
 
-def diagnose(emitted: onnx.ModelProto, inputs: np.ndarray, recipe: Recipe) -> dict:
+def diagnose(emitted: ir.Model, inputs: np.ndarray, recipe: Recipe) -> dict:
     """Notes for the profile, layers left in float, the auto granularity choice, ORT CPU fusion
     counts (ort-cpu), and for small models a cross-check of ORT against onnx.reference."""
-    profile = get_profile(recipe.profile)
+    profile = recipe.profile
     found: dict = {"notes": profile.notes(recipe), "float_layers": float_layers(emitted), "warnings": []}
     choice = granularity_choice(emitted)
     if choice is not None:
         found["granularity_choice"] = choice
-    if profile.name == "ort-cpu":
+    if profile.reports_fusion:
         found["ort_cpu_fusion"] = ort_fusion(emitted)
-    if emitted.ByteSize() <= CROSS_CHECK_MAX_BYTES:
+    if sum(value.const_value.nbytes for value in emitted.graph.initializers.values()) <= CROSS_CHECK_MAX_BYTES:
         found["warnings"] = cross_check(emitted, inputs[:32])
     return found

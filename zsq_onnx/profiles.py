@@ -1,16 +1,22 @@
-"""Deployment targets: which tensors get quantizers, what the target accepts, and emission.
+"""Deployment targets as values: which tensors get quantizers, what the target accepts, and
+the passes that lower a quantized model for it.
 
-Emission lowers the zsq functions to plain QuantizeLinear/(Clip)/DequantizeLinear, folds the
-quantization of constant weights into integer initializers, and runs the full ONNX checker.
+A name becomes a :class:`Profile` only where it enters (the CLI, recipe JSON, a model's
+metadata); everything else holds the value. :func:`quantize <zsq_onnx.pipeline.quantize>` records
+the profile in the model's metadata, so :func:`emit` lowers a model for the target it was planned
+for. Emission inlines the zsq functions to plain QuantizeLinear/(Clip)/DequantizeLinear, folds
+the quantization of constant weights into integer initializers, and runs the full ONNX checker.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import onnx
-from onnx_ir.passes.common import InlinePass, RemoveUnusedFunctionsPass, RemoveUnusedNodesPass, RemoveUnusedOpsetsPass
+import onnx_ir as ir
+from onnx_ir.passes.common import CheckerPass, InlinePass, RemoveUnusedFunctionsPass, RemoveUnusedNodesPass, RemoveUnusedOpsetsPass
 
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.passes import apply_passes
@@ -19,19 +25,35 @@ from zsq_onnx.passes.fold_constants import KEPT_OPS, FoldConstantsPass
 from zsq_onnx.passes.name_quantized_weights import NameQuantizedWeightsPass
 from zsq_onnx.passes.unsigned_weights import UnsignedWeightsPass
 from zsq_onnx.quantizers.spec import QuantSpec
-from zsq_onnx.recipe import PROFILE_NAMES, Recipe
 
+if TYPE_CHECKING:
+    from zsq_onnx.recipe import Recipe
+
+logger = logging.getLogger(__name__)
+
+METADATA_KEY = "zsq.profile"
 INTEGER_DEPLOYMENT_RULES = ("weighted-op-input", "residual-add-input", "pool-input", "pooled-reshape-input")
 
 
 @dataclass(frozen=True)
 class Profile:
-    """A deployment target: the activation rules it needs and the quantizers it can run.
+    """A deployment target: the activation rules it needs, the quantizers it can run, and how
+    a model is lowered for it.
 
+    ``rules``: which activation uses get quantizers (see :mod:`zsq_onnx.plan.targets`).
+    ``use_4bit_types``: 4-bit levels are stored as int4/uint4 (otherwise an 8-bit container).
+    ``integer_kernels``: the target runs its QDQ pairs as integer kernels, so a layer it must run
+    in float (next to a dynamic scale) stores its weights dequantized.
     ``all_readers``: each selected tensor is quantized once for all its readers, as integer
-    deployments (and TensorRT's QDQ placement) expect. ``exact_on_any_cpu``: layers that ORT
-    would fuse into integer kernels that saturate on x86 CPUs without VNNI store their weights as
-    uint8 + 128, so the emitted model computes its QDQ graph at every ORT level on every CPU."""
+    deployments (and TensorRT's QDQ placement) expect.
+    ``symmetric_int8_only``: int8 with zero points 0 only, constant scales (no granular or
+    adaptive activations); activations then default to symmetric.
+    ``reduce_range_by_default``: 8-bit weights use 7 bits unless the recipe says otherwise.
+    ``exact_on_any_cpu``: layers that ORT would fuse into integer kernels that saturate on x86
+    CPUs without VNNI store their weights as uint8 + 128, so the emitted model computes its QDQ
+    graph at every ORT level on every CPU.
+    ``reports_fusion``: ORT CPU fuses the emitted graph into integer kernels; the report counts
+    the layers it fused and notes the 8-bit weight range chosen."""
 
     name: str
     description: str
@@ -42,10 +64,21 @@ class Profile:
     symmetric_int8_only: bool = False
     reduce_range_by_default: bool = False
     exact_on_any_cpu: bool = False
+    reports_fusion: bool = False
+
+    @property
+    def symmetric_activations_by_default(self) -> bool:
+        """Whether activations are symmetric (signed, zero point 0) unless the recipe says otherwise."""
+        return self.symmetric_int8_only
+
+    @property
+    def refuses_dynamic_scales(self) -> bool:
+        """Whether the target refuses in-graph dynamic scales (granular or adaptive activations)."""
+        return self.symmetric_int8_only
 
     def check(self, recipe: Recipe) -> None:
         """Raise BadInputError when ``recipe`` asks for quantizers this target cannot run."""
-        if self.symmetric_int8_only and (recipe.granularity != "static" or recipe.finetune.activation_quantizer == "adaptive"):
+        if self.refuses_dynamic_scales and (recipe.granularity != "static" or recipe.finetune.activation_quantizer == "adaptive"):
             raise BadInputError(f"profile {self.name}: TensorRT cannot run in-graph dynamic scales (granular or adaptive activations) as integer kernels; "
                                 "use --granularity static with static activation quantizers, or --profile ort-cpu/sim")
         if self.integer_kernels and recipe.activations.granularity == "per_channel":
@@ -63,7 +96,7 @@ class Profile:
     def notes(self, recipe: Recipe) -> list[str]:
         """What a user of this target should know about the emitted model."""
         notes = [self.description]
-        if self.name == "ort-cpu":
+        if self.reports_fusion:
             notes.append("8-bit weights use ORT's 7-bit reduce_range, exact in fused QLinearConv on every x86 CPU" if self.reduces_range(recipe) else
                          "8-bit weights use the full int8 range: on x86 CPUs without VNNI fused QLinearConv saturates and differs from QDQ (--reduce-range avoids it)")
             if recipe.activations.bits < 8 or recipe.weights.bits < 8:
@@ -118,51 +151,66 @@ class Profile:
         return {node: dataclasses.replace(spec, bits=7) if spec.bits == 8 else spec for node, spec in weights.items()}
 
 
-PROFILES = {
-    "ort-cpu": Profile(
-        "ort-cpu", "ONNX Runtime CPU: int8 per-channel weights, uint8 per-tensor activations, fused to QLinearConv/QLinearMatMul",
-        INTEGER_DEPLOYMENT_RULES, use_4bit_types=False, integer_kernels=True, all_readers=True, reduce_range_by_default=True,
-    ),
-    "tensorrt": Profile(
-        "tensorrt", "TensorRT: symmetric int8, zero points 0, constant scales, per-channel weights, per-tensor activations",
-        INTEGER_DEPLOYMENT_RULES, use_4bit_types=False, integer_kernels=True, all_readers=True, symmetric_int8_only=True,
-    ),
-    "ort-cuda": Profile(
-        "ort-cuda", "ONNX Runtime CUDA: as tensorrt; QDQ runs as float there (accuracy, not speed)",
-        INTEGER_DEPLOYMENT_RULES, use_4bit_types=False, integer_kernels=False, all_readers=True, symmetric_int8_only=True,
-    ),
-    "sim": Profile(
-        "sim", "bit-exact simulation: any bits and granularity, int4/uint4 types at 4 bits",
-        ("weighted-op-input",), use_4bit_types=True, integer_kernels=False, all_readers=False, exact_on_any_cpu=True,
-    ),
-}
-assert tuple(PROFILES) == PROFILE_NAMES
+    def emit_passes(self) -> list[ir.passes.PassBase]:
+        """The passes that lower a model with zsq quantizers for this target: inline the functions
+        to QuantizeLinear/DequantizeLinear, store quantized weights as integer initializers (as
+        dequantized floats for the layers an integer-kernel target runs in float, see
+        FloatPathWeightsPass; as uint8 where ORT would fuse saturating kernels, see
+        UnsignedWeightsPass), and run the full checker."""
+        return [
+            InlinePass(),
+            RemoveUnusedFunctionsPass(),
+            FoldConstantsPass(kept_ops=KEPT_OPS - {"QuantizeLinear"}),
+            RemoveUnusedNodesPass(),
+            NameQuantizedWeightsPass(),
+            *([FloatPathWeightsPass()] if self.integer_kernels else []),
+            *([UnsignedWeightsPass()] if self.exact_on_any_cpu else []),
+            RemoveUnusedOpsetsPass(),
+            CheckerPass(full_check=True),
+        ]
+
+    def record(self, model: ir.Model) -> None:
+        """Record in ``model``'s metadata that it is planned for this target (read by :func:`emit`)."""
+        model.metadata_props[METADATA_KEY] = self.name
+
+
+ORT_CPU = Profile(
+    "ort-cpu", "ONNX Runtime CPU: int8 per-channel weights, uint8 per-tensor activations, fused to QLinearConv/QLinearMatMul",
+    INTEGER_DEPLOYMENT_RULES, use_4bit_types=False, integer_kernels=True, all_readers=True, reduce_range_by_default=True, reports_fusion=True,
+)
+TENSORRT = Profile(
+    "tensorrt", "TensorRT: symmetric int8, zero points 0, constant scales, per-channel weights, per-tensor activations",
+    INTEGER_DEPLOYMENT_RULES, use_4bit_types=False, integer_kernels=True, all_readers=True, symmetric_int8_only=True,
+)
+ORT_CUDA = Profile(
+    "ort-cuda", "ONNX Runtime CUDA: as tensorrt; QDQ runs as float there (accuracy, not speed)",
+    INTEGER_DEPLOYMENT_RULES, use_4bit_types=False, integer_kernels=False, all_readers=True, symmetric_int8_only=True,
+)
+SIM = Profile(
+    "sim", "bit-exact simulation: any bits and granularity, int4/uint4 types at 4 bits",
+    ("weighted-op-input",), use_4bit_types=True, integer_kernels=False, all_readers=False, exact_on_any_cpu=True,
+)
+PROFILES: dict[str, Profile] = {profile.name: profile for profile in (ORT_CPU, TENSORRT, ORT_CUDA, SIM)}
 
 
 def get_profile(name: str) -> Profile:
-    """The profile called ``name``."""
+    """The profile called ``name``: for the edges where a name enters (CLI, recipe JSON, model metadata)."""
     if name not in PROFILES:
         raise BadInputError(f"unknown profile {name!r}; expected one of {', '.join(PROFILES)}")
     return PROFILES[name]
 
 
-def emit(model: onnx.ModelProto, profile: str = "ort-cpu") -> onnx.ModelProto:
-    """Lower a model with zsq quantizers for ``profile``: inline the functions to QuantizeLinear/
-    DequantizeLinear, store quantized weights as integer initializers (as dequantized floats for
-    the layers an integer-kernel target runs in float, see FloatPathWeightsPass; on ``sim`` as
-    uint8 where ORT would fuse saturating kernels, see UnsignedWeightsPass), and run the full
-    checker."""
-    target = get_profile(profile)
-    lowered = apply_passes(
-        model,
-        InlinePass(),
-        RemoveUnusedFunctionsPass(),
-        FoldConstantsPass(kept_ops=KEPT_OPS - {"QuantizeLinear"}),
-        RemoveUnusedNodesPass(),
-        NameQuantizedWeightsPass(),
-        *([FloatPathWeightsPass()] if target.integer_kernels else []),
-        *([UnsignedWeightsPass()] if target.exact_on_any_cpu else []),
-        RemoveUnusedOpsetsPass(),
-    )
-    onnx.checker.check_model(lowered, full_check=True)
-    return lowered
+def recorded_profile(model: ir.Model) -> Profile:
+    """The profile ``model`` was quantized for (see :meth:`Profile.record`)."""
+    name = model.metadata_props.get(METADATA_KEY)
+    if name is None:
+        raise BadInputError(f"model {model.graph.name!r} records no {METADATA_KEY}: quantize it with zsq-onnx first, which records its deployment profile")
+    return get_profile(name)
+
+
+def emit(model: ir.Model) -> ir.Model:
+    """Lower a model with zsq quantizers for the profile it was quantized for (see
+    :meth:`Profile.emit_passes`)."""
+    profile = recorded_profile(model)
+    logger.info("emitting %s for %s", model.graph.name, profile.name)
+    return apply_passes(model, *profile.emit_passes())

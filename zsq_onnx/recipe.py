@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from zsq_onnx.errors import BadInputError
+from zsq_onnx.profiles import ORT_CPU, Profile, get_profile
 from zsq_onnx.quantizers.spec import Granularity, QuantSpec
 
 GranularityMode = Literal["static", "granular", "auto"]
 GRANULARITY_MODES: tuple[str, ...] = ("static", "granular", "auto")
-PROFILE_NAMES: tuple[str, ...] = ("ort-cpu", "tensorrt", "ort-cuda", "sim")
 CalibrationMethod = Literal["minmax", "percentile", "mse", "entropy"]
 CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "percentile", "mse", "entropy")
 DEFAULT_PERCENTILE = 99.99
@@ -91,7 +91,7 @@ class Recipe:
 
     weights: QuantSpec = field(default_factory=lambda: QuantSpec(8, True, "per_channel"))
     activations: QuantSpec = field(default_factory=lambda: QuantSpec(8, False, "per_tensor"))
-    profile: str = "ort-cpu"
+    profile: Profile = ORT_CPU
     keep_ends_8bit: bool = True
     reduce_range: bool | None = None
     synth: SynthConfig = field(default_factory=SynthConfig)
@@ -104,8 +104,8 @@ class Recipe:
     bias_correction: bool = True
 
     def __post_init__(self) -> None:
-        if self.profile not in PROFILE_NAMES:
-            raise BadInputError(f"unknown profile {self.profile!r}; expected one of {', '.join(PROFILE_NAMES)}")
+        if not isinstance(self.profile, Profile):
+            raise BadInputError(f"Recipe.profile takes a Profile value (zsq_onnx.profiles.PROFILES), got {self.profile!r}")
         if self.granularity not in GRANULARITY_MODES:
             raise BadInputError(f"unknown --granularity {self.granularity!r}; expected one of {', '.join(GRANULARITY_MODES)}")
         if not self.granularity_budget >= 0:
@@ -120,10 +120,11 @@ class Recipe:
             raise BadInputError(f"unknown --calibration-method {self.calibration_method!r}; expected one of {', '.join(CALIBRATION_METHODS)}")
         if not 50 < self.calibration_percentile <= 100:
             raise BadInputError(f"--calibration-percentile must be in (50, 100], got {self.calibration_percentile}")
+        self.profile.check(self)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict, suitable for JSON."""
-        return dataclasses.asdict(self)
+        """Plain dict, suitable for JSON (the profile by name)."""
+        return {**dataclasses.asdict(self), "profile": self.profile.name}
 
     def to_json(self) -> str:
         """JSON text of the recipe."""
@@ -135,7 +136,7 @@ class Recipe:
         return cls(
             weights=QuantSpec(**data["weights"]),
             activations=QuantSpec(**data["activations"]),
-            profile=data["profile"],
+            profile=get_profile(data["profile"]),
             keep_ends_8bit=data.get("keep_ends_8bit", True),
             reduce_range=data.get("reduce_range"),
             synth=SynthConfig(**data["synth"]),
@@ -195,8 +196,9 @@ def build_recipe(
     mean shift quantization causes at its output (see :mod:`zsq_onnx.plan.sequential_bias`)."""
     weight_bits, activation_bits = parse_bits(bits) if bits else (8, 8)
     weight_bits, activation_bits = wbits or weight_bits, abits or activation_bits
+    target = get_profile(profile)
     if act_symmetric is None:
-        act_symmetric = profile in ("tensorrt", "ort-cuda")
+        act_symmetric = target.symmetric_activations_by_default
     overrides = {"samples": samples, "steps": synth_steps, "lr": synth_lr, "batch_size": synth_batch_size}
     overrides = {key: value for key, value in overrides.items() if value is not None}
     if any(value <= 0 for value in overrides.values()):
@@ -204,7 +206,7 @@ def build_recipe(
     return Recipe(
         weights=QuantSpec(weight_bits, weight_symmetric, weight_granularity),
         activations=QuantSpec(activation_bits, act_symmetric, act_granularity if granularity == "static" else "granular"),
-        profile=profile,
+        profile=target,
         keep_ends_8bit=keep_ends_8bit,
         reduce_range=reduce_range,
         synth=dataclasses.replace(SynthConfig(), **overrides),

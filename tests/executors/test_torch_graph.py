@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 import torch
 
-from tests.conftest import parse_model
+from tests.conftest import parse_ir
 from zsq_onnx.errors import UnsupportedOpError
 from zsq_onnx.executors.runtime import make_session
 from zsq_onnx.executors.torch_graph import TorchGraph
@@ -46,13 +45,13 @@ def test_torch_graph_matches_onnxruntime(resnet20_random):
 
 
 def test_unsupported_op_names_op_and_node():
-    model = parse_model(
+    model = parse_ir(
         """
         <ir_version: 10, opset_import: ["" : 21]>
         g (float[N, 4] x) => (float[N, 4] y) { y = Erf (x) }
         """
     )
-    model.graph.node[0].name = "my_erf"
+    model.graph.node(0).name = "my_erf"
     with pytest.raises(UnsupportedOpError, match=r"Erf.*my_erf"):
         TorchGraph(model)
 
@@ -60,12 +59,12 @@ def test_unsupported_op_names_op_and_node():
 def test_write_back_round_trip(digits):
     _, model, _ = digits
     graph = TorchGraph(model, trainable=True)
-    name = model.graph.initializer[0].name
+    name = next(iter(model.graph.initializers))
     with torch.no_grad():
         graph.parameter(name).mul_(2.0)
     written = graph.write_back(model)
-    original = onnx.numpy_helper.to_array(model.graph.initializer[0])
-    updated = {t.name: onnx.numpy_helper.to_array(t) for t in written.graph.initializer}[name]
+    original = model.graph.initializers[name].const_value.numpy()
+    updated = written.graph.initializers[name].const_value.numpy()
     np.testing.assert_array_equal(updated, original * 2.0)
     again = TorchGraph(written)
     x = torch.randn(2, 1, 8, 8)
@@ -76,7 +75,7 @@ def test_write_back_round_trip(digits):
 def test_run_returns_intermediate_values(digits):
     _, model, _ = digits
     graph = TorchGraph(model)
-    bn_input = next(n.input[0] for n in model.graph.node if n.op_type == "BatchNormalization")
+    bn_input = next(n.inputs[0].name for n in model.graph if n.op_type == "BatchNormalization")
     values = graph.run({"input": torch.randn(2, 1, 8, 8)}, outputs=[bn_input])
     assert list(values) == [bn_input]
     assert values[bn_input].shape == (2, 16, 8, 8)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 import torch
 import torch.nn.functional as F
@@ -163,14 +164,14 @@ def _module(name: str) -> nn.Module:
 
 
 @functools.cache
-def _torchscript(name: str) -> tuple[nn.Module, onnx.ModelProto]:
+def _torchscript(name: str) -> tuple[nn.Module, ir.Model]:
     """A case's module and its export by ``export_module``, built once."""
     module, shape = _module(name), CASES[name][1]
     return module, export_module(module, shape, Preprocessing(1.0, (0.0,) * shape[0], (1.0,) * shape[0]), name)
 
 
 @functools.cache
-def _dynamo(shape: tuple[int, ...]) -> tuple[nn.Module, onnx.ModelProto]:
+def _dynamo(shape: tuple[int, ...]) -> tuple[nn.Module, ir.Model]:
     """Every case of ``shape`` as one Group, exported raw by the dynamo exporter (dynamic batch).
 
     One export per input shape: the dynamo exporter takes about a second per call.
@@ -188,7 +189,7 @@ def _dynamo(shape: tuple[int, ...]) -> tuple[nn.Module, onnx.ModelProto]:
             opset_version=21,
             dynamic_shapes=({0: torch.export.Dim("batch")},),
         )
-    return module, onnx.load_from_string(buffer.getvalue())
+    return module, ir.serde.deserialize_model(onnx.load_from_string(buffer.getvalue()))
 
 
 def _assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
@@ -197,7 +198,7 @@ def _assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> No
     assert difference <= TOLERANCE, f"{what}: max abs difference {difference:.3g}"
 
 
-def _check(module: nn.Module, model: onnx.ModelProto, shape: tuple[int, ...], batch: int) -> None:
+def _check(module: nn.Module, model: ir.Model, shape: tuple[int, ...], batch: int) -> None:
     """TorchGraph against the native module (forward, input gradient) and ORT (forward)."""
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(batch, *shape, generator=generator)
@@ -218,7 +219,7 @@ def _check(module: nn.Module, model: onnx.ModelProto, shape: tuple[int, ...], ba
 def test_torchscript_export_matches_torch_and_onnxruntime(name: str) -> None:
     """export_module's graph keeps the op under test and runs like torch and ORT."""
     module, model = _torchscript(name)
-    op_types = {node.op_type for node in model.graph.node}
+    op_types = {node.op_type for node in model.graph}
     assert set(CASES[name][2]) <= op_types, f"export kept {sorted(op_types)}"
     _check(module, model, CASES[name][1], batch=3)
 
@@ -294,7 +295,7 @@ WEIGHTS = {
 }
 
 
-def _graph(name: str, shape: tuple[int, ...], nodes: str, initializers: str = "") -> onnx.ModelProto:
+def _graph(name: str, shape: tuple[int, ...], nodes: str, initializers: str = "") -> ir.Model:
     """An opset-21 model ``x => y`` from ONNX text, with the WEIGHTS it uses as initializers."""
     dims = ", ".join(map(str, shape))
     declared = f"<{initializers}>" if initializers else ""
@@ -304,7 +305,7 @@ def _graph(name: str, shape: tuple[int, ...], nodes: str, initializers: str = ""
     model.graph.initializer.extend(onnx.numpy_helper.from_array(array, key) for key, array in WEIGHTS.items() if key in used)
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     onnx.checker.check_model(model, full_check=True)
-    return model
+    return ir.serde.deserialize_model(model)
 
 
 @pytest.mark.parametrize("name", list(GRAPHS))

@@ -11,6 +11,7 @@ import onnx_ir as ir
 import pytest
 import torch
 
+from tests.conftest import to_proto
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.executors.runtime import make_session
 from zsq_onnx.executors.torch_graph import TorchGraph
@@ -49,7 +50,7 @@ def test_kd_loss_is_zero_for_equal_logits_and_positive_otherwise():
     assert kd_loss(logits, logits.flip(1), 2.0).item() > 0
 
 
-def _adaptive_model(x: np.ndarray, bits: int, rng: np.random.Generator) -> onnx.ModelProto:
+def _adaptive_model(x: np.ndarray, bits: int, rng: np.random.Generator) -> ir.Model:
     channels = x.shape[1]
     source = ir.Value(name="x", shape=ir.Shape(["N", *x.shape[1:]]), type=ir.TensorType(ir.DataType.FLOAT))
     graph = ir.Graph([source], [], nodes=[], name="g")
@@ -73,7 +74,7 @@ def _adaptive_model(x: np.ndarray, bits: int, rng: np.random.Generator) -> onnx.
     ensure_quantizer_functions(model)
     proto = ir.serde.serialize_model(model)
     onnx.checker.check_model(proto, full_check=True)
-    return proto
+    return ir.serde.deserialize_model(proto)
 
 
 @pytest.mark.parametrize("bits", [3, 4, 8])
@@ -118,8 +119,8 @@ def setting(digits):
     return model, pool
 
 
-def _assert_emitted_equals_student(trained: onnx.ModelProto, profile: str, inputs: np.ndarray) -> None:
-    emitted = emit(trained, profile)
+def _assert_emitted_equals_student(trained: ir.Model, inputs: np.ndarray) -> None:
+    emitted = to_proto(emit(trained))
     with torch.no_grad():
         student = TorchGraph(trained)(torch.from_numpy(inputs)).numpy()
     deployed = make_session(emitted).run(None, {"input": inputs})[0]
@@ -137,21 +138,20 @@ def test_write_back_round_trip(setting, activation_quantizer):
     assert result.steps == 15 and len(result.loss_curve) == 15
     names = trainable_names(trained, train_weights=True)
     assert names.scales and names.weights and bool(names.adapters) == (activation_quantizer == "adaptive")
-    before = {t.name: onnx.numpy_helper.to_array(t) for t in quantized.graph.initializer}
-    after = {t.name: onnx.numpy_helper.to_array(t) for t in trained.graph.initializer}
+    before = {name: value.const_value.numpy() for name, value in quantized.graph.initializers.items()}
+    after = {name: value.const_value.numpy() for name, value in trained.graph.initializers.items()}
     assert any(not np.array_equal(before[name], after[name]) for name in names.scales if name in before)
     assert any(not np.array_equal(before[name], after[name]) for name in names.weights)
-    _assert_emitted_equals_student(trained, "sim", pool[:32])
+    _assert_emitted_equals_student(trained, pool[:32])
 
 
 def test_round_trip_per_quantizer_within_one_lsb(setting):
     model, pool = setting
     recipe = build_recipe(bits="W3A3", profile="sim", keep_ends_8bit=False, finetune=FinetuneConfig(steps=10, batch_size=16, lr=0.05))
     trained, _ = tune(model, quantize(model, [pool[:32]], recipe), pool, recipe, progress=False)
-    emitted = emit(trained, "sim")
-    initializers = {t.name: onnx.numpy_helper.to_array(t) for t in trained.graph.initializer}
-    scales = {n.output[0]: float(initializers[n.input[1]].max()) for n in trained.graph.node
-              if n.domain == "zsq" and n.op_type.startswith("Static") and n.input[0] not in initializers}
+    emitted = emit(trained)
+    scales = {n.outputs[0].name: float(n.inputs[1].const_value.numpy().max()) for n in trained.graph
+              if n.domain == "zsq" and n.op_type.startswith("Static") and n.inputs[0].const_value is None}
     names = list(scales)
     with torch.no_grad():
         expected = TorchGraph(trained).run({"input": torch.from_numpy(pool[:32])}, names)

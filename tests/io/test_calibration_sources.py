@@ -9,7 +9,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import parse_model
+from tests.conftest import parse_model, to_proto
 from zsq_onnx.cli import main
 from zsq_onnx.io.data import load_dataset
 from zsq_onnx.models.digits_cnn import digits_split
@@ -99,8 +99,7 @@ def test_foreign_dynamo_export_with_flags(tmp_path, digits_npz):
 
 def test_foreign_onnx_without_preprocessing_needs_flags(tmp_path, digits_npz, digits):
     _, model, _ = digits
-    stripped = onnx.ModelProto()
-    stripped.CopyFrom(model)
+    stripped = to_proto(model)
     del stripped.metadata_props[:]
     path = tmp_path / "plain.onnx"
     onnx.save(stripped, path)

@@ -35,8 +35,8 @@ def test_random_resnet_exports_and_matches(depth):
     module = entry.build(None)
     randomize_batchnorm(module, depth)
     model = export_module(module, entry.input_shape, entry.preprocessing, entry.name)
-    assert sum(n.op_type == "BatchNormalization" for n in model.graph.node) == 1 + 2 * 3 * (depth - 2) // 6
-    assert {n.op_type for n in model.graph.node} <= {"Conv", "BatchNormalization", "Relu", "Add", "Slice", "Pad", "GlobalAveragePool", "Flatten", "Gemm"}
+    assert sum(n.op_type == "BatchNormalization" for n in model.graph) == 1 + 2 * 3 * (depth - 2) // 6
+    assert {n.op_type for n in model.graph} <= {"Conv", "BatchNormalization", "Relu", "Add", "Slice", "Pad", "GlobalAveragePool", "Flatten", "Gemm"}
     _assert_equivalent(module, model, entry.input_shape)
 
 

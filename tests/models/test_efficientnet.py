@@ -48,11 +48,11 @@ def test_same_padding_is_tensorflow_same():
 
 def test_export_keeps_batchnorm_and_records_preprocessing(lite0):
     native, model = lite0
-    batchnorms = [node for node in model.graph.node if node.op_type == "BatchNormalization"]
+    batchnorms = [node for node in model.graph if node.op_type == "BatchNormalization"]
     assert len(batchnorms) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in native.modules()) == 49
-    epsilons = [attr.f for node in batchnorms for attr in node.attribute if attr.name == "epsilon"]
+    epsilons = [node.attributes.get_float("epsilon") for node in batchnorms]
     assert epsilons == pytest.approx([1e-3] * 49)
-    props = {p.key: p.value for p in model.metadata_props}
+    props = model.metadata_props
     assert Preprocessing.from_metadata(props) == Preprocessing(1.0, (127.0,) * 3, (128.0,) * 3)
     assert props["zsq.source"] == "efficientnet-lite0"
 
@@ -148,7 +148,7 @@ def test_scaled_variant_exports_and_runs_in_torch_graph():
     module = efficientnet_lite.build_module(variant.width, variant.depth, variant.image_size).eval()
     randomize_batchnorm(module)
     model = export_module(module, (3, 260, 260), efficientnet_lite.PREPROCESSING, variant.name)
-    assert sum(node.op_type == "BatchNormalization" for node in model.graph.node) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in module.modules())
+    assert sum(node.op_type == "BatchNormalization" for node in model.graph) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in module.modules())
     x = torch.randn(1, 3, 260, 260, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert (TorchGraph(model)(x) - module(x)).abs().max().item() <= 1e-4

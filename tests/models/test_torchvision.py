@@ -19,7 +19,7 @@ import onnx
 import pytest
 import torch
 
-from tests.conftest import randomize_batchnorm
+from tests.conftest import randomize_batchnorm, to_proto
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.models import get_entry, torchvision_zoo
 
@@ -124,7 +124,7 @@ def test_torch_graph_matches_native_and_onnxruntime(name, weights_dir):
     from zsq_onnx.executors.torch_graph import TorchGraph
 
     native, model = _exported(name, weights_dir)
-    batchnorms = sum(node.op_type == "BatchNormalization" for node in model.graph.node)
+    batchnorms = sum(node.op_type == "BatchNormalization" for node in model.graph)
     assert batchnorms == sum(isinstance(m, torch.nn.BatchNorm2d) for m in native.modules())
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, *INPUT_SHAPE, generator=generator)
@@ -150,13 +150,14 @@ def test_w8a8_converts_end_to_end(name, profile, weights_dir, tmp_path):
     """Data-free W8A8 with tiny synthesis: every weighted layer quantized, the model runs in ORT."""
     from zsq_onnx import Recipe
     from zsq_onnx.pipeline import convert
+    from zsq_onnx.profiles import PROFILES
     from zsq_onnx.recipe import SynthConfig
 
     _, model = _exported(name, weights_dir)
     source = tmp_path / f"{name}.onnx"
-    onnx.save(model, source)
-    recipe = Recipe(synth=SynthConfig(samples=2, steps=2, batch_size=2), profile=profile)
+    onnx.save(to_proto(model), source)
+    recipe = Recipe(synth=SynthConfig(samples=2, steps=2, batch_size=2), profile=PROFILES[profile])
     result = convert(source, tmp_path / f"{name}_w8a8.onnx", recipe, progress=False)
     assert result.report["float_layers"] == []
-    assert any(node.op_type == "QuantizeLinear" for node in result.model.graph.node)
+    assert any(node.op_type == "QuantizeLinear" for node in result.model.graph)
     assert result.evaluation.output_sqnr_db >= 15.0

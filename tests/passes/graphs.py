@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 
 from zsq_onnx.executors.runtime import make_session
+from zsq_onnx.passes import apply_passes
+from zsq_onnx.profiles import Profile, emit
 
 CONV_BN = """
 <ir_version: 10, opset_import: ["" : 21]>
@@ -47,3 +50,15 @@ def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 def sample(shape: tuple[int, ...] = (2, 2, 4, 4)) -> np.ndarray:
     """A fixed random input."""
     return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+
+def apply_to_proto(model: onnx.ModelProto, *passes: ir.passes.PassBase) -> onnx.ModelProto:
+    """``passes`` run on ``model`` through the IR, as a ModelProto again for proto-level asserts."""
+    return ir.serde.serialize_model(apply_passes(ir.serde.deserialize_model(model), *passes))
+
+
+def emit_proto(model: onnx.ModelProto, profile: Profile) -> onnx.ModelProto:
+    """``model`` recorded as planned for ``profile`` and emitted for it, as a ModelProto."""
+    planned = ir.serde.deserialize_model(model)
+    profile.record(planned)
+    return ir.serde.serialize_model(emit(planned))

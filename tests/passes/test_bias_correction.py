@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 
 from tests.conftest import parse_model
-from tests.passes.graphs import run
-from zsq_onnx.passes import apply_passes
+from tests.passes.graphs import apply_to_proto, run
 from zsq_onnx.passes.bias_correction import BiasCorrectionPass, conv_response
 from zsq_onnx.passes.quantize_bias import QuantizeBiasPass
 from zsq_onnx.passes.quantize_weights import QuantizeWeightsPass
@@ -55,7 +55,7 @@ def test_conv_bias_moves_by_the_weight_error_times_the_input_mean():
     model = _named(parse_model(CONV))
     means = np.array([2.0, -3.0], np.float32)
     correction = BiasCorrectionPass({"n0": means})
-    corrected = apply_passes(model, QuantizeWeightsPass({"n0": INT8}), correction)
+    corrected = apply_to_proto(model, QuantizeWeightsPass({"n0": INT8}), correction)
     # channel 0: error -0.25/127 on input 1, tap 0; channel 1: on input 0, tap 1
     expected = np.array([0.5 - (-0.25 / 127) * -3.0, -1.0 - (-0.25 / 127) * 2.0], np.float32)
     np.testing.assert_allclose(_initializers(corrected)["b"], expected, rtol=1e-5)
@@ -69,7 +69,7 @@ def test_grouped_conv_pairs_outputs_with_their_group_and_gets_a_bias():
     with pytest.raises(ValueError, match="input means"):
         conv_response(weight, np.ones(3), group=2)
     model = _named(parse_model(DEPTHWISE_NO_BIAS))
-    corrected = apply_passes(model, QuantizeWeightsPass({"n0": QuantSpec(8, True, "per_tensor")}), BiasCorrectionPass({"n0": np.ones(2, np.float32)}))
+    corrected = apply_to_proto(model, QuantizeWeightsPass({"n0": QuantSpec(8, True, "per_tensor")}), BiasCorrectionPass({"n0": np.ones(2, np.float32)}))
     conv = next(n for n in corrected.graph.node if n.op_type == "Conv")
     assert len(conv.input) == 3 and conv.input[2] == "w.bias"
     np.testing.assert_array_equal(_initializers(corrected)["w.bias"], np.zeros(4, np.float32))  # 1.0 is exact
@@ -78,7 +78,7 @@ def test_grouped_conv_pairs_outputs_with_their_group_and_gets_a_bias():
 def test_quantized_input_means_also_cancel_the_input_drift():
     model = _named(parse_model(CONV))
     means, drifted = np.array([2.0, -3.0], np.float32), np.array([2.5, -3.0], np.float32)
-    corrected = apply_passes(model, QuantizeWeightsPass({"n0": INT8}), BiasCorrectionPass({"n0": means}, {"n0": drifted}))
+    corrected = apply_to_proto(model, QuantizeWeightsPass({"n0": INT8}), BiasCorrectionPass({"n0": means}, {"n0": drifted}))
     # W_q . drifted - W . means: the weight errors as before plus W_q[:, 0] summed over taps (1, -4/127) times 0.5
     shift = np.array([(-0.25 / 127) * -3.0 + 1.0 * 0.5, (-0.25 / 127) * 2.0 + (-4 / 127) * 0.5])
     np.testing.assert_allclose(_initializers(corrected)["b"], np.array([0.5, -1.0]) - shift, rtol=1e-5)
@@ -87,16 +87,16 @@ def test_quantized_input_means_also_cancel_the_input_drift():
 def test_gemm_correction_scales_with_alpha_and_beta():
     model = _named(parse_model(GEMM))
     means = np.array([3.0, -1.0, 5.0], np.float32)
-    corrected = apply_passes(model, QuantizeWeightsPass({"n0": INT8}), BiasCorrectionPass({"n0": means}))
+    corrected = apply_to_proto(model, QuantizeWeightsPass({"n0": INT8}), BiasCorrectionPass({"n0": means}))
     shift = 2.0 * np.array([(-0.25 / 127) * -1.0, (-0.25 / 127) * 3.0]) / 0.5
     np.testing.assert_allclose(_initializers(corrected)["c"], np.array([0.25, 0.0]) - shift, rtol=1e-5)
 
 
 def test_nodes_without_means_or_a_quantized_weight_are_left_alone():
     model = _named(parse_model(CONV))
-    unchanged = apply_passes(model, BiasCorrectionPass({"n0": np.ones(2, np.float32)}))
+    unchanged = apply_to_proto(model, BiasCorrectionPass({"n0": np.ones(2, np.float32)}))
     np.testing.assert_array_equal(_initializers(unchanged)["b"], [0.5, -1.0])
-    quantized = apply_passes(model, QuantizeWeightsPass({"n0": INT8}), BiasCorrectionPass({}))
+    quantized = apply_to_proto(model, QuantizeWeightsPass({"n0": INT8}), BiasCorrectionPass({}))
     np.testing.assert_array_equal(_initializers(quantized)["b"], [0.5, -1.0])
 
 
@@ -118,18 +118,18 @@ def test_corrected_4bit_conv_mean_output_matches_fp32(attributes):
     model = _named(parse_model(text))
     data = lambda seed: (np.random.default_rng(seed).standard_normal((16, 8, 11, 11)) + np.linspace(-2, 3, 8)[:, None, None]).astype(np.float32)  # noqa: E731
     batches = [data(1), data(2)]
-    means = input_means(model, {"n0"}, batches)
+    means = input_means(ir.serde.deserialize_model(model), {"n0"}, batches)
     assert means["n0"].shape == (8, 11, 11)
     spec = QuantSpec(4, True, "per_channel")
-    plain = apply_passes(model, QuantizeWeightsPass({"n0": spec}))
-    corrected = apply_passes(model, QuantizeWeightsPass({"n0": spec}), BiasCorrectionPass(means))
+    plain = apply_to_proto(model, QuantizeWeightsPass({"n0": spec}))
+    corrected = apply_to_proto(model, QuantizeWeightsPass({"n0": spec}), BiasCorrectionPass(means))
     inputs = np.concatenate(batches)
     reference = run(model, inputs).mean(axis=(0, 2, 3))
     before = np.abs(run(plain, inputs).mean(axis=(0, 2, 3)) - reference).max()
     after = np.abs(run(corrected, inputs).mean(axis=(0, 2, 3)) - reference).max()
     assert after < 1e-4 < 0.1 < before  # exact on the data it measured, borders included
     channel_means = {"n0": means["n0"].mean(axis=(1, 2))}  # the per-channel approximation
-    approximate = apply_passes(model, QuantizeWeightsPass({"n0": spec}), BiasCorrectionPass(channel_means), QuantizeBiasPass())
+    approximate = apply_to_proto(model, QuantizeWeightsPass({"n0": spec}), BiasCorrectionPass(channel_means), QuantizeBiasPass())
     assert np.abs(run(approximate, data(3)).mean(axis=(0, 2, 3)) - run(model, data(3)).mean(axis=(0, 2, 3))).max() < before / 2
 
 
@@ -153,8 +153,8 @@ def test_sequential_correction_matches_the_float_output_means_layer_by_layer():
     model = _named(parse_model(text))
     batches = [(rng.standard_normal((8, 4, 6, 6)) + 0.5).astype(np.float32) for _ in range(2)]
     spec = QuantSpec(3, True, "per_channel")
-    quantized = apply_passes(model, QuantizeWeightsPass({"n0": spec, "n2": spec}))
-    corrected, shifts = correct_biases(model, quantized, {"n0", "n2"}, batches)
+    quantized = apply_to_proto(model, QuantizeWeightsPass({"n0": spec, "n2": spec}))
+    corrected, shifts = correct_biases(ir.serde.deserialize_model(model), ir.serde.deserialize_model(quantized), {"n0", "n2"}, batches)
     assert set(shifts) == {"n0", "n2"}
     inputs = np.concatenate(batches)
     reference, before, after = (run(m, inputs).mean(axis=(0, 2, 3)) for m in (model, quantized, corrected))

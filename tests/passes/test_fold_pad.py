@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tests.conftest import parse_model
-from tests.passes.graphs import run, sample
-from zsq_onnx.passes import apply_passes
+from tests.passes.graphs import apply_to_proto, run, sample
 from zsq_onnx.passes.fold_pad import FoldPadIntoConvPass
 
 SAME_PAD = """
@@ -28,7 +27,7 @@ def _model(value: str = "0.", mode: str = "constant"):
 
 def test_zero_spatial_pad_becomes_conv_pads():
     model = _model()
-    folded = apply_passes(model, FoldPadIntoConvPass())
+    folded = apply_to_proto(model, FoldPadIntoConvPass())
     assert [n.op_type for n in folded.graph.node] == ["Clip", "Conv"]
     pads = next(a for a in folded.graph.node[1].attribute if a.name == "pads")
     assert list(pads.ints) == [0, 0, 1, 1]
@@ -37,4 +36,4 @@ def test_zero_spatial_pad_becomes_conv_pads():
 
 def test_non_zero_value_and_other_modes_keep_the_pad():
     for model in (_model(value="1."), _model(mode="reflect")):
-        assert "Pad" in [n.op_type for n in apply_passes(model, FoldPadIntoConvPass()).graph.node]
+        assert "Pad" in [n.op_type for n in apply_to_proto(model, FoldPadIntoConvPass()).graph.node]

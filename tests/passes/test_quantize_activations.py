@@ -7,9 +7,8 @@ import onnx
 import pytest
 
 from tests.conftest import parse_model
-from tests.passes.graphs import RESIDUAL, run, sample
+from tests.passes.graphs import RESIDUAL, apply_to_proto, run, sample
 from zsq_onnx.errors import BadInputError
-from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.quantize_activations import QuantizeActivationsPass
 from zsq_onnx.recipe import QuantSpec
 
@@ -20,7 +19,7 @@ def test_one_shared_quantizer_per_tensor():
     model = parse_model(RESIDUAL)
     spec = QuantSpec(8, False)
     ranges = {"x": (np.array(-4.0), np.array(4.0)), "r": (np.array(0.0), np.array(8.0)), "c": (np.array([-8.0, -6.0]), np.array([8.0, 7.0]))}
-    quantized = apply_passes(model, QuantizeActivationsPass({"x": spec, "r": spec, "c": QuantSpec(8, False, "per_channel")}, ranges, RULES))
+    quantized = apply_to_proto(model, QuantizeActivationsPass({"x": spec, "r": spec, "c": QuantSpec(8, False, "per_channel")}, ranges, RULES))
     onnx.checker.check_model(quantized, full_check=True)
     zsq = [n for n in quantized.graph.node if n.domain == "zsq"]
     assert sorted(n.input[0] for n in zsq) == ["c", "r", "x"]
@@ -33,4 +32,4 @@ def test_one_shared_quantizer_per_tensor():
 
 def test_missing_range_is_bad_input():
     with pytest.raises(BadInputError, match="no calibrated range"):
-        apply_passes(parse_model(RESIDUAL), QuantizeActivationsPass({"x": QuantSpec()}, {}, RULES))
+        apply_to_proto(parse_model(RESIDUAL), QuantizeActivationsPass({"x": QuantSpec()}, {}, RULES))

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from tests.conftest import parse_model
-from tests.passes.graphs import run, sample
-from zsq_onnx.passes import apply_passes
+from tests.passes.graphs import apply_to_proto, emit_proto, run, sample
 from zsq_onnx.passes.quantize_activations import QuantizeActivationsPass
 from zsq_onnx.passes.quantize_bias import QuantizeBiasPass
 from zsq_onnx.passes.quantize_weights import QuantizeWeightsPass
-from zsq_onnx.profiles import emit
+from zsq_onnx.profiles import SIM
 from zsq_onnx.recipe import QuantSpec
 
 DEAD_CHANNEL = """
@@ -26,13 +25,13 @@ g (float[N, 2, 4, 4] x) => (float[N, 2, 4, 4] y)
 def test_dead_channel_keeps_its_bias():
     model = parse_model(DEAD_CHANNEL)
     spec = QuantSpec(8, False, "per_tensor")
-    quantized = apply_passes(
+    quantized = apply_to_proto(
         model,
         QuantizeActivationsPass({"x": spec}, {"x": (np.float32(-3), np.float32(3))}, ["weighted-op-input"]),
         QuantizeWeightsPass(_weight_specs(model)),
         QuantizeBiasPass(),
     )
-    expected, got = run(model, sample()), run(emit(quantized, "sim"), sample())
+    expected, got = run(model, sample()), run(emit_proto(quantized, SIM), sample())
     np.testing.assert_allclose(got[:, 1], expected[:, 1], atol=1e-4)
     np.testing.assert_allclose(got[:, 0], expected[:, 0], atol=0.05)
 
@@ -57,8 +56,8 @@ def test_a_bias_shared_by_two_layers_gets_one_quantizer_each():
     model = parse_model(SHARED_BIAS)
     spec = QuantSpec(8, False, "per_tensor")
     ranges = {"x": (np.float32(-3), np.float32(3)), "r": (np.float32(0), np.float32(4))}
-    quantized = apply_passes(
+    quantized = apply_to_proto(
         model, QuantizeActivationsPass({"x": spec, "r": spec}, ranges, ["weighted-op-input"]), QuantizeWeightsPass(_weight_specs(model)), QuantizeBiasPass(),
     )
-    emitted = emit(quantized, "sim")
+    emitted = emit_proto(quantized, SIM)
     np.testing.assert_allclose(run(emitted, sample()), run(model, sample()), atol=0.1)

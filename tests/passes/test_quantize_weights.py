@@ -6,8 +6,7 @@ import numpy as np
 import onnx
 
 from tests.conftest import parse_model
-from tests.passes.graphs import CONV_BN, run, sample
-from zsq_onnx.passes import apply_passes
+from tests.passes.graphs import CONV_BN, apply_to_proto, run, sample
 from zsq_onnx.passes.quantize_weights import QuantizeWeightsPass
 from zsq_onnx.recipe import QuantSpec
 
@@ -16,7 +15,7 @@ def test_per_channel_int8_weights():
     model = parse_model(CONV_BN)
     for node, name in zip((n for n in model.graph.node if n.op_type in ("Conv", "Gemm")), ("conv", "gemm")):
         node.name = name
-    quantized = apply_passes(model, QuantizeWeightsPass({"conv": QuantSpec(8, True, "per_channel"), "gemm": QuantSpec(3, True, "per_tensor")}))
+    quantized = apply_to_proto(model, QuantizeWeightsPass({"conv": QuantSpec(8, True, "per_channel"), "gemm": QuantSpec(3, True, "per_tensor")}))
     onnx.checker.check_model(quantized, full_check=True)
     kinds = {n.input[0]: n.op_type for n in quantized.graph.node if n.domain == "zsq"}
     assert kinds == {"w": "StaticQuantize", "fc": "StaticQuantizeClip"}
@@ -28,5 +27,5 @@ def test_per_channel_int8_weights():
 
 def test_nodes_without_a_spec_stay_float():
     model = parse_model(CONV_BN)
-    unchanged = apply_passes(model, QuantizeWeightsPass({}))
+    unchanged = apply_to_proto(model, QuantizeWeightsPass({}))
     assert [(n.op_type, list(n.input)) for n in unchanged.graph.node] == [(n.op_type, list(n.input)) for n in model.graph.node]

@@ -7,8 +7,8 @@ import onnx
 import onnxruntime as ort
 
 from tests.conftest import parse_model
+from tests.passes.graphs import apply_to_proto
 from zsq_onnx.executors.runtime import make_session
-from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.unsigned_weights import UnsignedWeightsPass
 
 # uint8 activations at full range and int8 weights at +-127 in a Conv that ORT fuses into
@@ -43,7 +43,7 @@ def _levels(model: onnx.ModelProto, x: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def test_full_range_weights_become_uint8_and_fused_output_equals_qdq():
     weights = np.where(np.arange(32).reshape(4, 8, 1, 1) % 3 == 0, -127, 127).astype(np.int8)
     model = _model(weights)
-    shifted = apply_passes(model, UnsignedWeightsPass())
+    shifted = apply_to_proto(model, UnsignedWeightsPass())
     onnx.checker.check_model(shifted, full_check=True)
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in shifted.graph.initializer}
     dequantize = next(n for n in shifted.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits and n.input[0] != "q")
@@ -58,7 +58,7 @@ def test_full_range_weights_become_uint8_and_fused_output_equals_qdq():
 
 
 def test_weights_within_seven_bits_stay_int8():
-    unchanged = apply_passes(_model(np.full((4, 8, 1, 1), 63, np.int8)), UnsignedWeightsPass())
+    unchanged = apply_to_proto(_model(np.full((4, 8, 1, 1), 63, np.int8)), UnsignedWeightsPass())
     assert {t.name: t.data_type for t in unchanged.graph.initializer}["wq"] == onnx.TensorProto.INT8
 
 
@@ -67,7 +67,7 @@ def test_weights_without_a_zero_point_get_one():
     model = _model(weights)
     dequantize = next(n for n in model.graph.node if n.input[0] == "wq")
     del dequantize.input[2]
-    shifted = apply_passes(model, UnsignedWeightsPass())
+    shifted = apply_to_proto(model, UnsignedWeightsPass())
     onnx.checker.check_model(shifted, full_check=True)
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in shifted.graph.initializer}
     dequantize = next(n for n in shifted.graph.node if n.op_type == "DequantizeLinear" and n.input[0].startswith("wq"))

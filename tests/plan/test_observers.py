@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tests.conftest import parse_model
+from tests.conftest import parse_ir
 from zsq_onnx.plan.calibrate import calibrate_ranges
 from zsq_onnx.plan.observers import Histogram, entropy_range, magnitudes, mse_range, observe, percentile_range, quantile
 from zsq_onnx.recipe import QuantSpec
@@ -38,7 +38,7 @@ def _with_outlier(rng: np.random.Generator) -> np.ndarray:
 @pytest.mark.parametrize("spec", [INT8, UINT8], ids=["symmetric", "asymmetric"])
 def test_outlier_is_clipped_by_percentile_and_mse_not_by_minmax(spec):
     values = _with_outlier(np.random.default_rng(0))
-    model = parse_model(IDENTITY)
+    model = parse_ir(IDENTITY)
     batches = np.split(values, 4)
     found = {method: calibrate_ranges(model, {"y": spec}, batches, method) for method in ("minmax", "percentile", "mse")}
     low, high = found["minmax"].ranges["y"]
@@ -139,7 +139,7 @@ def test_histograms_accumulated_over_batches_equal_one_shot():
     np.testing.assert_array_equal(streamed.counts, whole.counts)
     folded, direct = magnitudes(_histogram(values, INT8)).counts, _histogram(np.abs(values), INT8).counts[2048:]
     assert folded.sum() == direct.sum() and np.abs(folded - direct).max() <= 1  # values on a bin edge may round either way
-    model = parse_model(IDENTITY)
+    model = parse_ir(IDENTITY)
     for method in ("percentile", "mse", "entropy"):
         one = calibrate_ranges(model, {"y": UINT8}, [values], method)
         many = calibrate_ranges(model, {"y": UINT8}, np.array_split(values, 5), method)
@@ -152,7 +152,7 @@ def test_constant_tensor_and_per_channel_ranges():
     for method in ("percentile", "mse", "entropy"):
         assert observe(method, _histogram(zeros.ravel(), INT8), INT8) == (0.0, 0.0)
     values = np.arange(32, dtype=np.float32).reshape(8, 4)
-    found = calibrate_ranges(parse_model(IDENTITY), {"y": UINT8}, [values], "entropy", per_channel={"y"})
+    found = calibrate_ranges(parse_ir(IDENTITY), {"y": UINT8}, [values], "entropy", per_channel={"y"})
     np.testing.assert_array_equal(found.ranges["y"][1], values.max(axis=0))
     assert found.clipped == {"y": 0.0}
     assert found.to_dict()["tensors"][0]["high"] == [28.0, 29.0, 30.0, 31.0]

@@ -17,7 +17,7 @@ from zsq_onnx.quantizers.params import affine_params
 from zsq_onnx.recipe import QuantSpec
 
 
-def _quantizer_model(x: np.ndarray, spec: QuantSpec, per_channel: bool) -> tuple[onnx.ModelProto, np.ndarray]:
+def _quantizer_model(x: np.ndarray, spec: QuantSpec, per_channel: bool) -> tuple[ir.Model, np.ndarray]:
     source = ir.Value(name="x", shape=ir.Shape(["N", *x.shape[1:]]), type=ir.TensorType(ir.DataType.FLOAT))
     graph = ir.Graph([source], [], nodes=[], name="q")
     if spec.symmetric:
@@ -33,7 +33,7 @@ def _quantizer_model(x: np.ndarray, spec: QuantSpec, per_channel: bool) -> tuple
     ensure_quantizer_functions(model)
     proto = ir.serde.serialize_model(model)
     onnx.checker.check_model(proto, full_check=True)
-    return proto, scale
+    return ir.serde.deserialize_model(proto), scale
 
 
 @pytest.mark.parametrize("bits", [8, 4, 3])

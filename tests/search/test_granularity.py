@@ -10,6 +10,7 @@ import onnx_ir as ir
 import pytest
 import torch
 
+from tests.conftest import to_proto
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.executors.runtime import make_session
 from zsq_onnx.executors.torch_graph import TorchGraph
@@ -22,7 +23,7 @@ from zsq_onnx.search.granularity import candidates, upgrade_order
 from zsq_onnx.synth.distill import distill
 
 
-def _granular_model(shape: tuple[int, ...], bits: int) -> onnx.ModelProto:
+def _granular_model(shape: tuple[int, ...], bits: int) -> ir.Model:
     source = ir.Value(name="x", shape=ir.Shape(["N", *shape[1:]]), type=ir.TensorType(ir.DataType.FLOAT))
     graph = ir.Graph([source], [], nodes=[], name="g")
     node = add_granular_quantizer(graph, source, QuantSpec(bits, False, "granular"))
@@ -33,7 +34,7 @@ def _granular_model(shape: tuple[int, ...], bits: int) -> onnx.ModelProto:
     ensure_quantizer_functions(model)
     proto = ir.serde.serialize_model(model)
     onnx.checker.check_model(proto, full_check=True)
-    return proto
+    return ir.serde.deserialize_model(proto)
 
 
 @pytest.mark.parametrize("bits", [3, 4, 8])
@@ -80,9 +81,9 @@ def setting(digits):
 def test_granular_model_ort_equals_torch(setting, profile):
     model, batches = setting
     quantized = quantize(model, batches, build_recipe(bits="W4A4", profile=profile, granularity="granular"))
-    kinds = [n.op_type for n in quantized.graph.node if n.domain == "zsq"]
+    kinds = [n.op_type for n in quantized.graph if n.domain == "zsq"]
     assert kinds.count("GranularQuantize") >= 2 and "StaticQuantize" in kinds  # the 8-bit first input stays static
-    emitted = emit(quantized, profile)
+    emitted = to_proto(emit(quantized))
     inputs = np.concatenate(batches)[:16]
     with torch.no_grad():
         expected = TorchGraph(quantized)(torch.from_numpy(inputs)).numpy()
@@ -93,7 +94,7 @@ def test_granular_model_ort_equals_torch(setting, profile):
 
 def test_ort_cpu_stores_float_weights_only_for_float_layers(setting):
     model, batches = setting
-    emitted = emit(quantize(model, batches, build_recipe(bits="W4A4", profile="ort-cpu", granularity="granular")), "ort-cpu")
+    emitted = to_proto(emit(quantize(model, batches, build_recipe(bits="W4A4", profile="ort-cpu", granularity="granular"))))
     names = {t.name: t.data_type for t in emitted.graph.initializer}
     dequantized = [name for name in names if name.endswith(".dequantized")]
     assert dequantized and all(names[name] == onnx.TensorProto.FLOAT for name in dequantized)
@@ -117,8 +118,7 @@ def test_auto_records_a_choice_per_tensor_within_the_candidates(setting):
     worst = {row["tensor"]: max(row["sqnr_db"], key=row["sqnr_db"].get) for row in choice["tensors"]}
     assert all(row["choice"] == worst[row["tensor"]] or row["sqnr_db"][row["choice"]] >= 35 - 1e-6 or
                row["sqnr_db"][row["choice"]] >= max(row["sqnr_db"].values()) - 0.5 for row in choice["tensors"])
-    emitted = emit(quantized, "ort-cpu")
-    assert json.loads({p.key: p.value for p in emitted.metadata_props}["zsq.granularity"]) == choice
+    assert json.loads(emit(quantized).metadata_props["zsq.granularity"]) == choice
 
 
 def test_sim_auto_considers_per_channel_static(setting):

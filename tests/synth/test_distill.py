@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import parse_model
+from tests.conftest import parse_ir
 from zsq_onnx.errors import NoBatchNormError
 from zsq_onnx.io.preprocessing import Preprocessing
 from zsq_onnx.recipe import SynthConfig
@@ -34,7 +34,7 @@ def test_same_seed_same_batches(digits):
 
 
 def test_model_without_batchnorm_is_refused():
-    model = parse_model(
+    model = parse_ir(
         """
         <ir_version: 10, opset_import: ["" : 21]>
         g (float[N, 4] x) => (float[N, 4] y) { y = Relu (x) }
@@ -58,7 +58,7 @@ def test_input_prior_is_zeroq_normal_for_standard_normalization_and_natural_for_
 
 
 def test_foreign_model_without_preprocessing_keeps_zeroq_prior():
-    model = parse_model(
+    model = parse_ir(
         """
         <ir_version: 10, opset_import: ["" : 21]>
         g (float[N, 2, 4, 4] x) => (float[N, 2, 4, 4] y) { y = Relu (x) }

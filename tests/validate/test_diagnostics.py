@@ -9,6 +9,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
+from tests.conftest import to_proto
 from zsq_onnx.cli import main
 from zsq_onnx.errors import AccuracyGateError, BadInputError
 from zsq_onnx.models.digits_cnn import digits_split
@@ -24,7 +25,7 @@ from zsq_onnx.validate.report import check_gates
 def emitted(digits):
     _, model, entry = digits
     inputs = entry.preprocessing.apply(digits_split("test").images[:64])
-    return model, emit(quantize(model, [inputs], build_recipe(bits="W4A8", profile="sim")), "sim"), inputs
+    return model, emit(quantize(model, [inputs], build_recipe(bits="W4A8", profile="sim"))), inputs
 
 
 def test_layers_pair_bn_and_quantized_graphs(emitted):
@@ -49,7 +50,7 @@ def test_inspect_reports_bits_and_granularity(emitted, tmp_path):
     assert all(row["granularity"].startswith("per_channel") for row in weights)
     assert {row["granularity"] for row in rows if row["role"] == "activation"} == {"per_tensor"}
     path = tmp_path / "q.onnx"
-    onnx.save(quantized, path)
+    onnx.save(to_proto(quantized), path)
     result = CliRunner().invoke(main, ["inspect", str(path), "--json"])
     assert result.exit_code == 0 and len(json.loads(result.stdout)["quantizers"]) == len(rows)
 
@@ -70,7 +71,7 @@ def test_eval_reports_top5_latency_and_layers(digits, tmp_path):
     test = digits_split("test")
     data, fp32, quantized = tmp_path / "d.npz", tmp_path / "fp32.onnx", tmp_path / "q.onnx"
     np.savez(data, images=test.images, labels=test.labels)
-    onnx.save(model, fp32)
+    onnx.save(to_proto(model), fp32)
     assert CliRunner().invoke(main, ["convert", str(fp32), "-o", str(quantized), "--samples", "32", "--synth-steps", "20", "--quiet"]).exit_code == 0
     result = CliRunner().invoke(main, ["eval", str(quantized), "--data", str(data), "--reference", str(fp32), "--json"])
     assert result.exit_code == 0, result.output

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 
 from zsq_onnx.errors import BadInputError
@@ -15,13 +16,18 @@ ACTIVATIONS_PER_INPUT = 16  # ORT reuses buffers: live activations stay within a
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
-def make_session(model: onnx.ModelProto | str, provider: str = "cpu", level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL) -> ort.InferenceSession:
-    """An ORT session for a model (proto or path) on ``provider`` (cpu or cuda)."""
+def make_session(
+    model: ir.Model | onnx.ModelProto | str, provider: str = "cpu", level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+) -> ort.InferenceSession:
+    """An ORT session for a model (IR, proto or path) on ``provider`` (cpu or cuda): the one
+    place inside the pipeline where an IR model becomes bytes."""
     if PROVIDERS.get(provider) not in ort.get_available_providers():
         raise BadInputError(f"provider {provider!r} is not available in this onnxruntime ({', '.join(ort.get_available_providers())})")
     options = ort.SessionOptions()
     options.graph_optimization_level = level
     options.log_severity_level = 3
+    if isinstance(model, ir.Model):
+        model = ir.serde.serialize_model(model)
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     return ort.InferenceSession(source, options, providers=[PROVIDERS[provider]])
 

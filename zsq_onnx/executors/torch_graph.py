@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 import torch
-from onnx import numpy_helper
 
 from zsq_onnx import quantizers
 from zsq_onnx.errors import UnsupportedOpError
@@ -61,9 +59,9 @@ def _to_torch(tensor: ir.TensorProtocol) -> torch.Tensor:
 class TorchGraph(torch.nn.Module):
     """An ONNX model as a torch module: ``forward(*inputs)`` returns the graph outputs."""
 
-    def __init__(self, model: onnx.ModelProto, trainable: Callable[[str], bool] | bool = False) -> None:
+    def __init__(self, model: ir.Model, trainable: Callable[[str], bool] | bool = False) -> None:
         super().__init__()
-        graph = ir.serde.deserialize_model(model).graph
+        graph = model.graph
         self.input_names = [v.name for v in graph.inputs if v.const_value is None]
         self.output_names = [v.name for v in graph.outputs]
         self.params = torch.nn.ParameterDict()
@@ -152,14 +150,13 @@ class TorchGraph(torch.nn.Module):
         outputs = tuple(values[name] for name in self.output_names)
         return outputs[0] if len(outputs) == 1 else outputs
 
-    def write_back(self, model: onnx.ModelProto) -> onnx.ModelProto:
+    def write_back(self, model: ir.Model) -> ir.Model:
         """A copy of ``model`` whose float initializers hold this module's parameter values."""
-        result = onnx.ModelProto()
-        result.CopyFrom(model)
-        for tensor in result.graph.initializer:
-            key = self._param_keys.get(tensor.name)
+        result = model.clone()
+        for name, value in result.graph.initializers.items():
+            key = self._param_keys.get(name)
             if key is None:
                 continue
-            array = self.params[key].detach().cpu().numpy().astype(numpy_helper.to_array(tensor).dtype)
-            tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+            array = self.params[key].detach().cpu().numpy().astype(value.const_value.dtype.numpy())
+            value.const_value = ir.tensor(array, name=name)
         return result

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
+import onnx_ir as ir
 
 from zsq_onnx import quantizers
 from zsq_onnx.errors import BadInputError
@@ -54,21 +54,22 @@ class FinetuneResult:
     device: str
 
 
-def trainable_names(model: onnx.ModelProto, train_weights: bool) -> TrainableNames:
+def trainable_names(model: ir.Model, train_weights: bool) -> TrainableNames:
     """The initializers fine-tuning trains in ``model`` (see module docstring)."""
-    floats = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    floats = {name for name, value in model.graph.initializers.items() if value.const_value.dtype == ir.DataType.FLOAT}
     scales, adapters, weights = [], [], []
-    for node in model.graph.node:
+    for node in model.graph:
         if node.domain != quantizers.DOMAIN:
             continue
-        if node.op_type in ("StaticQuantize", "StaticQuantizeClip", "AdaptiveQuantize") and node.input[1] in floats:
-            scales.append(node.input[1])
-            if node.input[0] in floats:
-                weights.append(node.input[0])
+        inputs = [value.name if value is not None else "" for value in node.inputs]
+        if node.op_type in ("StaticQuantize", "StaticQuantizeClip", "AdaptiveQuantize") and inputs[1] in floats:
+            scales.append(inputs[1])
+            if inputs[0] in floats:
+                weights.append(inputs[0])
         if node.op_type == "AdaptiveQuantize":
-            adapters += [node.input[i] for i in ADAPTER_INPUTS]
-        if node.op_type == "BiasQuantize" and node.input[0] in floats:
-            weights.append(node.input[0])
+            adapters += [inputs[i] for i in ADAPTER_INPUTS]
+        if node.op_type == "BiasQuantize" and inputs[0] in floats:
+            weights.append(inputs[0])
     unique = lambda names: tuple(dict.fromkeys(names))  # noqa: E731
     return TrainableNames(unique(scales), unique(adapters), unique(weights) if train_weights else ())
 
@@ -108,7 +109,7 @@ def kd_loss(student_logits, teacher_logits, temperature: float):
     return F.kl_div(F.log_softmax(student_logits / temperature, 1), F.log_softmax(teacher_logits / temperature, 1), log_target=True, reduction="batchmean") * temperature**2
 
 
-def batchnorm_output_targets(fp32: onnx.ModelProto, teacher, student) -> list[tuple]:
+def batchnorm_output_targets(fp32: ir.Model, teacher, student) -> list[tuple]:
     """(tensor name, mean, std) that each BatchNorm's output has on data matching its running
     statistics: beta and |gamma| sqrt(var / (var + eps)); only for outputs the student computes
     (BN folding keeps the output's name on the folded layer)."""
@@ -126,13 +127,13 @@ def batchnorm_output_targets(fp32: onnx.ModelProto, teacher, student) -> list[tu
     return targets
 
 
-Checkpoint = Callable[[int, float, onnx.ModelProto], None]
+Checkpoint = Callable[[int, float, ir.Model], None]
 
 
 def finetune(
-    fp32: onnx.ModelProto, quantized: onnx.ModelProto, pool: SyntheticPool, config: FinetuneConfig, seed: int = 0, progress: bool = True,
+    fp32: ir.Model, quantized: ir.Model, pool: SyntheticPool, config: FinetuneConfig, seed: int = 0, progress: bool = True,
     checkpoint: Checkpoint | None = None, checkpoint_seconds: float = 60.0,
-) -> tuple[onnx.ModelProto, FinetuneResult]:
+) -> tuple[ir.Model, FinetuneResult]:
     """Train ``quantized`` against ``fp32`` on batches from ``pool``; return the model with the
     trained initializers written back, and what happened. ``checkpoint(step, seconds, model)``
     is called with the written-back model every ``checkpoint_seconds`` of training and at the

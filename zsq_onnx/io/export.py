@@ -7,7 +7,8 @@ import warnings
 from typing import TYPE_CHECKING
 
 import onnx
-from onnx_ir.passes.common import IdentityEliminationPass, LiftConstantsToInitializersPass, NameFixPass, RemoveUnusedNodesPass
+import onnx_ir as ir
+from onnx_ir.passes.common import CheckerPass, IdentityEliminationPass, LiftConstantsToInitializersPass, NameFixPass, RemoveUnusedNodesPass
 
 from zsq_onnx.io.preprocessing import Preprocessing
 from zsq_onnx.passes import apply_passes
@@ -23,7 +24,7 @@ OUTPUT_NAME = "logits"
 
 def export_module(
     module: torch.nn.Module, input_shape: tuple[int, ...], preprocessing: Preprocessing, name: str
-) -> onnx.ModelProto:
+) -> ir.Model:
     """Export an eval-mode module to ONNX, keeping BatchNorm, recording preprocessing in metadata.
 
     Uses the TorchScript exporter with constant folding off: it keeps BatchNormalization nodes,
@@ -48,17 +49,16 @@ def export_module(
             output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
         )
-    model = tidy(onnx.load_from_string(buffer.getvalue()))
+    model = ir.serde.deserialize_model(onnx.load_from_string(buffer.getvalue()))
     model.producer_name = "zsq-onnx"
     model.graph.name = name
-    for key, value in {**preprocessing.to_metadata(), "zsq.source": name}.items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    model.metadata_props.update({**preprocessing.to_metadata(), "zsq.source": name})
+    return tidy(model, CheckerPass(full_check=True))
 
 
-def tidy(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Name every node, remove Identity nodes, lift Constant nodes, fold constant subgraphs."""
+def tidy(model: ir.Model, *then: ir.passes.PassBase) -> ir.Model:
+    """Name every node, remove Identity nodes, lift Constant nodes, fold constant subgraphs; then
+    run the passes ``then``."""
     return apply_passes(
         model,
         NameFixPass(),
@@ -66,4 +66,5 @@ def tidy(model: onnx.ModelProto) -> onnx.ModelProto:
         IdentityEliminationPass(),
         FoldConstantsPass(),
         RemoveUnusedNodesPass(),
+        *then,
     )

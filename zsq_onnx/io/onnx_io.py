@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 from onnx import numpy_helper
 
 from zsq_onnx.errors import BadInputError
@@ -61,9 +62,15 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
     return model
 
 
-def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
+def load_ir(path: str | Path) -> ir.Model:
+    """:func:`load_onnx` as the IR model the stages work on."""
+    return ir.serde.deserialize_model(load_onnx(path))
+
+
+def save_onnx(model: ir.Model | onnx.ModelProto, path: str | Path) -> Path:
     """Write ``model`` to ``path`` through a temporary file and a rename: never half-written."""
-    return write_bytes_atomic(model.SerializeToString(), path)
+    proto = ir.serde.serialize_model(model) if isinstance(model, ir.Model) else model
+    return write_bytes_atomic(proto.SerializeToString(), path)
 
 
 def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
@@ -84,12 +91,3 @@ def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
 def write_text_atomic(text: str, path: str | Path) -> Path:
     """Write a text file through a temporary file and a rename."""
     return write_bytes_atomic(text.encode(), path)
-
-
-def readers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
-    """The nodes that read each tensor, by tensor name."""
-    found: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            found.setdefault(name, []).append(node)
-    return found

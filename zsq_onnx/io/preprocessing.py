@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import onnx_ir as ir
 
 from zsq_onnx.errors import BadInputError
 
@@ -61,12 +63,9 @@ class Preprocessing:
         """metadata_props entries that record this preprocessing."""
         return {_KEY: json.dumps({"scale": self.scale, "mean": list(self.mean), "std": list(self.std), "pixel_max": self.pixel_max, "layout": "NHWC->NCHW"})}
 
-    def write_metadata(self, model) -> None:
+    def write_metadata(self, model: ir.Model) -> None:
         """Record this preprocessing in ``model.metadata_props`` (replacing an earlier record)."""
-        kept = [(p.key, p.value) for p in model.metadata_props if p.key != _KEY]
-        del model.metadata_props[:]
-        for key, value in [*kept, *self.to_metadata().items()]:
-            model.metadata_props.add(key=key, value=value)
+        model.metadata_props.update(self.to_metadata())
 
     @classmethod
     def from_flags(cls, scale: float, mean: str, std: str) -> Preprocessing:
@@ -80,7 +79,7 @@ class Preprocessing:
         return cls(scale, means, stds)
 
     @classmethod
-    def from_metadata(cls, props: dict[str, str]) -> Preprocessing | None:
+    def from_metadata(cls, props: Mapping[str, str]) -> Preprocessing | None:
         """Read it back from metadata_props; None when the model carries none."""
         if _KEY not in props:
             return None

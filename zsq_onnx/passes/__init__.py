@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import onnx
 import onnx_ir as ir
 
 from zsq_onnx.errors import ZsqError
 
 
-def apply_passes(model: onnx.ModelProto, *passes: ir.passes.PassBase) -> onnx.ModelProto:
-    """Run ``passes`` in order on a ModelProto and return the resulting ModelProto.
+def apply_passes(model: ir.Model, *passes: ir.passes.PassBase) -> ir.Model:
+    """Run ``passes`` in order on a copy of ``model`` (its tensors shared, not copied) and
+    return the result; ``model`` itself is left as it was, so a stage can build several
+    variants of one graph.
 
     A ZsqError raised inside a pass reaches the caller as itself, not wrapped in a PassError."""
-    ir_model = ir.serde.deserialize_model(model)
     try:
-        ir_model = ir.passes.Sequential(*passes)(ir_model).model
+        return ir.passes.Sequential(*passes)(model.clone()).model
     except ir.passes.PassError as exc:
         if isinstance(exc.__cause__, ZsqError):
             raise exc.__cause__ from None
         raise
-    return ir.serde.serialize_model(ir_model)

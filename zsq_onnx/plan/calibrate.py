@@ -10,7 +10,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
+import onnx_ir as ir
 
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.executors.runtime import make_session
@@ -24,16 +24,17 @@ METADATA_KEY = "zsq.calibration"
 Range = tuple[np.ndarray, np.ndarray]
 
 
-def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
-    """A copy of ``model`` that also outputs the tensors ``names``."""
-    result = onnx.ModelProto()
-    result.CopyFrom(model)
-    present = {o.name for o in result.graph.output}
-    result.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names if name not in present)
+def with_outputs(model: ir.Model, names: Sequence[str]) -> ir.Model:
+    """A copy of ``model`` that also outputs the tensors ``names`` (graph inputs or node outputs)."""
+    result = model.clone()
+    graph = result.graph
+    values = {value.name: value for value in graph.inputs} | {value.name: value for node in graph for value in node.outputs}
+    present = {value.name for value in graph.outputs}
+    graph.outputs.extend(values[name] for name in dict.fromkeys(names) if name not in present)
     return result
 
 
-def stream(model: onnx.ModelProto, names: Sequence[str], batches: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+def stream(model: ir.Model, names: Sequence[str], batches: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
     """The tensors ``names`` of each batch, one batch at a time, computed in ORT."""
     session = make_session(with_outputs(model, names))
     input_name = session.get_inputs()[0].name
@@ -46,7 +47,7 @@ def stream(model: onnx.ModelProto, names: Sequence[str], batches: Iterable[np.nd
 
 
 def minmax_ranges(
-    model: onnx.ModelProto, names: Sequence[str], batches: Iterable[np.ndarray], per_channel: Collection[str] = ()
+    model: ir.Model, names: Sequence[str], batches: Iterable[np.ndarray], per_channel: Collection[str] = ()
 ) -> dict[str, Range]:
     """(min, max) of each tensor in ``names`` over all ``batches``, run in ORT: scalars, or
     vectors over axis 1 for the tensors in ``per_channel``."""
@@ -64,7 +65,7 @@ def minmax_ranges(
     return {name: (np.asarray(low[name], np.float32), np.asarray(high[name], np.float32)) for name in names}
 
 
-def histograms(model: onnx.ModelProto, empty: Mapping[str, Histogram], batches: Iterable[np.ndarray]) -> dict[str, Histogram]:
+def histograms(model: ir.Model, empty: Mapping[str, Histogram], batches: Iterable[np.ndarray]) -> dict[str, Histogram]:
     """``empty`` histograms (fixed ranges) with the values of their tensors over all ``batches`` added."""
     for values in stream(model, list(empty), batches):
         for name, value in values.items():
@@ -99,7 +100,7 @@ def _floats(value: np.ndarray) -> float | list[float]:
 
 
 def calibrate_ranges(
-    model: onnx.ModelProto,
+    model: ir.Model,
     specs: Mapping[str, QuantSpec],
     batches: Sequence[np.ndarray],
     method: CalibrationMethod,
@@ -127,11 +128,11 @@ def calibrate_ranges(
     return Calibration(method, ranges, clipped, percentile)
 
 
-def input_means(model: onnx.ModelProto, nodes: Collection[str], batches: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
+def input_means(model: ir.Model, nodes: Collection[str], batches: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
     """Per node named in ``nodes``, the mean over all samples of ``batches`` of its first input,
     one value per channel and position ([C, *spatial] for a Conv, [K] for a Gemm): bias correction
     averages from it exactly what each kernel tap reads."""
-    inputs = {node.name: node.input[0] for node in model.graph.node if node.name in nodes}
+    inputs = {node.name: node.inputs[0].name for node in model.graph if node.name in nodes}
     names = list(dict.fromkeys(inputs.values()))
     if not names:
         return {}
@@ -145,8 +146,8 @@ def input_means(model: onnx.ModelProto, nodes: Collection[str], batches: Iterabl
     return {node: sums[name] / counts[name] for node, name in inputs.items()}
 
 
-def recorded_calibration(model: onnx.ModelProto) -> dict | None:
+def recorded_calibration(model: ir.Model) -> dict | None:
     """The calibration record that :func:`zsq_onnx.pipeline.insert_quantizers` wrote into
     ``model``'s metadata (method, per tensor range and clipped fraction, bias correction), or None."""
-    props = {p.key: p.value for p in model.metadata_props}
-    return json.loads(props[METADATA_KEY]) if METADATA_KEY in props else None
+    text = model.metadata_props.get(METADATA_KEY)
+    return json.loads(text) if text is not None else None

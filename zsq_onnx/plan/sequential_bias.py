@@ -13,7 +13,7 @@ import logging
 from collections.abc import Collection, Sequence
 
 import numpy as np
-import onnx
+import onnx_ir as ir
 
 from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.bias_correction import BiasCorrectionPass
@@ -23,14 +23,14 @@ logger = logging.getLogger(__name__)
 
 
 def correct_biases(
-    folded: onnx.ModelProto, quantized: onnx.ModelProto, nodes: Collection[str], batches: Sequence[np.ndarray]
-) -> tuple[onnx.ModelProto, dict[str, float]]:
+    folded: ir.Model, quantized: ir.Model, nodes: Collection[str], batches: Sequence[np.ndarray]
+) -> tuple[ir.Model, dict[str, float]]:
     """``quantized`` (quantized weights, float biases) with the biases of ``nodes`` corrected one
     layer at a time against ``folded`` (the float graph it came from), and per corrected node the
     largest |bias change|."""
     reference = input_means(folded, nodes, batches)
     shifts: dict[str, float] = {}
-    for name in [node.name for node in quantized.graph.node if node.name in reference]:
+    for name in [node.name for node in quantized.graph if node.name in reference]:
         correction = BiasCorrectionPass({name: reference[name]}, input_means(quantized, {name}, batches))
         quantized = apply_passes(quantized, correction)
         shifts.update(correction.shifts)

@@ -24,7 +24,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
 from zsq_onnx.executors.runtime import latency_ms, make_session
@@ -35,7 +34,7 @@ from zsq_onnx.passes.quantize_weights import QuantizeWeightsPass
 from zsq_onnx.passes.quantizer_nodes import add_granular_quantizer, add_static_quantizer, ensure_quantizer_functions
 from zsq_onnx.plan.calibrate import minmax_ranges, with_outputs
 from zsq_onnx.plan.targets import QuantPlan, activation_uses
-from zsq_onnx.profiles import emit, get_profile
+from zsq_onnx.profiles import emit
 from zsq_onnx.quantizers.params import range_params
 from zsq_onnx.quantizers.spec import QuantSpec
 from zsq_onnx.recipe import Recipe
@@ -99,10 +98,10 @@ def _clone(node: ir.Node, index: int, replacement: ir.Value, suffix: str) -> ir.
     return clone.outputs[0]
 
 
-def _probe_model(folded: onnx.ModelProto, specs: Mapping[str, QuantSpec], ranges: Mapping[str, Range], rules: Sequence[str]) -> tuple[onnx.ModelProto, dict]:
+def _probe_model(folded: ir.Model, specs: Mapping[str, QuantSpec], ranges: Mapping[str, Range], rules: Sequence[str]) -> tuple[ir.Model, dict]:
     """The FP32 model plus, per candidate, a clone of each reader of each tensor reading the
     quantized tensor; returns it and {(tensor, kind): [(float output, clone output), ...]}."""
-    model = ir.serde.deserialize_model(folded)
+    model = folded.clone()
     ensure_quantizer_functions(model)
     graph = model.graph
     pairs: dict[tuple[str, str], list[tuple[str, str]]] = {}
@@ -121,11 +120,11 @@ def _probe_model(folded: onnx.ModelProto, specs: Mapping[str, QuantSpec], ranges
             graph.outputs.extend([node.outputs[0], probe])
             pairs.setdefault(key, []).append((node.outputs[0].name, probe.name))
     graph.outputs[:] = list(dict.fromkeys(graph.outputs))
-    return ir.serde.serialize_model(model), pairs
+    return model, pairs
 
 
 def layer_sqnr(
-    folded: onnx.ModelProto, specs: Mapping[str, QuantSpec], ranges: Mapping[str, Range], rules: Sequence[str], batches: Sequence[np.ndarray]
+    folded: ir.Model, specs: Mapping[str, QuantSpec], ranges: Mapping[str, Range], rules: Sequence[str], batches: Sequence[np.ndarray]
 ) -> dict[str, dict[str, float]]:
     """SQNR (dB) at the readers' outputs of each tensor in ``specs``, quantized each candidate way."""
     probe, pairs = _probe_model(folded, specs, ranges, rules)
@@ -183,14 +182,15 @@ def _reader_block(graph: ir.Graph, tensor: str, readers: Sequence[ir.Node], shap
 
 
 def layer_cost_ms(
-    folded: onnx.ModelProto, tensor: str, kind: str, ranges: Range, plan: QuantPlan, recipe: Recipe, shapes: Mapping[str, tuple[int, ...]], repeats: int = 10
+    folded: ir.Model, tensor: str, kind: str, ranges: Range, plan: QuantPlan, recipe: Recipe, shapes: Mapping[str, tuple[int, ...]], repeats: int = 10
 ) -> float:
     """ORT CPU milliseconds, at batch COST_BATCH, of ``tensor``'s quantizer of ``kind`` and the
     layers reading it, emitted for ``profile`` (so an integer kernel lost to a dynamic scale counts)."""
-    graph = ir.serde.deserialize_model(folded).graph
+    graph = folded.graph
     readers = list(dict.fromkeys(node for node, index in activation_uses(graph, plan.rules) if node.inputs[index].name == tensor))
-    block = ir.serde.serialize_model(_reader_block(graph, tensor, readers, shapes))
-    spec, profile = plan.activations[tensor], get_profile(recipe.profile)
+    block = _reader_block(graph, tensor, readers, shapes)
+    spec, profile = plan.activations[tensor], recipe.profile
+    profile.record(block)
     chosen = QuantSpec(spec.bits, spec.symmetric, kind)
     weights = {node.name: plan.weights[node.name] for node in readers if node.name in plan.weights}
     quantized = apply_passes(
@@ -199,7 +199,7 @@ def layer_cost_ms(
         QuantizeWeightsPass(weights, profile.use_4bit_types),
         QuantizeBiasPass(),
     )
-    session = make_session(emit(quantized, recipe.profile))
+    session = make_session(emit(quantized))
     rng = np.random.default_rng(0)
     return latency_ms(session, {i.name: rng.standard_normal(shapes[i.name]).astype(np.float32) for i in session.get_inputs()}, repeats)
 
@@ -246,7 +246,7 @@ def _after(tensors: Sequence[str], order: Sequence[tuple[str, str]], count: int)
 
 
 def choose_granularity(
-    folded: onnx.ModelProto, plan: QuantPlan, batches: Sequence[np.ndarray], recipe: Recipe, build: Callable[[QuantPlan], onnx.ModelProto]
+    folded: ir.Model, plan: QuantPlan, batches: Sequence[np.ndarray], recipe: Recipe, build: Callable[[QuantPlan], ir.Model]
 ) -> tuple[QuantPlan, GranularityChoice]:
     """Replace each granular spec of ``plan`` by the auto choice (module docstring) for the
     recipe's profile. ``build`` makes the quantized model of a plan; the longest of
@@ -258,7 +258,7 @@ def choose_granularity(
         return plan, GranularityChoice([], 1.0, 1.0, 1.0)
     ranges = minmax_ranges(folded, list(specs), batches, per_channel=set(specs))
     sqnr = layer_sqnr(folded, specs, ranges, plan.rules, batches)
-    graph = ir.serde.deserialize_model(folded).graph
+    graph = folded.graph
     uses = [node for node, _ in activation_uses(graph, plan.rules)]
     block_values = [v.name for node in uses for v in [*node.inputs, node.outputs[0]] if v is not None and v.const_value is None]
     shapes = _batch_shapes(folded, list(dict.fromkeys(block_values)), batches[0][:1])
@@ -277,7 +277,7 @@ def choose_granularity(
     def relative_latency(count: int) -> float:
         """Latency of the graph with ``count`` upgrades over FP32's, timed back to back so that
         load on the machine cancels out."""
-        session = make_session(emit(build(with_choice(count)), recipe.profile))
+        session = make_session(emit(build(with_choice(count))))
         return latency_ms(session, sample) / latency_ms(fp32, sample)
 
     static = relative_latency(0)
@@ -304,12 +304,12 @@ def candidates(recipe: Recipe) -> tuple[str, ...]:
     """The candidate kinds for the recipe's profile: not per-channel static on integer targets,
     whose QDQ fusion ORT CPU turns into QLinearConv/QLinearGlobalAveragePool kernels that fail at
     run time on a per-channel activation scale (see Profile.check)."""
-    if get_profile(recipe.profile).integer_kernels:
+    if recipe.profile.integer_kernels:
         return tuple(kind for kind in CANDIDATES if kind != "per_channel")
     return CANDIDATES
 
 
-def _batch_shapes(folded: onnx.ModelProto, names: list[str], sample: np.ndarray) -> dict[str, tuple[int, ...]]:
+def _batch_shapes(folded: ir.Model, names: list[str], sample: np.ndarray) -> dict[str, tuple[int, ...]]:
     """Each tensor's shape at batch COST_BATCH, from one run on a single sample."""
     session = make_session(with_outputs(folded, names))
     values = session.run(names, {session.get_inputs()[0].name: np.asarray(sample, np.float32)})

@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
 from zsq_onnx.errors import BadInputError, NoBatchNormError
@@ -89,9 +88,9 @@ def load_synthetic(path: str | Path, input_shape: tuple[int, ...]) -> SynthResul
     return SynthResult(batches, curve.tolist(), dict(zip(names.tolist(), losses.tolist())), float(seconds))
 
 
-def batchnorm_stats(model: onnx.ModelProto, source: str = "model") -> list[BatchNormStat]:
+def batchnorm_stats(model: ir.Model, source: str = "model") -> list[BatchNormStat]:
     """Every BatchNormalization node with constant running statistics; none is NoBatchNormError."""
-    graph = ir.serde.deserialize_model(model).graph
+    graph = model.graph
     stats = []
     for node in graph:
         if node.op_type != "BatchNormalization":
@@ -110,12 +109,11 @@ def batchnorm_stats(model: onnx.ModelProto, source: str = "model") -> list[Batch
     return stats
 
 
-def input_prior(model: onnx.ModelProto, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def input_prior(model: ir.Model, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(mean, std, low, high) per input channel for distillation: natural-image statistics and
     the range raw pixels can reach under the preprocessing recorded in ``model`` (see
     :meth:`Preprocessing.natural_statistics`); without a record, ZeroQ's N(0, 1), unbounded."""
-    props = {p.key: p.value for p in model.metadata_props}
-    preprocessing = Preprocessing.from_metadata(props)
+    preprocessing = Preprocessing.from_metadata(model.metadata_props)
     if preprocessing is None or len(preprocessing.mean) != channels:
         return np.zeros(channels, np.float32), np.ones(channels, np.float32), np.full(channels, -np.inf, np.float32), np.full(channels, np.inf, np.float32)
     mean, std = preprocessing.natural_statistics()
@@ -123,7 +121,7 @@ def input_prior(model: onnx.ModelProto, channels: int) -> tuple[np.ndarray, np.n
     return mean, std, low, high
 
 
-def distill(model: onnx.ModelProto, input_shape: tuple[int, ...], config: SynthConfig, seed: int = 0, progress: bool = True, source: str = "model") -> SynthResult:
+def distill(model: ir.Model, input_shape: tuple[int, ...], config: SynthConfig, seed: int = 0, progress: bool = True, source: str = "model") -> SynthResult:
     """Distill ``config.samples`` inputs with Adam on the input only (ZeroQ, ALGORITHMS.md).
 
     The input is optimized in standardized units z, x = mean + std * z, with the mean and std

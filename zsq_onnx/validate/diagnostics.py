@@ -10,11 +10,11 @@ from collections import Counter
 import numpy as np
 import onnx
 import onnx.utils
+import onnx_ir as ir
 import onnxruntime as ort
 from onnx.reference import ReferenceEvaluator
 
 from zsq_onnx.executors.runtime import batch_size_for, make_session
-from zsq_onnx.io.onnx_io import readers
 from zsq_onnx.plan.calibrate import with_outputs
 from zsq_onnx.validate.metrics import power_ratio_db, signal_and_noise
 
@@ -25,36 +25,35 @@ LAYER_OUTPUTS_PER_INPUT = 64  # all weighted layers' outputs of a CNN hold about
 FLOAT_WEIGHTED_OPS = ("Conv", "FusedConv", "ConvTranspose", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "NchwcConv")
 
 
-def layer_outputs(model: onnx.ModelProto) -> list[tuple[str, str]]:
+def layer_outputs(model: ir.Model) -> list[tuple[str, str]]:
     """(layer name, output tensor) of every weighted node in graph order; a Conv followed only by
     BatchNormalization reports the BN output, so BN and BN-folded graphs pair layer by layer.
     Layers are named after their weights (``layer1.0.conv1``)."""
-    consumers = readers(model)
     layers = []
-    for node in model.graph.node:
+    for node in model.graph:
         if node.op_type not in WEIGHTED_OPS or node.domain not in ("", "ai.onnx"):
             continue
-        output = node.output[0]
-        users = consumers.get(output, [])
+        output = node.outputs[0]
+        users = output.consumers()
         if len(users) == 1 and users[0].op_type == "BatchNormalization":
-            output = users[0].output[0]
-        layers.append((_layer_name(node), output))
+            output = users[0].outputs[0]
+        layers.append((_layer_name(node), output.name))
     return layers
 
 
-def _layer_name(node: onnx.NodeProto) -> str:
+def _layer_name(node: ir.Node) -> str:
     """A readable layer name: the node's weight name without quantizer or ``.weight`` suffixes."""
-    if len(node.input) < 2:
-        return node.name or node.output[0]
-    return node.input[1].removesuffix(".zsq_out").removesuffix(".weight")
+    if len(node.inputs) < 2 or node.inputs[1] is None:
+        return node.name or node.outputs[0].name
+    return node.inputs[1].name.removesuffix(".zsq_out").removesuffix(".weight")
 
 
-def _run(model: onnx.ModelProto, names: list[str], inputs: np.ndarray, level: ort.GraphOptimizationLevel) -> list[np.ndarray]:
+def _run(model: ir.Model, names: list[str], inputs: np.ndarray, level: ort.GraphOptimizationLevel) -> list[np.ndarray]:
     session = make_session(with_outputs(model, names), level=level)
     return session.run(names, {session.get_inputs()[0].name: inputs})
 
 
-def layer_sqnr(reference: onnx.ModelProto, candidate: onnx.ModelProto, inputs: np.ndarray) -> list[dict]:
+def layer_sqnr(reference: ir.Model, candidate: ir.Model, inputs: np.ndarray) -> list[dict]:
     """SQNR (dB) of every weighted layer's output in ``candidate`` against ``reference`` on the
     same inputs; layers are paired by order (both must have the same weighted layers). Runs in
     batches that hold every layer's output at once (:func:`~zsq_onnx.executors.runtime.batch_size_for`),
@@ -78,7 +77,7 @@ def layer_sqnr(reference: onnx.ModelProto, candidate: onnx.ModelProto, inputs: n
     return [{"layer": name, "tensor": tensor, "sqnr_db": power_ratio_db(s, n)} for (name, tensor), s, n in zip(cand_layers, signal, noise)]
 
 
-def ort_fusion(model: onnx.ModelProto) -> dict:
+def ort_fusion(model: ir.Model) -> dict:
     """What ORT CPU (ENABLE_ALL) turns the model into: weighted ops run as integer kernels
     (QLinearConv, QLinearMatMul, ...) vs left as float kernels, from its optimized model."""
     with tempfile.TemporaryDirectory() as folder:
@@ -87,37 +86,47 @@ def ort_fusion(model: onnx.ModelProto) -> dict:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.optimized_model_filepath = path
         options.log_severity_level = 3
-        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(ir.serde.serialize_model(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
         ops = Counter(node.op_type for node in onnx.load(path).graph.node)
     fused = sum(ops[op] for op in INTEGER_OPS)
     unfused = sum(ops[op] for op in FLOAT_WEIGHTED_OPS)
     return {"fused": fused, "unfused": unfused, "integer_ops": {op: ops[op] for op in INTEGER_OPS + OTHER_INTEGER_OPS if ops[op]}}
 
 
-def float_layers(model: onnx.ModelProto) -> list[str]:
+def float_layers(model: ir.Model) -> list[str]:
     """Weighted nodes of an emitted model whose input is not dequantized: they run in float."""
-    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
-    return [f"{n.op_type} {n.name}" for n in model.graph.node if n.op_type in WEIGHTED_OPS and n.input[0] not in dequantized]
+    return [f"{n.op_type} {n.name}" for n in model.graph if n.op_type in WEIGHTED_OPS and not _dequantized(n.inputs[0])]
 
 
-def _quantizer_chains(model: onnx.ModelProto) -> list[tuple[str, str, float]]:
+def _dequantized(value: ir.Value) -> bool:
+    producer = value.producer()
+    return producer is not None and producer.op_type == "DequantizeLinear"
+
+
+def _quantizer_chains(model: ir.Model) -> list[tuple[str, str, float]]:
     """(input, dequantized output, largest scale) of every QuantizeLinear[->Clip]->DequantizeLinear
     with a constant scale on a computed tensor (granular quantizers compute theirs in the graph)."""
-    initializers = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
-    first_reader = {name: nodes[0] for name, nodes in readers(model).items()}
     chains = []
-    for node in model.graph.node:
-        if node.op_type != "QuantizeLinear" or node.input[0] in initializers or node.input[1] not in initializers:
+    for node in model.graph:
+        if node.op_type != "QuantizeLinear":
             continue
-        tail = first_reader.get(node.output[0])
+        source, scale = node.inputs[0], node.inputs[1]
+        if source.const_value is not None or scale.const_value is None:
+            continue
+        tail = _first_reader(node.outputs[0])
         if tail is not None and tail.op_type == "Clip":
-            tail = first_reader.get(tail.output[0])
+            tail = _first_reader(tail.outputs[0])
         if tail is not None and tail.op_type == "DequantizeLinear":
-            chains.append((node.input[0], tail.output[0], float(np.max(initializers[node.input[1]]))))
+            chains.append((source.name, tail.outputs[0].name, float(np.max(scale.const_value.numpy()))))
     return chains
 
 
-def cross_check(model: onnx.ModelProto, inputs: np.ndarray) -> list[str]:
+def _first_reader(value: ir.Value) -> ir.Node | None:
+    readers = value.consumers()
+    return readers[0] if readers else None
+
+
+def cross_check(model: ir.Model, inputs: np.ndarray) -> list[str]:
     """Warnings naming each quantizer where ORT (ENABLE_BASIC) and onnx.reference, given the same
     input tensor, differ by more than 1 LSB; and one when ORT ENABLE_ALL's output strays from
     ENABLE_BASIC's by more than 1/128 of its range on average (fused integer kernels that round
@@ -125,10 +134,10 @@ def cross_check(model: onnx.ModelProto, inputs: np.ndarray) -> list[str]:
     then, which moves a few logits and is not a fault).
     Meant for small models: onnx.reference is slow."""
     chains = _quantizer_chains(model)
-    output = model.graph.output[0].name
+    output = model.graph.outputs[0].name
     names = [name for chain in chains for name in chain[:2]]
     basic = dict(zip([*names, output], _run(model, [*names, output], inputs, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)))
-    extractor = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(model))
+    extractor = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(ir.serde.serialize_model(model)))
     warnings = []
     for source, target, scale in chains:
         chain = ReferenceEvaluator(extractor.extract_model([source], [target]))
@@ -136,7 +145,7 @@ def cross_check(model: onnx.ModelProto, inputs: np.ndarray) -> list[str]:
         lsb = float(np.max(np.abs(expected - basic[target]))) / scale
         if lsb > 1.0 + 1e-3:
             warnings.append(f"quantizer of {source!r}: ORT and onnx.reference differ by {lsb:.1f} LSB")
-    full = make_session(model).run([output], {model.graph.input[0].name: inputs})[0]
+    full = make_session(model).run([output], {model.graph.inputs[0].name: inputs})[0]
     tolerance = max(1e-4, float(np.abs(basic[output]).max()) / 128)
     difference = np.abs(full - basic[output])
     if float(difference.mean()) > tolerance:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 
 from zsq_onnx.errors import BadInputError
@@ -49,7 +49,7 @@ class Evaluation:
         return asdict(self)
 
 
-def evaluate(fp32: onnx.ModelProto, quantized: onnx.ModelProto, inputs: np.ndarray, labels: np.ndarray | None, name: str, provider: str = "cpu") -> Evaluation:
+def evaluate(fp32: ir.Model, quantized: ir.Model, inputs: np.ndarray, labels: np.ndarray | None, name: str, provider: str = "cpu") -> Evaluation:
     """Run both models over preprocessed ``inputs`` and compare them (and with ``labels``)."""
     fp_logits, fp_measures = measure(make_session(fp32, provider), inputs, labels)
     q_logits, q_measures = measure(make_session(quantized, provider), inputs, labels)
@@ -59,17 +59,17 @@ def evaluate(fp32: onnx.ModelProto, quantized: onnx.ModelProto, inputs: np.ndarr
 def evaluate_files(model_path: str, data_path: str, reference_path: str | None = None, provider: str = "cpu", preprocessing: Preprocessing | None = None) -> dict:
     """An .onnx model's top-1/top-5 and latency on a dataset; with a reference model, the same for
     it plus agreement, output SQNR, per-layer SQNR and file sizes."""
-    model = onnx_io.load_onnx(model_path)
-    preprocessing = preprocessing or Preprocessing.from_metadata({p.key: p.value for p in model.metadata_props})
+    model = ir.serde.deserialize_model(onnx_io.load_onnx(model_path))
+    preprocessing = preprocessing or Preprocessing.from_metadata(model.metadata_props)
     if preprocessing is None:
         raise BadInputError(f"{model_path}: carries no zsq preprocessing metadata; pass --input-scale/--mean/--std")
-    shape = model.graph.input[0].type.tensor_type.shape.dim
-    data = load_dataset(data_path, (shape[2].dim_value, shape[3].dim_value) if len(shape) == 4 else None)
+    shape = model.graph.inputs[0].shape
+    data = load_dataset(data_path, (shape[2], shape[3]) if shape is not None and len(shape) == 4 else None)
     inputs = preprocessing.apply(data.images)
     logits, measures = measure(make_session(model, provider), inputs, data.labels)
     result: dict = {"model": model_path, "dataset": data.name, "samples": len(data), "provider": provider, **measures, "size_bytes": Path(model_path).stat().st_size}
     if reference_path is not None:
-        reference = onnx_io.load_onnx(reference_path)
+        reference = ir.serde.deserialize_model(onnx_io.load_onnx(reference_path))
         reference_logits, reference_measures = measure(make_session(reference, provider), inputs, data.labels)
         result["reference"] = {"model": reference_path, **reference_measures, "size_bytes": Path(reference_path).stat().st_size}
         result["agreement"] = agreement(reference_logits, logits)

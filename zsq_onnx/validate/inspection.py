@@ -7,17 +7,16 @@ from collections import Counter
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+import onnx_ir as ir
 
 from zsq_onnx import quantizers
-from zsq_onnx.io.onnx_io import readers
 
 _TYPE_RANGES = {**quantizers.INTEGER_RANGES, onnx.TensorProto.INT16: (-32768, 32767), onnx.TensorProto.UINT16: (0, 65535)}
 
 
-def _quantizer_row(tensor: str, role: str, consumer: str, scale: np.ndarray, zero_point: onnx.TensorProto, qrange: tuple[int, int], axis: int) -> dict:
+def _quantizer_row(tensor: str, role: str, consumer: str, scale: np.ndarray, zero_point: ir.TensorProtocol, qrange: tuple[int, int], axis: int) -> dict:
     qmin, qmax = qrange
-    zero = numpy_helper.to_array(zero_point).astype(np.int64)
+    zero = zero_point.numpy().astype(np.int64)
     return {
         "tensor": tensor,
         "role": role,
@@ -43,44 +42,41 @@ def _stored_range(values: np.ndarray, container: tuple[int, int]) -> tuple[int, 
     return 0, (1 << bits) - 1
 
 
-def quantizer_table(model: onnx.ModelProto) -> list[dict]:
+def quantizer_table(model: ir.Model) -> list[dict]:
     """One row per quantizer, for emitted QDQ models and for intermediate models with zsq nodes."""
-    inits = {t.name: t for t in model.graph.initializer}
-    producers = {o: n for n in model.graph.node for o in n.output}
-    consumers = readers(model)
     rows = []
-    for node in model.graph.node:
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        axis = attrs.get("axis", 1)
-        consumer = ", ".join(f"{r.op_type} {r.name}" for r in consumers.get(node.output[0], []))
+    for node in model.graph:
+        axis = node.attributes.get_int("axis", 1)
+        consumer = ", ".join(f"{r.op_type} {r.name}" for r in node.outputs[0].consumers())
+        inputs = node.inputs
         if node.domain == quantizers.DOMAIN:
-            zero_point = inits[node.input[2]]
-            qrange = (int(numpy_helper.to_array(inits[node.input[3]])), int(numpy_helper.to_array(inits[node.input[4]]))) if len(node.input) > 4 else _TYPE_RANGES[zero_point.data_type]
-            role = "weight" if node.input[0] in inits else "activation"
-            rows.append(_quantizer_row(node.input[0], role, consumer, numpy_helper.to_array(inits[node.input[1]]), zero_point, qrange, axis))
-        elif node.op_type == "DequantizeLinear" and len(node.input) > 2 and node.input[2] in inits:
-            zero_point = inits[node.input[2]]
-            qrange = _TYPE_RANGES.get(zero_point.data_type, (0, 255))
-            source = node.input[0]
-            clip = producers.get(source)
-            if clip is not None and clip.op_type == "Clip" and all(name in inits for name in clip.input[1:3]):
-                qrange = tuple(int(numpy_helper.to_array(inits[name])) for name in clip.input[1:3])
-                source = clip.input[0]
-            if source in inits:
-                role, tensor = "weight", source
-                qrange = _stored_range(numpy_helper.to_array(inits[source]).astype(np.int64), qrange)
+            zero_point = inputs[2].const_value
+            qrange = (int(inputs[3].const_value.numpy()), int(inputs[4].const_value.numpy())) if len(inputs) > 4 else _TYPE_RANGES[int(zero_point.dtype)]
+            role = "weight" if inputs[0].const_value is not None else "activation"
+            rows.append(_quantizer_row(inputs[0].name, role, consumer, inputs[1].const_value.numpy(), zero_point, qrange, axis))
+        elif node.op_type == "DequantizeLinear" and len(inputs) > 2 and inputs[2] is not None and inputs[2].const_value is not None:
+            zero_point = inputs[2].const_value
+            qrange = _TYPE_RANGES.get(int(zero_point.dtype), (0, 255))
+            source = inputs[0]
+            clip = source.producer()
+            if clip is not None and clip.op_type == "Clip" and all(v is not None and v.const_value is not None for v in clip.inputs[1:3]):
+                qrange = tuple(int(v.const_value.numpy()) for v in clip.inputs[1:3])
+                source = clip.inputs[0]
+            if source.const_value is not None:
+                role, tensor = "weight", source.name
+                qrange = _stored_range(source.const_value.numpy().astype(np.int64), qrange)
             else:
-                quantize = producers.get(source)
-                role, tensor = "activation", quantize.input[0] if quantize is not None else source
-            rows.append(_quantizer_row(tensor, role, consumer, numpy_helper.to_array(inits[node.input[1]]), zero_point, qrange, axis))
+                quantize = source.producer()
+                role, tensor = "activation", quantize.inputs[0].name if quantize is not None else source.name
+            rows.append(_quantizer_row(tensor, role, consumer, inputs[1].const_value.numpy(), zero_point, qrange, axis))
     return rows
 
 
-def inspect_model(model: onnx.ModelProto) -> dict:
-    """Quantizer table, op counts and size of a model."""
+def inspect_model(model: ir.Model) -> dict:
+    """Quantizer table, op counts and serialized size of a model."""
     return {
-        "size_bytes": model.ByteSize(),
-        "ops": dict(Counter(f"{n.domain + '.' if n.domain else ''}{n.op_type}" for n in model.graph.node).most_common()),
+        "size_bytes": ir.serde.serialize_model(model).ByteSize(),
+        "ops": dict(Counter(f"{n.domain + '.' if n.domain else ''}{n.op_type}" for n in model.graph).most_common()),
         "quantizers": quantizer_table(model),
     }
 

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import onnx
+import onnx_ir as ir
 
 from zsq_onnx.errors import AccuracyGateError, BadInputError
 from zsq_onnx.io.onnx_io import write_bytes_atomic, write_text_atomic
@@ -22,15 +22,14 @@ if TYPE_CHECKING:
     from zsq_onnx.synth.distill import SynthResult
 
 
-def quantizer_counts(model: onnx.ModelProto) -> dict[str, int]:
+def quantizer_counts(model: ir.Model) -> dict[str, int]:
     """Weight quantizers (DequantizeLinear of an 8/4-bit initializer), bias quantizers (of an int32
     initializer) and activation quantizers (QuantizeLinear)."""
-    initializers = {t.name: t.data_type for t in model.graph.initializer}
-    stored = [initializers[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in initializers]
+    stored = [n.inputs[0].const_value.dtype for n in model.graph if n.op_type == "DequantizeLinear" and n.inputs[0].const_value is not None]
     return {
-        "weights": sum(1 for dtype in stored if dtype != onnx.TensorProto.INT32),
-        "biases": sum(1 for dtype in stored if dtype == onnx.TensorProto.INT32),
-        "activations": sum(1 for n in model.graph.node if n.op_type == "QuantizeLinear"),
+        "weights": sum(1 for dtype in stored if dtype != ir.DataType.INT32),
+        "biases": sum(1 for dtype in stored if dtype == ir.DataType.INT32),
+        "activations": sum(1 for n in model.graph if n.op_type == "QuantizeLinear"),
     }
 
 
@@ -40,7 +39,7 @@ def peak_memory_mb() -> float:
 
 
 def build(
-    name: str, recipe: Recipe, evaluation: Evaluation, calibration: SynthResult, fp32: onnx.ModelProto, quantized: onnx.ModelProto,
+    name: str, recipe: Recipe, evaluation: Evaluation, calibration: SynthResult, fp32: ir.Model, quantized: ir.Model,
     diagnostics: dict[str, Any], seconds: dict[str, float],
 ) -> dict[str, Any]:
     """The report of one conversion (accuracies are fractions 0..1)."""
@@ -57,7 +56,7 @@ def build(
         },
         "layers": evaluation.layers,
         **diagnostics,
-        "size_bytes": {"fp32": fp32.ByteSize(), "quantized": quantized.ByteSize()},
+        "size_bytes": {"fp32": ir.serde.serialize_model(fp32).ByteSize(), "quantized": ir.serde.serialize_model(quantized).ByteSize()},
         "calibration": {
             "source": calibration.source,
             "samples": sum(len(b) for b in calibration.batches),
@@ -70,7 +69,7 @@ def build(
     }
 
 
-def observer_sections(recipe: Recipe, quantized: onnx.ModelProto) -> dict[str, Any]:
+def observer_sections(recipe: Recipe, quantized: ir.Model) -> dict[str, Any]:
     """How activation ranges were chosen (``activation_ranges``: the observer method and, per
     static activation quantizer, its range and the share of calibration values outside it) and
     the bias correction (``bias_correction``: per corrected layer the largest bias change), as
