@@ -23,8 +23,8 @@ def test_w8a8_accuracy_within_half_a_point(converted):
     result, _ = converted
     evaluation = result.evaluation
     assert evaluation.dataset == "digits-test" and evaluation.samples == 360
-    assert evaluation.fp32["top1"] >= 0.97
-    assert evaluation.quantized["top1"] >= evaluation.fp32["top1"] - 0.005
+    assert evaluation.fp32.top1 >= 0.97
+    assert evaluation.quantized.top1 >= evaluation.fp32.top1 - 0.005
     assert evaluation.agreement >= 0.99
 
 

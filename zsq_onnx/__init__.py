@@ -1,6 +1,18 @@
-"""zsq-onnx: data-free (zero-shot) quantization of CNNs to deployable ONNX."""
+"""zsq-onnx: data-free (zero-shot) quantization of CNNs to deployable ONNX.
 
-from zsq_onnx.pipeline import ConversionResult, LoadedModel, convert, load_model
-from zsq_onnx.recipe import QuantSpec, Recipe, SynthConfig
+``convert`` runs every stage; ``load_model``, ``quantize`` and ``emit`` are the stages a caller
+can run one by one, configured by a ``Recipe`` (or ``build_recipe``'s CLI-style options)."""
 
-__all__ = ["ConversionResult", "LoadedModel", "QuantSpec", "Recipe", "SynthConfig", "convert", "load_model"]
+from zsq_onnx.errors import AccuracyGateError, BadInputError, NoBatchNormError, UnsupportedOpError, ZsqError
+from zsq_onnx.io.preprocessing import Preprocessing
+from zsq_onnx.pipeline import ConversionResult, LoadedModel, convert, load_model, quantize
+from zsq_onnx.profiles import emit
+from zsq_onnx.quantizers.spec import QuantSpec
+from zsq_onnx.recipe import FinetuneConfig, Recipe, SynthConfig, build_recipe
+from zsq_onnx.validate.evaluate import Evaluation, LayerSqnr, Measures
+
+__all__ = [
+    "AccuracyGateError", "BadInputError", "ConversionResult", "Evaluation", "FinetuneConfig", "LayerSqnr", "LoadedModel", "Measures",
+    "NoBatchNormError", "Preprocessing", "QuantSpec", "Recipe", "SynthConfig", "UnsupportedOpError", "ZsqError",
+    "build_recipe", "convert", "emit", "load_model", "quantize",
+]

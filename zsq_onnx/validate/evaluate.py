@@ -18,42 +18,69 @@ from zsq_onnx.validate.diagnostics import layer_sqnr
 from zsq_onnx.validate.metrics import agreement, sqnr_db, top1, top5
 
 
-def measure(session: ort.InferenceSession, inputs: np.ndarray, labels: np.ndarray | None) -> tuple[np.ndarray, dict]:
-    """Logits of ``session`` over ``inputs``, and its top-1/top-5 (None without labels) and
-    median latency at batch 1 and 64."""
+@dataclass(frozen=True)
+class Measures:
+    """One model on one input set in ORT: top-1 and top-5 accuracy (fractions; None without
+    labels) and median latency at batch 1 and 64."""
+
+    top1: float | None
+    top5: float | None
+    latency_ms_b1: float
+    latency_ms_b64: float
+
+
+def measure(session: ort.InferenceSession, inputs: np.ndarray, labels: np.ndarray | None) -> tuple[np.ndarray, Measures]:
+    """Logits of ``session`` over ``inputs``, and its :class:`Measures`."""
     logits = run_batched(session, inputs)
     batch = np.resize(inputs, (64, *inputs.shape[1:])).astype(np.float32)
-    return logits, {
-        "top1": top1(logits, labels) if labels is not None else None,
-        "top5": top5(logits, labels) if labels is not None else None,
-        "latency_ms_b1": latency_ms(session, batch[:1], repeats=50),
-        "latency_ms_b64": latency_ms(session, batch),
-    }
+    return logits, Measures(
+        top1(logits, labels) if labels is not None else None,
+        top5(logits, labels) if labels is not None else None,
+        latency_ms(session, batch[:1], repeats=50),
+        latency_ms(session, batch),
+    )
+
+
+@dataclass(frozen=True)
+class LayerSqnr:
+    """SQNR (dB) of one weighted layer's output (``tensor``) in the quantized model against FP32."""
+
+    layer: str
+    tensor: str
+    sqnr_db: float
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """FP32 vs quantized on one input set, in ORT: each model's measures (see :func:`measure`),
-    their top-1 agreement, output SQNR and per-layer SQNR."""
+    """FP32 vs quantized on one input set (``dataset``, ``samples`` inputs), in ORT: each model's
+    measures, their top-1 agreement (fraction of inputs with the same top-1 class), the SQNR (dB)
+    of the quantized logits against FP32's, and per-layer SQNR."""
 
     dataset: str
     samples: int
-    fp32: dict
-    quantized: dict
+    fp32: Measures
+    quantized: Measures
     agreement: float
     output_sqnr_db: float
-    layers: list[dict]
+    layers: tuple[LayerSqnr, ...]
 
     def to_dict(self) -> dict:
-        """Plain dict for the report."""
-        return asdict(self)
+        """The report's sections on the evaluation: ``eval``, ``fp32``, ``quantized`` (measures,
+        agreement, output SQNR) and ``layers``."""
+        return {
+            "eval": {"dataset": self.dataset, "samples": self.samples},
+            "fp32": asdict(self.fp32),
+            "quantized": {**asdict(self.quantized), "agreement": self.agreement, "output_sqnr_db": self.output_sqnr_db},
+            "layers": [asdict(layer) for layer in self.layers],
+        }
 
 
 def evaluate(fp32: ir.Model, quantized: ir.Model, inputs: np.ndarray, labels: np.ndarray | None, name: str, provider: str = "cpu") -> Evaluation:
     """Run both models over preprocessed ``inputs`` and compare them (and with ``labels``)."""
     fp_logits, fp_measures = measure(make_session(fp32, provider), inputs, labels)
     q_logits, q_measures = measure(make_session(quantized, provider), inputs, labels)
-    return Evaluation(name, len(inputs), fp_measures, q_measures, agreement(fp_logits, q_logits), sqnr_db(fp_logits, q_logits), layer_sqnr(fp32, quantized, inputs[:256]))
+    layers = tuple(LayerSqnr(**layer) for layer in layer_sqnr(fp32, quantized, inputs[:256]))
+    return Evaluation(name, len(inputs), fp_measures, q_measures, agreement(fp_logits, q_logits), sqnr_db(fp_logits, q_logits), layers)
 
 
 def evaluate_files(model_path: str, data_path: str, reference_path: str | None = None, provider: str = "cpu", preprocessing: Preprocessing | None = None) -> dict:
@@ -67,11 +94,11 @@ def evaluate_files(model_path: str, data_path: str, reference_path: str | None =
     data = load_dataset(data_path, (shape[2], shape[3]) if shape is not None and len(shape) == 4 else None)
     inputs = preprocessing.apply(data.images)
     logits, measures = measure(make_session(model, provider), inputs, data.labels)
-    result: dict = {"model": model_path, "dataset": data.name, "samples": len(data), "provider": provider, **measures, "size_bytes": Path(model_path).stat().st_size}
+    result: dict = {"model": model_path, "dataset": data.name, "samples": len(data), "provider": provider, **asdict(measures), "size_bytes": Path(model_path).stat().st_size}
     if reference_path is not None:
         reference = ir.serde.deserialize_model(onnx_io.load_onnx(reference_path))
         reference_logits, reference_measures = measure(make_session(reference, provider), inputs, data.labels)
-        result["reference"] = {"model": reference_path, **reference_measures, "size_bytes": Path(reference_path).stat().st_size}
+        result["reference"] = {"model": reference_path, **asdict(reference_measures), "size_bytes": Path(reference_path).stat().st_size}
         result["agreement"] = agreement(reference_logits, logits)
         result["output_sqnr_db"] = sqnr_db(reference_logits, logits)
         result["layers"] = layer_sqnr(reference, model, inputs[:256])

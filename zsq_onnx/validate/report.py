@@ -43,18 +43,12 @@ def build(
     diagnostics: dict[str, Any], seconds: dict[str, float],
 ) -> dict[str, Any]:
     """The report of one conversion (accuracies are fractions 0..1)."""
+    evaluated = evaluation.to_dict()
+    evaluated["quantized"]["quantizers"] = quantizer_counts(quantized)
     return {
         "model": name,
         "recipe": recipe.to_dict(),
-        "eval": {"dataset": evaluation.dataset, "samples": evaluation.samples},
-        "fp32": evaluation.fp32,
-        "quantized": {
-            **evaluation.quantized,
-            "agreement": evaluation.agreement,
-            "output_sqnr_db": evaluation.output_sqnr_db,
-            "quantizers": quantizer_counts(quantized),
-        },
-        "layers": evaluation.layers,
+        **evaluated,
         **diagnostics,
         "size_bytes": {"fp32": ir.serde.serialize_model(fp32).ByteSize(), "quantized": ir.serde.serialize_model(quantized).ByteSize()},
         "calibration": {
