@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
+from tests.conftest import to_proto
 from zsq_onnx.models.digits_cnn import digits_split
 from zsq_onnx.pipeline import quantize
 from zsq_onnx.profiles import emit
@@ -23,7 +24,7 @@ def models(digits):
     _, model, entry = digits
     test = digits_split("test")
     inputs = entry.preprocessing.apply(test.images[:64])
-    return model, emit(quantize(model, [inputs], build_recipe(bits="W8A8", profile="sim")), "sim"), inputs, test.labels[:64]
+    return model, emit(quantize(model, [inputs], build_recipe(bits="W8A8", profile="sim"))), inputs, test.labels[:64]
 
 
 def test_evaluation_measures_both_models_in_ort(models):
@@ -65,8 +66,8 @@ def test_to_dict_is_the_reports_evaluation_sections(digits):
 def test_evaluate_files_reports_a_model_against_its_reference(models, tmp_path):
     fp32, quantized, inputs, labels = models
     paths = {"fp32": tmp_path / "fp32.onnx", "quantized": tmp_path / "q.onnx", "data": tmp_path / "digits.npz"}
-    onnx.save(fp32, paths["fp32"])
-    onnx.save(quantized, paths["quantized"])
+    onnx.save(to_proto(fp32), paths["fp32"])
+    onnx.save(to_proto(quantized), paths["quantized"])
     np.savez(paths["data"], images=digits_split("test").images[:64], labels=labels)
     result = evaluate_files(str(paths["quantized"]), str(paths["data"]), str(paths["fp32"]))
     assert list(result) == ["model", "dataset", "samples", "provider", "top1", "top5", "latency_ms_b1", "latency_ms_b64", "size_bytes", "reference",
