@@ -27,12 +27,9 @@ from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.adaptive_activations import AdaptiveActivationsPass
 from zsq_onnx.passes.fold_batchnorm import FoldBatchNormPass
 from zsq_onnx.passes.fold_pad import FoldPadIntoConvPass
-from zsq_onnx.passes.quantize_activations import QuantizeActivationsPass
-from zsq_onnx.passes.quantize_bias import QuantizeBiasPass
-from zsq_onnx.passes.quantize_weights import QuantizeWeightsPass
 from zsq_onnx.plan.calibrate import METADATA_KEY as CALIBRATION_KEY
-from zsq_onnx.plan.calibrate import calibrate_ranges
-from zsq_onnx.plan.sequential_bias import correct_biases
+from zsq_onnx.plan.insertion import calibrate_plan, quantizer_passes
+from zsq_onnx.plan.sequential_bias import SequentialBiasCorrectionPass
 from zsq_onnx.plan.targets import QuantPlan, plan_quantization
 from zsq_onnx.profiles import emit
 from zsq_onnx.recipe import Recipe
@@ -93,9 +90,10 @@ def load_model(source: str | Path, weights: str | Path | None = None, preprocess
 
 
 def quantize(model: ir.Model, batches: list[np.ndarray], recipe: Recipe) -> ir.Model:
-    """Fold BatchNorm, calibrate activation ranges on ``batches``, insert zsq quantizers as the
-    recipe's profile needs them. With ``--granularity auto`` the choice per tensor is recorded in
-    the model's metadata (``zsq.granularity``, see :func:`granularity_choice`)."""
+    """Fold BatchNorm, plan the quantizers the recipe's profile needs, calibrate them on
+    ``batches`` and insert them. With ``--granularity auto`` the search chooses the plan and its
+    choice per tensor is recorded in the model's metadata (``zsq.granularity``, see
+    :func:`granularity_choice`)."""
     profile = recipe.profile
     folded = apply_passes(
         model, FoldBatchNormPass(), FoldPadIntoConvPass(), NameFixPass(), ShapeInferencePass(check_type=False, strict_mode=False, data_prop=False)
@@ -104,7 +102,7 @@ def quantize(model: ir.Model, batches: list[np.ndarray], recipe: Recipe) -> ir.M
     plan = QuantPlan(profile.target_weights(plan.weights, recipe), plan.activations, plan.rules)
     if recipe.granularity != "auto":
         return insert_quantizers(folded, plan, batches, recipe)
-    plan, choice = choose_granularity(folded, plan, batches, recipe, lambda candidate: insert_quantizers(folded, candidate, batches, recipe))
+    plan, choice = choose_granularity(folded, plan, batches, recipe)
     quantized = insert_quantizers(folded, plan, batches, recipe)
     quantized.metadata_props[GRANULARITY_KEY] = json.dumps(choice.to_dict())
     return quantized
@@ -114,26 +112,16 @@ def insert_quantizers(folded: ir.Model, plan: QuantPlan, batches: list[np.ndarra
     """Calibrate the static activation quantizers of ``plan`` on ``batches`` with the recipe's
     observer and insert every quantizer of ``plan`` into the BN-folded model; with bias
     correction, correct the float biases layer by layer on ``batches`` (see
-    :mod:`zsq_onnx.plan.sequential_bias`) before they are quantized. The calibration (method, ranges,
-    clipped fractions, bias changes) is recorded in the model's metadata for the report, and the
-    profile for :func:`~zsq_onnx.profiles.emit`."""
-    profile = recipe.profile
-    static = {name: spec for name, spec in plan.activations.items() if spec.granularity != "granular"}
-    per_channel = {name for name, spec in static.items() if spec.granularity == "per_channel"}
-    calibration = calibrate_ranges(folded, static, batches, recipe.calibration_method, per_channel, recipe.calibration_percentile)
-    ranges = calibration.ranges
-    quantized = apply_passes(  # activations first: the rules recognise weighted ops by their float weights
-        folded,
-        QuantizeActivationsPass(plan.activations, ranges, plan.rules, profile.activation_4bit_types(recipe), all_readers=profile.routes_all_readers(recipe)),
-        QuantizeWeightsPass(plan.weights, profile.use_4bit_types),
-    )
-    shifts: dict[str, float] = {}
-    if recipe.bias_correction:
-        quantized, shifts = correct_biases(folded, quantized, plan.weights, batches)
-    quantized = apply_passes(quantized, QuantizeBiasPass())
+    :mod:`zsq_onnx.plan.sequential_bias`) before they are quantized. The calibration (method,
+    ranges, clipped fractions, bias changes) is recorded in the model's metadata for the report,
+    and the profile for :func:`~zsq_onnx.profiles.emit`."""
+    calibration = calibrate_plan(folded, plan, batches, recipe)
+    correction = SequentialBiasCorrectionPass(folded, plan.weights, batches) if recipe.bias_correction else None
+    quantized = apply_passes(folded, *quantizer_passes(plan, calibration.ranges, recipe, correction))
+    shifts = correction.shifts if correction is not None else {}
     record = {**calibration.to_dict(), "bias_correction": {"enabled": recipe.bias_correction, "max_abs_shift": shifts}}
     quantized.metadata_props[CALIBRATION_KEY] = json.dumps(record)
-    profile.record(quantized)
+    recipe.profile.record(quantized)
     return quantized
 
 

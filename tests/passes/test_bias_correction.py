@@ -146,7 +146,7 @@ g (float[N, 4, 6, 6] x) => (float[N, 4, 6, 6] y)
 
 
 def test_sequential_correction_matches_the_float_output_means_layer_by_layer():
-    from zsq_onnx.plan.sequential_bias import correct_biases
+    from zsq_onnx.plan.sequential_bias import SequentialBiasCorrectionPass
 
     rng = np.random.default_rng(1)
     text = CHAIN.replace("W1", ", ".join(f"{v:.5f}" for v in rng.standard_normal(16))).replace("W2", ", ".join(f"{v:.5f}" for v in rng.standard_normal(16)))
@@ -154,8 +154,9 @@ def test_sequential_correction_matches_the_float_output_means_layer_by_layer():
     batches = [(rng.standard_normal((8, 4, 6, 6)) + 0.5).astype(np.float32) for _ in range(2)]
     spec = QuantSpec(3, True, "per_channel")
     quantized = apply_to_proto(model, QuantizeWeightsPass({"n0": spec, "n2": spec}))
-    corrected, shifts = correct_biases(ir.serde.deserialize_model(model), ir.serde.deserialize_model(quantized), {"n0", "n2"}, batches)
-    assert set(shifts) == {"n0", "n2"}
+    correction = SequentialBiasCorrectionPass(ir.serde.deserialize_model(model), {"n0", "n2"}, batches)
+    corrected = apply_to_proto(quantized, correction)
+    assert set(correction.shifts) == {"n0", "n2"}
     inputs = np.concatenate(batches)
     reference, before, after = (run(m, inputs).mean(axis=(0, 2, 3)) for m in (model, quantized, corrected))
     assert np.abs(after - reference).max() < 1e-4 < np.abs(before - reference).max()

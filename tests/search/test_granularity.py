@@ -19,7 +19,8 @@ from zsq_onnx.pipeline import granularity_choice, quantize
 from zsq_onnx.profiles import emit, get_profile
 from zsq_onnx.quantizers import granular_quantize
 from zsq_onnx.recipe import QuantSpec, build_recipe
-from zsq_onnx.search.granularity import candidates, upgrade_order
+from zsq_onnx.search.granularity import candidates
+from zsq_onnx.search.select import upgrade_order
 from zsq_onnx.synth.distill import distill
 
 
@@ -104,7 +105,7 @@ def test_ort_cpu_stores_float_weights_only_for_float_layers(setting):
 def test_upgrade_order_prefers_noise_removed_per_millisecond():
     sqnr = {"a": {"per_tensor": 10.0, "granular": 20.0}, "b": {"per_tensor": 10.0, "granular": 20.0}, "c": {"per_tensor": 40.0, "granular": 45.0}}
     cost = {"a": {"per_tensor": 1.0, "granular": 3.0}, "b": {"per_tensor": 1.0, "granular": 2.0}, "c": {"per_tensor": 1.0, "granular": 1.5}}
-    assert upgrade_order(sqnr, cost) == [("b", "granular"), ("a", "granular")]  # c is already good at per-tensor
+    assert upgrade_order(sqnr, cost, "per_tensor") == [("b", "granular"), ("a", "granular")]  # c is already good at per-tensor
 
 
 def test_auto_records_a_choice_per_tensor_within_the_candidates(setting):
@@ -112,7 +113,7 @@ def test_auto_records_a_choice_per_tensor_within_the_candidates(setting):
     quantized = quantize(model, batches, build_recipe(bits="W4A4", profile="ort-cpu", granularity="auto", granularity_budget=100.0))
     choice = granularity_choice(quantized)
     assert choice is not None and len(choice["tensors"]) >= 2
-    assert all(row["choice"] in candidates(build_recipe(profile="ort-cpu")) for row in choice["tensors"])
+    assert all(row["choice"] in candidates(build_recipe(profile="ort-cpu").profile) for row in choice["tensors"])
     assert "per_channel" not in choice["tensors"][0]["sqnr_db"]
     assert choice["chosen_vs_fp32"] <= choice["limit_vs_fp32"]
     worst = {row["tensor"]: max(row["sqnr_db"], key=row["sqnr_db"].get) for row in choice["tensors"]}
@@ -138,7 +139,7 @@ def test_profiles_that_cannot_run_granular_or_per_channel_say_so():
 
 
 def test_prefix_lengths_try_the_whole_order_first():
-    from zsq_onnx.search.granularity import prefix_lengths
+    from zsq_onnx.search.select import prefix_lengths
 
     assert prefix_lengths(18) == [18, 14, 9, 4]
     assert prefix_lengths(2) == [2, 1]

@@ -8,7 +8,7 @@ after QuantizeWeightsPass and before QuantizeBiasPass rounds the corrected bias 
 also the mean of the node's input *in the quantized graph* (``quantized_means``, E[x_q]), the
 shift is W_q . E[x_q] - W . E[x]: the mean the quantized layer adds to its output minus the
 float one, which also cancels the drift that quantization upstream left in the layer's input
-(NNCF's sequential bias correction, :func:`zsq_onnx.plan.sequential_bias.correct_biases`). Without
+(NNCF's sequential bias correction, :class:`zsq_onnx.plan.sequential_bias.SequentialBiasCorrectionPass`). Without
 it, E[x_q] = E[x] and the shift is eps . E[x].
 
 Means are per input channel (the usual approximation for Conv: the channel's mean stands for

@@ -1,0 +1,43 @@
+"""How a quantization plan becomes quantizers in the graph: the calibration of its static
+activation quantizers and the one pass sequence that inserts them, shared by the pipeline and
+the searches (which insert candidate plans to measure them)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx_ir as ir
+
+from zsq_onnx.passes.quantize_activations import QuantizeActivationsPass
+from zsq_onnx.passes.quantize_bias import QuantizeBiasPass
+from zsq_onnx.passes.quantize_weights import QuantizeWeightsPass
+from zsq_onnx.plan.calibrate import Calibration, Range, calibrate_ranges
+from zsq_onnx.plan.targets import QuantPlan
+
+if TYPE_CHECKING:
+    from zsq_onnx.recipe import Recipe
+
+
+def calibrate_plan(folded: ir.Model, plan: QuantPlan, batches: Sequence[np.ndarray], recipe: Recipe) -> Calibration:
+    """Ranges of the static activation quantizers of ``plan`` on ``batches``, by the recipe's
+    observer (per-channel ones by their per-channel min/max); granular ones need none."""
+    static = {name: spec for name, spec in plan.activations.items() if spec.granularity != "granular"}
+    per_channel = {name for name, spec in static.items() if spec.granularity == "per_channel"}
+    return calibrate_ranges(folded, static, batches, recipe.calibration_method, per_channel, recipe.calibration_percentile)
+
+
+def quantizer_passes(
+    plan: QuantPlan, ranges: Mapping[str, Range], recipe: Recipe, bias_correction: ir.passes.PassBase | None = None
+) -> list[ir.passes.PassBase]:
+    """The passes that insert ``plan``'s quantizers for the recipe's profile: activations first
+    (the rules recognise weighted ops by their float weights), then weights, then (after
+    ``bias_correction``, which needs quantized weights and float biases) int32 biases."""
+    profile = recipe.profile
+    return [
+        QuantizeActivationsPass(plan.activations, ranges, plan.rules, profile.activation_4bit_types(recipe), all_readers=profile.routes_all_readers(recipe)),
+        QuantizeWeightsPass(plan.weights, profile.use_4bit_types),
+        *([bias_correction] if bias_correction is not None else []),
+        QuantizeBiasPass(),
+    ]
