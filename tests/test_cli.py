@@ -143,20 +143,6 @@ def test_calibration_options_reach_the_recipe(monkeypatch):
     _assert_bad_input(_invoke("convert", "digits-cnn", "-o", "x.onnx", "--calibration-percentile", "30"), "--calibration-percentile")
 
 
-def test_recipe_round_trip_with_calibration_fields():
-    import dataclasses
-    import json
-
-    from zsq_onnx.recipe import Recipe, build_recipe
-
-    recipe = build_recipe(calibration_method="mse", bias_correction=True, calibration_percentile=99.9)
-    assert Recipe.from_json(recipe.to_json()) == recipe
-    older = json.loads(Recipe().to_json())
-    for key in ("calibration_method", "calibration_percentile", "bias_correction"):
-        del older[key]
-    assert Recipe.from_dict(older) == dataclasses.replace(Recipe(), calibration_method="minmax", bias_correction=False)  # what older recipes used
-
-
 def test_convert_reports_observer_and_bias_correction(tmp_path):
     import json
 
