@@ -59,17 +59,6 @@ class LoadedModel:
     default_eval_data: Dataset | None = None
 
 
-def _input_shape(model: onnx.ModelProto, source: str) -> tuple[int, ...]:
-    initializers = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise BadInputError(f"{source}: expected one image input, found {len(inputs)}")
-    dims = inputs[0].type.tensor_type.shape.dim[1:]
-    if not dims or any(not d.HasField("dim_value") for d in dims):
-        raise BadInputError(f"{source}: input {inputs[0].name!r} needs fixed non-batch dimensions, got {[d.dim_param or d.dim_value for d in dims]}")
-    return tuple(d.dim_value for d in dims)
-
-
 def load_model(source: str | Path, weights: str | Path | None = None, preprocessing: Preprocessing | None = None) -> LoadedModel:
     """A zoo name (exported here, BN kept) or an .onnx path, as an FP32 model ready to convert.
 
@@ -82,7 +71,7 @@ def load_model(source: str | Path, weights: str | Path | None = None, preprocess
         if preprocessing is not None:
             preprocessing.write_metadata(model)
         props = {p.key: p.value for p in model.metadata_props}
-        return LoadedModel(model, text, _input_shape(model, text), Preprocessing.from_metadata(props))
+        return LoadedModel(model, text, onnx_io.image_input_shape(model, text), Preprocessing.from_metadata(props))
     from zsq_onnx.io.export import export_module
     from zsq_onnx.models import get_entry
 

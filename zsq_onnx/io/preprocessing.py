@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from zsq_onnx.errors import BadInputError
+
+logger = logging.getLogger(__name__)
 
 _KEY = "zsq.preprocessing"
 
@@ -63,6 +66,7 @@ class Preprocessing:
 
     def write_metadata(self, model) -> None:
         """Record this preprocessing in ``model.metadata_props`` (replacing an earlier record)."""
+        logger.debug("recording preprocessing %s in the model's metadata", self)
         kept = [(p.key, p.value) for p in model.metadata_props if p.key != _KEY]
         del model.metadata_props[:]
         for key, value in [*kept, *self.to_metadata().items()]:
@@ -84,5 +88,8 @@ class Preprocessing:
         """Read it back from metadata_props; None when the model carries none."""
         if _KEY not in props:
             return None
-        data = json.loads(props[_KEY])
-        return cls(float(data["scale"]), tuple(data["mean"]), tuple(data["std"]), float(data.get("pixel_max", 255.0)))
+        try:
+            data = json.loads(props[_KEY])
+            return cls(float(data["scale"]), tuple(data["mean"]), tuple(data["std"]), float(data.get("pixel_max", 255.0)))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadInputError(f"the model's {_KEY} metadata is not a preprocessing record ({type(exc).__name__}: {exc})") from None
