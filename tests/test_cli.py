@@ -206,3 +206,18 @@ def test_convert_reports_observer_and_bias_correction(tmp_path):
     assert ranges["tensors"] and all(0 <= row["clipped_fraction"] < 0.5 for row in ranges["tensors"])
     assert "## Activation ranges (mse)" in report_path.with_suffix(".md").read_text()
 
+
+@pytest.mark.parametrize(("flags", "levels"), [((), set()), (("-v",), {"INFO"}), (("-vv",), {"INFO", "DEBUG"})])
+def test_verbose_logs_on_stderr(tmp_path, flags, levels):
+    import logging
+
+    path = tmp_path / "good.onnx"
+    path.write_bytes(_conv_bn().SerializeToString())
+    result = _invoke(*flags, "eval", str(path), "--data", str(tmp_path / "missing.npz"), "--input-scale", "1", "--mean", "0", "--std", "1")
+    assert result.exit_code == 2 and "missing.npz" in result.stderr.splitlines()[-1]
+    logged = {line.split()[0] for line in result.stderr.splitlines()[:-1]}
+    assert logged == levels
+    if levels:
+        assert f"INFO zsq_onnx.io.onnx_io: {path}: IR version 10" in result.stderr
+    package = logging.getLogger("zsq_onnx")
+    assert package.level == logging.NOTSET and not package.handlers  # restored after the command

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import sys
 
 import click
@@ -16,6 +17,9 @@ from zsq_onnx.errors import ZsqError
 from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer
 from zsq_onnx.profiles import PROFILES
 from zsq_onnx.recipe import DEFAULT_RECIPE
+
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+logger = logging.getLogger(__name__)
 
 
 class _Group(click.Group):
@@ -33,6 +37,7 @@ class _Group(click.Group):
             click.echo("interrupted", err=True)
             ctx.exit(130)
         except Exception as exc:  # the one place that turns unexpected failures into exit 1
+            logger.debug("traceback of the internal error", exc_info=exc)
             cause = exc.__cause__ or exc
             text = str(cause).strip()
             click.echo(f"internal error: {type(cause).__name__}: {text.splitlines()[0] if text else ''}", err=True)
@@ -41,8 +46,27 @@ class _Group(click.Group):
 
 @click.group(cls=_Group)
 @click.version_option(package_name="zsq-onnx")
-def main() -> None:
+@click.option("-v", "--verbose", count=True, help="Log on stderr: -v what each stage does (INFO), -vv details (DEBUG).")
+def main(verbose: int) -> None:
     """zsq-onnx: data-free quantization of CNNs to deployable ONNX."""
+    _configure_logging(verbose)
+
+
+def _configure_logging(verbose: int) -> None:
+    """The zsq_onnx loggers write to stderr at WARNING, INFO (-v) or DEBUG (-vv and more), for
+    the duration of the command: a process that runs several (tests) keeps no stale handler."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    package = logging.getLogger("zsq_onnx")
+    level = package.level
+    package.addHandler(handler)
+    package.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING)
+
+    def restore() -> None:
+        package.removeHandler(handler)
+        package.setLevel(level)
+
+    click.get_current_context().call_on_close(restore)
 
 
 def _choice(options: type[enum.StrEnum]) -> click.Choice:

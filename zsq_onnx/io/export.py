@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,8 @@ from zsq_onnx.passes.fold_constants import FoldConstantsPass
 
 if TYPE_CHECKING:
     import torch
+
+logger = logging.getLogger(__name__)
 
 OPSET = 21
 INPUT_NAME = "input"
@@ -54,6 +57,7 @@ def export_module(
     for key, value in {**preprocessing.to_metadata(), "zsq.source": name}.items():
         model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(model, full_check=True)
+    logger.info("%s: exported at opset %d, %d nodes, input [batch, %s]", name, OPSET, len(model.graph.node), ", ".join(map(str, input_shape)))
     return model
 
 
