@@ -31,8 +31,9 @@ from zsq_onnx import pipeline  # noqa: E402
 from zsq_onnx.executors.runtime import latency_ms, make_session, run_batched  # noqa: E402
 from zsq_onnx.io import onnx_io  # noqa: E402
 from zsq_onnx.io.data import load_dataset  # noqa: E402
+from zsq_onnx.options import CalibrationMethod  # noqa: E402
 from zsq_onnx.profiles import emit  # noqa: E402
-from zsq_onnx.recipe import CALIBRATION_METHODS, build_recipe  # noqa: E402
+from zsq_onnx.recipe import build_recipe  # noqa: E402
 from zsq_onnx.synth.distill import distill  # noqa: E402
 from zsq_onnx.validate.metrics import agreement, top1  # noqa: E402
 
@@ -100,7 +101,7 @@ def main() -> None:
             record["observers"] = [
                 {"method": method, "bias_correction": correction,
                  **_quantized_scores(loaded.model, synthetic.batches, build_recipe(seed=args.seed, calibration_method=method, bias_correction=correction), inputs, fp32_logits, dataset.labels)}
-                for method in CALIBRATION_METHODS for correction in (False, True)
+                for method in CalibrationMethod for correction in (False, True)
             ]
         if args.sweep:
             record["sweep"] = []

@@ -22,8 +22,9 @@ from common import asset, cifar_weights, emit_json  # noqa: E402
 from zsq_onnx import pipeline  # noqa: E402
 from zsq_onnx.executors.runtime import make_session, run_batched  # noqa: E402
 from zsq_onnx.io.data import load_dataset  # noqa: E402
+from zsq_onnx.options import CalibrationMethod  # noqa: E402
 from zsq_onnx.profiles import emit  # noqa: E402
-from zsq_onnx.recipe import CALIBRATION_METHODS, build_recipe  # noqa: E402
+from zsq_onnx.recipe import build_recipe  # noqa: E402
 from zsq_onnx.synth.distill import distill  # noqa: E402
 from zsq_onnx.validate.metrics import top1  # noqa: E402
 
@@ -58,14 +59,14 @@ def main() -> None:
     """Run the sweep and print the table as one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="resnet20-cifar10,resnet32-cifar10")
-    parser.add_argument("--methods", default=",".join(CALIBRATION_METHODS))
+    parser.add_argument("--methods", default=",".join(CalibrationMethod))
     parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images only (a smoke run)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     methods = args.methods.split(",")
-    unknown = sorted(set(methods) - set(CALIBRATION_METHODS))
+    unknown = sorted(set(methods) - set(CalibrationMethod))
     if unknown:
-        sys.exit(f"unknown --methods {', '.join(unknown)}; choose from {', '.join(CALIBRATION_METHODS)}")
+        sys.exit(f"unknown --methods {', '.join(unknown)}; choose from {', '.join(CalibrationMethod)}")
     dataset = load_dataset(asset("data/cifar10_test.npz"))
     images, labels = dataset.images[: args.limit], dataset.labels[: args.limit]
     results = [_model_rows(model, methods, images, labels, args.seed) for model in args.models.split(",")]

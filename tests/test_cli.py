@@ -85,6 +85,55 @@ def test_external_data_outside_model_folder(tmp_path):
     _assert_bad_input(_invoke("convert", str(path), "-o", str(tmp_path / "o.onnx")), "escape.onnx", "outside the model's folder")
 
 
+def _conv_bn(inputs: str = "float[N, 1, 4, 4] input", outputs: str = "float[N, 2, 4, 4] y", opset: int = 21, ir: int = 10, value_info: str = "") -> onnx.ModelProto:
+    """A Conv-BatchNorm-Relu model from ONNX text, unchecked: the bad files below fail the checks."""
+    return onnx.parser.parse_model(
+        f"""
+        <ir_version: {ir}, opset_import: ["" : {opset}]>
+        g ({inputs}) => ({outputs})
+        <float[2, 1, 1, 1] w = {{1., 2.}}, float[2] s = {{1., 1.}}, float[2] b = {{0., 0.}}, float[2] m = {{0., 0.}}, float[2] v = {{1., 1.}}{value_info}>
+        {{ c = Conv (input, w)
+          n = BatchNormalization (c, s, b, m, v)
+          y = Relu (n) }}
+        """
+    )
+
+
+BAD_FILES = {
+    "opset-newer-than-onnxruntime": ({"opset": 30}, ("onnxruntime", "ai.onnx 30")),
+    "ir-version-newer-than-onnxruntime": ({"ir": 15}, ("onnxruntime", "IR version 15")),
+    "input-channels-against-conv-weight": ({"inputs": "float[N, 3, 4, 4] input"}, ("contradict", "3 channels")),
+    "output-against-graph": ({"outputs": "float[N, 5, 4, 4] y"}, ("contradict", "(2) vs (5)")),
+    "value-info-against-graph": ({"value_info": ", float[N, 7, 4, 4] c"}, ("contradict", "(2) vs (7)")),
+    "zero-channel-input": ({"inputs": "float[N, 0, 4, 4] input"}, ("empty", "[N, 0, 4, 4]")),
+    "empty-input": ({"inputs": "float[N, 1, 0, 4] input"}, ("empty", "[N, 1, 0, 4]")),
+}
+COMMANDS = {
+    "convert": ("convert", "{model}", "-o", "{out}", "--samples", "4", "--synth-steps", "1"),
+    "inspect": ("inspect", "{model}"),
+    "eval": ("eval", "{model}", "--data", "{data}", "--input-scale", "1", "--mean", "0", "--std", "1"),
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_bad_onnx_files_exit_2_at_load(tmp_path, case, command):
+    changes, words = BAD_FILES[case]
+    path, data, out = tmp_path / f"{case}.onnx", tmp_path / "d.npz", tmp_path / "out.onnx"
+    path.write_bytes(_conv_bn(**changes).SerializeToString())
+    np.savez(data, images=np.zeros((2, 4, 4, 1), np.uint8), labels=np.zeros(2, np.int64))
+    _assert_bad_input(_invoke(*(arg.format(model=path, out=out, data=data) for arg in COMMANDS[command])), path.name, *words)
+    assert sorted(tmp_path.iterdir()) == sorted([path, data])
+
+
+def test_the_good_twin_of_the_bad_files_converts(tmp_path):
+    path, out = tmp_path / "good.onnx", tmp_path / "out.onnx"
+    path.write_bytes(_conv_bn().SerializeToString())
+    result = _invoke("convert", str(path), "-o", str(out), "--samples", "4", "--synth-steps", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert out.exists()
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
@@ -143,20 +192,6 @@ def test_calibration_options_reach_the_recipe(monkeypatch):
     _assert_bad_input(_invoke("convert", "digits-cnn", "-o", "x.onnx", "--calibration-percentile", "30"), "--calibration-percentile")
 
 
-def test_recipe_round_trip_with_calibration_fields():
-    import dataclasses
-    import json
-
-    from zsq_onnx.recipe import Recipe, build_recipe
-
-    recipe = build_recipe(calibration_method="mse", bias_correction=True, calibration_percentile=99.9)
-    assert Recipe.from_json(recipe.to_json()) == recipe
-    older = json.loads(Recipe().to_json())
-    for key in ("calibration_method", "calibration_percentile", "bias_correction"):
-        del older[key]
-    assert Recipe.from_dict(older) == dataclasses.replace(Recipe(), calibration_method="minmax", bias_correction=False)  # what older recipes used
-
-
 def test_convert_reports_observer_and_bias_correction(tmp_path):
     import json
 
@@ -170,3 +205,19 @@ def test_convert_reports_observer_and_bias_correction(tmp_path):
     assert ranges["method"] == "mse" and correction["enabled"] and len(correction["max_abs_shift"]) == 4
     assert ranges["tensors"] and all(0 <= row["clipped_fraction"] < 0.5 for row in ranges["tensors"])
     assert "## Activation ranges (mse)" in report_path.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize(("flags", "levels"), [((), set()), (("-v",), {"INFO"}), (("-vv",), {"INFO", "DEBUG"})])
+def test_verbose_logs_on_stderr(tmp_path, flags, levels):
+    import logging
+
+    path = tmp_path / "good.onnx"
+    path.write_bytes(_conv_bn().SerializeToString())
+    result = _invoke(*flags, "eval", str(path), "--data", str(tmp_path / "missing.npz"), "--input-scale", "1", "--mean", "0", "--std", "1")
+    assert result.exit_code == 2 and "missing.npz" in result.stderr.splitlines()[-1]
+    logged = {line.split()[0] for line in result.stderr.splitlines()[:-1]}
+    assert logged == levels
+    if levels:
+        assert f"INFO zsq_onnx.io.onnx_io: {path}: IR version 10" in result.stderr
+    package = logging.getLogger("zsq_onnx")
+    assert package.level == logging.NOTSET and not package.handlers  # restored after the command

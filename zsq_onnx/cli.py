@@ -1,14 +1,25 @@
-"""Command line: a thin click layer over the pipeline. torch is imported only by the stages."""
+"""Command line: a thin click layer over the pipeline. torch is imported only by the stages.
+
+Choices come from the enums of :mod:`zsq_onnx.options` (and the profile table), defaults from the
+recipe's fields (:data:`zsq_onnx.recipe.DEFAULT_RECIPE`): neither is written here.
+"""
 
 from __future__ import annotations
 
+import enum
 import json
+import logging
 import sys
 
 import click
 
 from zsq_onnx.errors import ZsqError
-from zsq_onnx.recipe import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD, DEFAULT_PERCENTILE
+from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer
+from zsq_onnx.profiles import PROFILES
+from zsq_onnx.recipe import DEFAULT_RECIPE
+
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+logger = logging.getLogger(__name__)
 
 
 class _Group(click.Group):
@@ -26,6 +37,7 @@ class _Group(click.Group):
             click.echo("interrupted", err=True)
             ctx.exit(130)
         except Exception as exc:  # the one place that turns unexpected failures into exit 1
+            logger.debug("traceback of the internal error", exc_info=exc)
             cause = exc.__cause__ or exc
             text = str(cause).strip()
             click.echo(f"internal error: {type(cause).__name__}: {text.splitlines()[0] if text else ''}", err=True)
@@ -34,8 +46,41 @@ class _Group(click.Group):
 
 @click.group(cls=_Group)
 @click.version_option(package_name="zsq-onnx")
-def main() -> None:
+@click.option("-v", "--verbose", count=True, help="Log on stderr: -v what each stage does (INFO), -vv details (DEBUG).")
+def main(verbose: int) -> None:
     """zsq-onnx: data-free quantization of CNNs to deployable ONNX."""
+    _configure_logging(verbose)
+
+
+def _configure_logging(verbose: int) -> None:
+    """The zsq_onnx loggers write to stderr at WARNING, INFO (-v) or DEBUG (-vv and more), for
+    the duration of the command: a process that runs several (tests) keeps no stale handler."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    package = logging.getLogger("zsq_onnx")
+    level = package.level
+    package.addHandler(handler)
+    package.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING)
+
+    def restore() -> None:
+        package.removeHandler(handler)
+        package.setLevel(level)
+
+    click.get_current_context().call_on_close(restore)
+
+
+def _choice(options: type[enum.StrEnum]) -> click.Choice:
+    """The values of an options enum as a click choice."""
+    return click.Choice([member.value for member in options])
+
+
+def _flag(granularity: Granularity) -> str:
+    """A granularity as the CLI spells it: per-channel for per_channel."""
+    return granularity.value.replace("_", "-")
+
+
+# Static scales a tensor granularity flag can ask for (granular comes with --granularity).
+_STATIC_GRANULARITIES = click.Choice([_flag(member) for member in Granularity if member is not Granularity.GRANULAR])
 
 
 def _preprocessing_options(command):
@@ -63,44 +108,47 @@ def _preprocessing(input_scale, mean, std):
 @click.option("--bits", default=None, help="Bit widths as W<w>A<a>, e.g. W8A8 or W4A8 (2-8 each).")
 @click.option("--wbits", type=int, default=None, help="Weight bits (overrides --bits).")
 @click.option("--abits", type=int, default=None, help="Activation bits (overrides --bits).")
-@click.option("--profile", type=click.Choice(["ort-cpu", "tensorrt", "ort-cuda", "sim"]), default="ort-cpu", show_default=True, help="Deployment target.")
-@click.option("--weight-granularity", type=click.Choice(["per-channel", "per-tensor"]), default="per-channel", show_default=True)
-@click.option("--act-granularity", type=click.Choice(["per-tensor", "per-channel"]), default="per-tensor", show_default=True, help="Static activation scales (with --granularity static).")
-@click.option("--granularity", type=click.Choice(["static", "granular", "auto"]), default="static", show_default=True,
+@click.option("--profile", type=click.Choice(list(PROFILES)), default=DEFAULT_RECIPE.profile.name, show_default=True, help="Deployment target.")
+@click.option("--weight-granularity", type=_STATIC_GRANULARITIES, default=_flag(DEFAULT_RECIPE.weights.granularity), show_default=True)
+@click.option("--act-granularity", type=_STATIC_GRANULARITIES, default=_flag(DEFAULT_RECIPE.activations.granularity), show_default=True,
+              help="Static activation scales (with --granularity static).")
+@click.option("--granularity", type=_choice(GranularityMode), default=DEFAULT_RECIPE.granularity.value, show_default=True,
               help="Activations: calibrated static scales, GranQ per-sample per-channel scales computed in the graph, or a per-tensor choice.")
-@click.option("--granularity-budget", type=float, default=0.3, show_default=True, help="auto: latency allowed over the slower of FP32 and the all-static graph at batch 64, as a fraction (0.3 = 1.3x).")
-@click.option("--weight-symmetric/--weight-asymmetric", default=True, show_default=True)
+@click.option("--granularity-budget", type=float, default=DEFAULT_RECIPE.granularity_budget, show_default=True,
+              help="auto: latency allowed over the slower of FP32 and the all-static graph at batch 64, as a fraction (0.3 = 1.3x).")
+@click.option("--weight-symmetric/--weight-asymmetric", default=DEFAULT_RECIPE.weights.symmetric, show_default=True)
 @click.option("--act-symmetric/--act-asymmetric", default=None, help="Default: symmetric for tensorrt/ort-cuda, asymmetric otherwise.")
-@click.option("--keep-ends-8bit/--no-keep-ends-8bit", default=True, show_default=True, help="First conv and last linear at 8 bits.")
-@click.option("--reduce-range/--no-reduce-range", default=None,
+@click.option("--keep-ends-8bit/--no-keep-ends-8bit", default=DEFAULT_RECIPE.keep_ends_8bit, show_default=True, help="First conv and last linear at 8 bits.")
+@click.option("--reduce-range/--no-reduce-range", default=DEFAULT_RECIPE.reduce_range,
               help="8-bit weights use 7 bits, as ORT's reduce_range: fused QLinearConv on x86 CPUs without VNNI saturates otherwise. "
                    "Default: on for ort-cpu (use --no-reduce-range for VNNI or ARM targets), off elsewhere.")
-@click.option("--calibration-method", type=click.Choice(CALIBRATION_METHODS), default=DEFAULT_CALIBRATION_METHOD, show_default=True,
+@click.option("--calibration-method", type=_choice(CalibrationMethod), default=DEFAULT_RECIPE.calibration_method.value, show_default=True,
               help="How static activation ranges are chosen on the calibration data: min/max, a percentile of |x| (or both tails), "
                    "least quantization MSE, or TensorRT's entropy (KL) calibration.")
-@click.option("--calibration-percentile", type=float, default=DEFAULT_PERCENTILE, show_default=True, help="The percentile that --calibration-method percentile keeps.")
-@click.option("--bias-correction/--no-bias-correction", default=True, show_default=True,
+@click.option("--calibration-percentile", type=float, default=DEFAULT_RECIPE.calibration_percentile, show_default=True,
+              help="The percentile that --calibration-method percentile keeps.")
+@click.option("--bias-correction/--no-bias-correction", default=DEFAULT_RECIPE.bias_correction, show_default=True,
               help="Correct each Conv/Gemm bias, layer by layer, so its mean output on the calibration data is the FP32 one (NNCF-style empirical bias correction).")
-@click.option("--finetune-steps", type=int, default=0, show_default=True, help="KD fine-tuning steps of the quantized graph (0: none).")
-@click.option("--finetune-minutes", type=float, default=None, help="Fine-tune for this many minutes (with --finetune-steps: whichever ends first).")
-@click.option("--finetune-lr", type=float, default=None, help="Step-size learning rate, relative to each scale (default 0.01).")
-@click.option("--finetune-samples", type=int, default=None, help="Distilled samples in the fine-tuning pool (default 256).")
-@click.option("--finetune-bn-loss", type=float, default=None, help="Weight of the BN-statistics loss added to KD (default 0: KD only).")
+@click.option("--finetune-steps", type=int, default=DEFAULT_RECIPE.finetune.steps, show_default=True, help="KD fine-tuning steps of the quantized graph (0: none).")
+@click.option("--finetune-minutes", type=float, default=DEFAULT_RECIPE.finetune.minutes, help="Fine-tune for this many minutes (with --finetune-steps: whichever ends first).")
+@click.option("--finetune-lr", type=float, default=DEFAULT_RECIPE.finetune.lr, show_default=True, help="Step-size learning rate, relative to each scale.")
+@click.option("--finetune-samples", type=int, default=DEFAULT_RECIPE.finetune.samples, show_default=True, help="Distilled samples in the fine-tuning pool.")
+@click.option("--finetune-bn-loss", type=float, default=DEFAULT_RECIPE.finetune.bn_loss, show_default=True, help="Weight of the BN-statistics loss added to KD (0: KD only).")
 @click.option("--train-weights", is_flag=True, help="Fine-tune weights and biases too (not only quantizer step sizes).")
-@click.option("--activation-quantizer", type=click.Choice(["static", "adaptive"]), default="static", show_default=True,
+@click.option("--activation-quantizer", type=_choice(ActivationQuantizer), default=DEFAULT_RECIPE.finetune.activation_quantizer.value, show_default=True,
               help="adaptive: ASQ per-sample step adapters, trained by fine-tuning.")
-@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where fine-tuning runs.")
-@click.option("--samples", type=int, default=None, help="Number of distilled calibration samples.")
-@click.option("--synth-steps", type=int, default=None, help="Adam steps of ZeroQ distillation.")
-@click.option("--synth-batch-size", type=int, default=None, help="Samples per distillation batch.")
+@click.option("--optimizer", type=_choice(Optimizer), default=DEFAULT_RECIPE.finetune.optimizer.value, show_default=True)
+@click.option("--device", type=_choice(Device), default=DEFAULT_RECIPE.finetune.device.value, show_default=True, help="Where fine-tuning runs.")
+@click.option("--samples", type=int, default=DEFAULT_RECIPE.synth.samples, show_default=True, help="Number of distilled calibration samples.")
+@click.option("--synth-steps", type=int, default=DEFAULT_RECIPE.synth.steps, show_default=True, help="Adam steps of ZeroQ distillation.")
+@click.option("--synth-batch-size", type=int, default=DEFAULT_RECIPE.synth.batch_size, show_default=True, help="Samples per distillation batch.")
 @click.option("--synthetic-data", default=None, help="Reuse distilled inputs from `zsq-onnx synth`.")
 @click.option("--calibration-data", default=None, help="Calibrate on REAL images (.npz or class folders) instead.")
 @click.option("--eval-data", default=None, help="Labelled images (.npz or class folders) to measure accuracy on.")
 @click.option("--report", "report_path", default=None, help="Write the JSON report here (plus .md and .png beside it).")
 @click.option("--min-agreement", type=float, default=None, help="Exit 3 when top-1 agreement with FP32 is below this (0..1).")
 @click.option("--max-drop", type=float, default=None, help="Exit 3 when top-1 drops more than this many points.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=DEFAULT_RECIPE.seed, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_preprocessing_options
@@ -129,9 +177,8 @@ def convert(model, output, weights, synthetic_data, calibration_data, eval_data,
 def _finetune_config(steps, minutes, lr, samples, bn_loss, train_weights, activation_quantizer, optimizer, device):
     from zsq_onnx.recipe import FinetuneConfig
 
-    options = {"lr": lr, "samples": samples, "bn_loss": bn_loss}
-    return FinetuneConfig(steps=steps, minutes=minutes, train_weights=train_weights, activation_quantizer=activation_quantizer, optimizer=optimizer,
-                          device=device, **{key: value for key, value in options.items() if value is not None})
+    return FinetuneConfig(steps=steps, minutes=minutes, lr=lr, samples=samples, bn_loss=bn_loss, train_weights=train_weights,
+                          activation_quantizer=activation_quantizer, optimizer=optimizer, device=device)
 
 
 @main.command()
@@ -153,11 +200,11 @@ def export(model, output, weights, input_scale, mean, std) -> None:
 @click.argument("model")
 @click.option("-o", "--output", required=True, help="Where to write the distilled inputs (.npz).")
 @click.option("--weights", help="Weights file (state dict) for zoo models that need one.")
-@click.option("--samples", type=int, default=None, help="Number of samples to distill.")
-@click.option("--steps", type=int, default=None, help="Adam steps per batch.")
-@click.option("--lr", type=float, default=None, help="Adam learning rate on the inputs.")
-@click.option("--batch-size", type=int, default=None, help="Samples per batch (BN statistics are matched per batch).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--samples", type=int, default=DEFAULT_RECIPE.synth.samples, show_default=True, help="Number of samples to distill.")
+@click.option("--steps", type=int, default=DEFAULT_RECIPE.synth.steps, show_default=True, help="Adam steps per batch.")
+@click.option("--lr", type=float, default=DEFAULT_RECIPE.synth.lr, show_default=True, help="Adam learning rate on the inputs.")
+@click.option("--batch-size", type=int, default=DEFAULT_RECIPE.synth.batch_size, show_default=True, help="Samples per batch (BN statistics are matched per batch).")
+@click.option("--seed", type=int, default=DEFAULT_RECIPE.seed, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def synth(model, output, weights, samples, steps, lr, batch_size, seed, quiet) -> None:
     """Distill calibration inputs from MODEL's BatchNorm statistics (ZeroQ) into an .npz."""
@@ -177,7 +224,7 @@ def synth(model, output, weights, samples, steps, lr, batch_size, seed, quiet) -
 @click.argument("model")
 @click.option("--data", required=True, help="Labelled images: .npz (uint8 NHWC + labels) or class folders.")
 @click.option("--reference", default=None, help="FP32 .onnx to compare against.")
-@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--provider", type=_choice(Device), default=Device.CPU.value, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @_preprocessing_options
 def eval_command(model, data, reference, provider, as_json, input_scale, mean, std) -> None:

@@ -27,3 +27,7 @@ class AccuracyGateError(ZsqError):
     """An accuracy gate (--min-agreement, --max-drop) failed: exit code 3."""
 
     exit_code = 3
+
+
+class InternalError(ZsqError):
+    """A broken internal invariant: a bug in zsq-onnx, not in the user's input (exit code 1)."""

@@ -55,16 +55,6 @@ class LoadedModel:
     default_eval_data: Dataset | None = None
 
 
-def _input_shape(model: ir.Model, source: str) -> tuple[int, ...]:
-    inputs = [value for value in model.graph.inputs if value.const_value is None]
-    if len(inputs) != 1:
-        raise BadInputError(f"{source}: expected one image input, found {len(inputs)}")
-    dims = list(inputs[0].shape or [])[1:]
-    if not dims or any(not isinstance(d, int) for d in dims):
-        raise BadInputError(f"{source}: input {inputs[0].name!r} needs fixed non-batch dimensions, got {[str(d) for d in dims]}")
-    return tuple(dims)
-
-
 def load_model(source: str | Path, weights: str | Path | None = None, preprocessing: Preprocessing | None = None) -> LoadedModel:
     """A zoo name (exported here, BN kept) or an .onnx path, as an FP32 model ready to convert.
 
@@ -76,7 +66,7 @@ def load_model(source: str | Path, weights: str | Path | None = None, preprocess
         model = tidy(onnx_io.load_ir(text))
         if preprocessing is not None:
             preprocessing.write_metadata(model)
-        return LoadedModel(model, text, _input_shape(model, text), Preprocessing.from_metadata(model.metadata_props))
+        return LoadedModel(model, text, onnx_io.image_input_shape(model, text), Preprocessing.from_metadata(model.metadata_props))
     from zsq_onnx.io.export import export_module
     from zsq_onnx.models import get_entry
 

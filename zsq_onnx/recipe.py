@@ -1,24 +1,42 @@
-"""The quantization recipe: frozen dataclasses with a JSON round trip."""
+"""The quantization recipe: frozen dataclasses with a versioned JSON round trip.
+
+Each default is written once, on its dataclass field; :data:`DEFAULT_RECIPE` reads them for
+:func:`build_recipe` and the CLI. The JSON form (``version`` :data:`RECIPE_VERSION`) is encoded
+and decoded generically by walking the dataclass fields (:data:`CODECS` holds the per-type hooks).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import re
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from zsq_onnx.errors import BadInputError
+from zsq_onnx.errors import BadInputError, InternalError
+from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer
 from zsq_onnx.profiles import ORT_CPU, Profile, get_profile
-from zsq_onnx.quantizers.spec import Granularity, QuantSpec
+from zsq_onnx.quantizers.spec import QuantSpec
 
-GranularityMode = Literal["static", "granular", "auto"]
-GRANULARITY_MODES: tuple[str, ...] = ("static", "granular", "auto")
-CalibrationMethod = Literal["minmax", "percentile", "mse", "entropy"]
-CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "percentile", "mse", "entropy")
 DEFAULT_PERCENTILE = 99.99
-# Defaults chosen by bench/observers.py and bench/efficientnet.py --observers (README tables).
-DEFAULT_CALIBRATION_METHOD = "percentile"
+RECIPE_VERSION = 2
+# What a version-1 recipe (no "version" key) meant by leaving out a field added later: it was
+# written before that field existed, so it calibrated with min/max and corrected no biases.
+VERSION_1_MEANINGS: dict[str, Any] = {"calibration_method": CalibrationMethod.MINMAX.value, "bias_correction": False}
+
+
+def _set_choice(instance: Any, name: str, choices: type[enum.StrEnum], flag: str) -> None:
+    """Store field ``name`` of a frozen dataclass as its member of ``choices``, so strings given by
+    the CLI or by callers become enum members; BadInputError listing the allowed values otherwise."""
+    value = getattr(instance, name)
+    try:
+        object.__setattr__(instance, name, choices(value))
+    except ValueError:
+        raise BadInputError(f"unknown {flag} {value!r}; expected one of {', '.join(choices)}") from None
 
 
 @dataclass(frozen=True)
@@ -32,9 +50,6 @@ class SynthConfig:
     steps: int = 20
     batch_size: int = 32
     lr: float = 0.5
-
-
-ActivationQuantizer = Literal["static", "adaptive"]
 
 
 @dataclass(frozen=True)
@@ -55,29 +70,26 @@ class FinetuneConfig:
     lr: float = 1e-2
     weight_lr: float = 1e-5
     train_weights: bool = False
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: Optimizer = Optimizer.ADAM
     batch_size: int = 32
     samples: int = 256
     temperature: float = 1.0
     bn_loss: float = 0.0
-    activation_quantizer: ActivationQuantizer = "static"
-    device: str = "cpu"
+    activation_quantizer: ActivationQuantizer = ActivationQuantizer.STATIC
+    device: Device = Device.CPU
 
     def __post_init__(self) -> None:
         if self.steps < 0 or (self.minutes is not None and self.minutes <= 0):
             raise BadInputError(f"--finetune-steps must be >= 0 and --finetune-minutes > 0, got {self.steps} and {self.minutes}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise BadInputError(f"unknown optimizer {self.optimizer!r}; expected adam or sgd")
-        if self.activation_quantizer not in ("static", "adaptive"):
-            raise BadInputError(f"unknown --activation-quantizer {self.activation_quantizer!r}; expected static or adaptive")
-        if self.activation_quantizer == "adaptive" and not self.enabled:
+        _set_choice(self, "optimizer", Optimizer, "--optimizer")
+        _set_choice(self, "activation_quantizer", ActivationQuantizer, "--activation-quantizer")
+        _set_choice(self, "device", Device, "--device")
+        if self.activation_quantizer == ActivationQuantizer.ADAPTIVE and not self.enabled:
             raise BadInputError("--activation-quantizer adaptive trains its adapters: add --finetune-steps N or --finetune-minutes M")
         if min(self.batch_size, self.samples) <= 0 or min(self.lr, self.weight_lr, self.temperature) <= 0:
             raise BadInputError("fine-tuning batch size, samples, learning rates and temperature must be positive")
         if not self.bn_loss >= 0:
             raise BadInputError(f"--finetune-bn-loss must be >= 0, got {self.bn_loss}")
-        if self.device not in ("cpu", "cuda"):
-            raise BadInputError(f"--device must be cpu or cuda, got {self.device!r}")
 
     @property
     def enabled(self) -> bool:
@@ -89,42 +101,40 @@ class FinetuneConfig:
 class Recipe:
     """Everything that decides the quantized model; written into the report as JSON."""
 
-    weights: QuantSpec = field(default_factory=lambda: QuantSpec(8, True, "per_channel"))
-    activations: QuantSpec = field(default_factory=lambda: QuantSpec(8, False, "per_tensor"))
+    weights: QuantSpec = field(default_factory=lambda: QuantSpec(8, True, Granularity.PER_CHANNEL))
+    activations: QuantSpec = field(default_factory=lambda: QuantSpec(8, False, Granularity.PER_TENSOR))
     profile: Profile = ORT_CPU
     keep_ends_8bit: bool = True
     reduce_range: bool | None = None
     synth: SynthConfig = field(default_factory=SynthConfig)
     seed: int = 0
-    granularity: GranularityMode = "static"
+    granularity: GranularityMode = GranularityMode.STATIC
     granularity_budget: float = 0.3
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    calibration_method: CalibrationMethod = DEFAULT_CALIBRATION_METHOD
+    calibration_method: CalibrationMethod = CalibrationMethod.PERCENTILE  # chosen by bench/observers.py and bench/efficientnet.py --observers
     calibration_percentile: float = DEFAULT_PERCENTILE
     bias_correction: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.profile, Profile):
             raise BadInputError(f"Recipe.profile takes a Profile value (zsq_onnx.profiles.PROFILES), got {self.profile!r}")
-        if self.granularity not in GRANULARITY_MODES:
-            raise BadInputError(f"unknown --granularity {self.granularity!r}; expected one of {', '.join(GRANULARITY_MODES)}")
+        _set_choice(self, "granularity", GranularityMode, "--granularity")
+        _set_choice(self, "calibration_method", CalibrationMethod, "--calibration-method")
         if not self.granularity_budget >= 0:
             raise BadInputError(f"--granularity-budget must be a non-negative fraction of FP32 latency, got {self.granularity_budget}")
-        if self.weights.granularity == "granular":
+        if self.weights.granularity == Granularity.GRANULAR:
             raise BadInputError("granular quantization applies to activations only")
-        if (self.granularity == "static") == (self.activations.granularity == "granular"):
+        if (self.granularity == GranularityMode.STATIC) == (self.activations.granularity == Granularity.GRANULAR):
             raise BadInputError(f"--granularity {self.granularity} does not match activation granularity {self.activations.granularity}")
-        if self.finetune.activation_quantizer == "adaptive" and self.granularity != "static":
+        if self.finetune.activation_quantizer == ActivationQuantizer.ADAPTIVE and self.granularity != GranularityMode.STATIC:
             raise BadInputError("--activation-quantizer adaptive replaces static per-tensor activation quantizers: use it with --granularity static")
-        if self.calibration_method not in CALIBRATION_METHODS:
-            raise BadInputError(f"unknown --calibration-method {self.calibration_method!r}; expected one of {', '.join(CALIBRATION_METHODS)}")
         if not 50 < self.calibration_percentile <= 100:
             raise BadInputError(f"--calibration-percentile must be in (50, 100], got {self.calibration_percentile}")
         self.profile.check(self)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict, suitable for JSON (the profile by name)."""
-        return {**dataclasses.asdict(self), "profile": self.profile.name}
+        """Plain dict, suitable for JSON: the fields (enums as their values) and ``version``."""
+        return {"version": RECIPE_VERSION, **_encode(self)}
 
     def to_json(self) -> str:
         """JSON text of the recipe."""
@@ -132,27 +142,109 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            weights=QuantSpec(**data["weights"]),
-            activations=QuantSpec(**data["activations"]),
-            profile=get_profile(data["profile"]),
-            keep_ends_8bit=data.get("keep_ends_8bit", True),
-            reduce_range=data.get("reduce_range"),
-            synth=SynthConfig(**data["synth"]),
-            seed=data["seed"],
-            granularity=data.get("granularity", "static"),
-            granularity_budget=data.get("granularity_budget", 0.3),
-            finetune=FinetuneConfig(**data.get("finetune", {})),
-            calibration_method=data.get("calibration_method", "minmax"),  # what recipes before observers calibrated with
-            calibration_percentile=data.get("calibration_percentile", DEFAULT_PERCENTILE),
-            bias_correction=data.get("bias_correction", False),
-        )
+        """Inverse of :meth:`to_dict`, for every version written so far. A missing key takes the
+        field's default, except where a version-1 recipe meant something else by its absence
+        (:data:`VERSION_1_MEANINGS`); an unknown key or a value of the wrong kind is a BadInputError."""
+        if not isinstance(data, dict):
+            raise BadInputError(f"a recipe is a JSON object, got {type(data).__name__}")
+        data = dict(data)
+        version = data.pop("version", 1)
+        if version not in (1, RECIPE_VERSION):
+            raise BadInputError(f"recipe version {version!r} is not one this zsq-onnx reads (1 to {RECIPE_VERSION})")
+        if version == 1:
+            data = {**VERSION_1_MEANINGS, **data}
+        return _decode(cls, data, "")
 
     @classmethod
     def from_json(cls, text: str) -> Recipe:
         """Inverse of :meth:`to_json`."""
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BadInputError(f"a recipe is JSON text ({exc})") from None
+        return cls.from_dict(data)
+
+
+DEFAULT_RECIPE = Recipe()
+
+
+@dataclass(frozen=True)
+class Codec:
+    """How values of one field type go to JSON and back: ``encode(value)`` and
+    ``decode(value, key)``, where ``key`` is the field's dotted path for error messages."""
+
+    encode: Callable[[Any], Any]
+    decode: Callable[[Any, str], Any]
+
+
+def _scalar(kind: type) -> Codec:
+    """JSON scalars pass through unchanged once checked (an int is a float; a bool is neither)."""
+    accepted = (int, float) if kind is float else (kind,)
+
+    def decode(value: Any, key: str) -> Any:
+        if not isinstance(value, accepted) or (kind is not bool and isinstance(value, bool)):
+            raise BadInputError(f"recipe key {key!r}: expected {kind.__name__}, got {value!r}")
+        return value
+
+    return Codec(lambda value: value, decode)
+
+
+# Per-type hooks of the JSON round trip, looked up before the generic enum and dataclass rules;
+# a field type that is neither (or a dataclass stored otherwise than field by field) adds one.
+def _profile() -> Codec:
+    """A profile is written by name and resolved by name (the one place a recipe name enters)."""
+
+    def decode(value: Any, key: str) -> Profile:
+        if not isinstance(value, str):
+            raise BadInputError(f"recipe key {key!r}: expected a profile name, got {value!r}")
+        return get_profile(value)
+
+    return Codec(lambda profile: profile.name, decode)
+
+
+CODECS: dict[type, Codec] = {**{kind: _scalar(kind) for kind in (bool, int, float, str)}, Profile: _profile()}
+
+
+def _encode(value: Any) -> Any:
+    codec = CODECS.get(type(value))
+    if codec is not None:
+        return codec.encode(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value):
+        return {item.name: _encode(getattr(value, item.name)) for item in dataclasses.fields(value)}
+    return value
+
+
+def _decode(kind: Any, value: Any, key: str) -> Any:
+    if isinstance(kind, types.UnionType):
+        options = [option for option in typing.get_args(kind) if option is not types.NoneType]
+        if len(options) != 1:
+            raise InternalError(f"recipe field {key!r}: only X | None unions are decoded, got {kind}")
+        return None if value is None else _decode(options[0], value, key)
+    if kind in CODECS:
+        return CODECS[kind].decode(value, key)
+    if isinstance(kind, enum.EnumType):
+        try:
+            return kind(value)
+        except ValueError:
+            raise BadInputError(f"recipe key {key!r}: unknown value {value!r}; expected one of {', '.join(repr(m.value) for m in kind)}") from None
+    if dataclasses.is_dataclass(kind):
+        return _decode_fields(kind, value, key)
+    raise InternalError(f"recipe field {key!r} has type {kind}, which has no decoder: add one to CODECS")
+
+
+def _decode_fields(kind: type, data: Any, key: str) -> Any:
+    """The dataclass ``kind`` from a dict of its fields; missing ones keep their defaults."""
+    prefix = f"{key}." if key else ""
+    if not isinstance(data, dict):
+        raise BadInputError(f"recipe key {key!r}: expected an object, got {data!r}")
+    hints = typing.get_type_hints(kind)
+    names = {item.name for item in dataclasses.fields(kind) if item.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise BadInputError(f"recipe: unknown key(s) {', '.join(prefix + name for name in unknown)}")
+    return kind(**{name: _decode(hints[name], value, prefix + name) for name, value in data.items()})
 
 
 def parse_bits(text: str) -> tuple[int, int]:
@@ -167,26 +259,26 @@ def build_recipe(
     bits: str | None = None,
     wbits: int | None = None,
     abits: int | None = None,
-    profile: str = "ort-cpu",
-    weight_symmetric: bool = True,
-    weight_granularity: Granularity = "per_channel",
+    profile: str = DEFAULT_RECIPE.profile.name,
+    weight_symmetric: bool = DEFAULT_RECIPE.weights.symmetric,
+    weight_granularity: Granularity = DEFAULT_RECIPE.weights.granularity,
     act_symmetric: bool | None = None,
-    act_granularity: Granularity = "per_tensor",
-    keep_ends_8bit: bool = True,
-    reduce_range: bool | None = None,
+    act_granularity: Granularity = DEFAULT_RECIPE.activations.granularity,
+    keep_ends_8bit: bool = DEFAULT_RECIPE.keep_ends_8bit,
+    reduce_range: bool | None = DEFAULT_RECIPE.reduce_range,
     samples: int | None = None,
     synth_steps: int | None = None,
     synth_lr: float | None = None,
     synth_batch_size: int | None = None,
-    seed: int = 0,
-    granularity: GranularityMode = "static",
-    granularity_budget: float = 0.3,
+    seed: int = DEFAULT_RECIPE.seed,
+    granularity: GranularityMode = DEFAULT_RECIPE.granularity,
+    granularity_budget: float = DEFAULT_RECIPE.granularity_budget,
     finetune: FinetuneConfig | None = None,
-    calibration_method: CalibrationMethod = DEFAULT_CALIBRATION_METHOD,
-    calibration_percentile: float = DEFAULT_PERCENTILE,
-    bias_correction: bool = True,
+    calibration_method: CalibrationMethod = DEFAULT_RECIPE.calibration_method,
+    calibration_percentile: float = DEFAULT_RECIPE.calibration_percentile,
+    bias_correction: bool = DEFAULT_RECIPE.bias_correction,
 ) -> Recipe:
-    """A Recipe from CLI-style options; unset ones keep their defaults (W8A8, activations
+    """A Recipe from CLI-style options; unset ones keep the field defaults (activations
     symmetric for the TensorRT-style profiles and asymmetric otherwise; ``reduce_range`` None:
     the profile's default, see :meth:`zsq_onnx.profiles.Profile.reduces_range`). ``granularity``
     ``granular`` and ``auto`` replace ``act_granularity`` (auto chooses per tensor among
@@ -194,7 +286,7 @@ def build_recipe(
     chooses static activation ranges (see :mod:`zsq_onnx.plan.observers`; ``calibration_percentile``
     for ``percentile``); ``bias_correction`` corrects each Conv/Gemm bias, layer by layer, for the
     mean shift quantization causes at its output (see :mod:`zsq_onnx.plan.sequential_bias`)."""
-    weight_bits, activation_bits = parse_bits(bits) if bits else (8, 8)
+    weight_bits, activation_bits = parse_bits(bits) if bits else (DEFAULT_RECIPE.weights.bits, DEFAULT_RECIPE.activations.bits)
     weight_bits, activation_bits = wbits or weight_bits, abits or activation_bits
     target = get_profile(profile)
     if act_symmetric is None:
@@ -205,15 +297,15 @@ def build_recipe(
         raise BadInputError(f"synthesis settings must be positive, got {overrides}")
     return Recipe(
         weights=QuantSpec(weight_bits, weight_symmetric, weight_granularity),
-        activations=QuantSpec(activation_bits, act_symmetric, act_granularity if granularity == "static" else "granular"),
+        activations=QuantSpec(activation_bits, act_symmetric, act_granularity if granularity == GranularityMode.STATIC else Granularity.GRANULAR),
         profile=target,
         keep_ends_8bit=keep_ends_8bit,
         reduce_range=reduce_range,
-        synth=dataclasses.replace(SynthConfig(), **overrides),
+        synth=dataclasses.replace(DEFAULT_RECIPE.synth, **overrides),
         seed=seed,
         granularity=granularity,
         granularity_budget=granularity_budget,
-        finetune=finetune or FinetuneConfig(),
+        finetune=finetune or DEFAULT_RECIPE.finetune,
         calibration_method=calibration_method,
         calibration_percentile=calibration_percentile,
         bias_correction=bias_correction,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from zsq_onnx.errors import BadInputError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,9 +36,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 def load_dataset(path: str | Path, image_size: tuple[int, int] | None = None) -> Dataset:
     """Load an .npz dataset, or a folder of class sub-folders of images (resized to ``image_size``)."""
     path = Path(path)
-    if path.is_dir():
-        return load_image_folder(path, image_size)
-    return load_npz(path)
+    dataset = load_image_folder(path, image_size) if path.is_dir() else load_npz(path)
+    logger.info("%s: %d images of shape %s, labels %d to %d", path, len(dataset), tuple(dataset.images.shape[1:]), dataset.labels.min(), dataset.labels.max())
+    return dataset
 
 
 def load_image_folder(path: Path, image_size: tuple[int, int] | None = None) -> Dataset:
@@ -81,4 +84,6 @@ def load_npz(path: Path) -> Dataset:
         raise BadInputError(
             f"{path}: expected images [N,H,W,C] and labels [N], got {tuple(images.shape)} and {tuple(labels.shape)}"
         )
+    if images.size == 0:
+        raise BadInputError(f"{path}: holds no images (shape {tuple(images.shape)})")
     return Dataset(images, labels.astype(np.int64), path.stem)

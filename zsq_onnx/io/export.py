@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,8 @@ from zsq_onnx.passes.fold_constants import FoldConstantsPass
 
 if TYPE_CHECKING:
     import torch
+
+logger = logging.getLogger(__name__)
 
 OPSET = 21
 INPUT_NAME = "input"
@@ -53,7 +56,9 @@ def export_module(
     model.producer_name = "zsq-onnx"
     model.graph.name = name
     model.metadata_props.update({**preprocessing.to_metadata(), "zsq.source": name})
-    return tidy(model, CheckerPass(full_check=True))
+    model = tidy(model, CheckerPass(full_check=True))
+    logger.info("%s: exported at opset %d, %d nodes, input [batch, %s]", name, OPSET, len(model.graph), ", ".join(map(str, input_shape)))
+    return model
 
 
 def tidy(model: ir.Model, *then: ir.passes.PassBase) -> ir.Model:

@@ -1,8 +1,15 @@
-"""Reading user ONNX files defensively and writing ONNX files atomically."""
+"""Reading user ONNX files defensively and writing ONNX files atomically.
+
+Every problem of a user's file is found at load time and reported as one BadInputError naming the
+file: unreadable or invalid protobuf, external data, NaN weights, an IR version or opset the
+installed onnxruntime cannot load, declared shapes that contradict the graph, empty inputs.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -12,6 +19,8 @@ import onnx_ir as ir
 from onnx import numpy_helper
 
 from zsq_onnx.errors import BadInputError
+
+logger = logging.getLogger(__name__)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -52,6 +61,7 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
         raise BadInputError(f"{path}: not an ONNX model ({_first_line(exc)})") from None
     if not model.graph.node:
         raise BadInputError(f"{path}: not an ONNX model (no graph nodes found)")
+    check_runtime_support(model, str(path))
     _check_external_data(model, path)
     try:
         onnx.load_external_data_for_model(model, str(path.parent))
@@ -59,7 +69,87 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
     except (onnx.checker.ValidationError, OSError, ValueError) as exc:
         raise BadInputError(f"{path}: fails the ONNX checker ({_first_line(exc)})") from None
     check_finite_initializers(model, str(path))
+    check_inputs_not_empty(model, str(path))
+    check_shapes(model, str(path))
+    logger.info("%s: IR version %d, opsets %s, %d nodes, %d initializers", path, model.ir_version, _opsets(model), len(model.graph.node), len(model.graph.initializer))
     return model
+
+
+def _opsets(model: onnx.ModelProto) -> str:
+    return ", ".join(f"{entry.domain or 'ai.onnx'} {entry.version}" for entry in model.opset_import)
+
+
+def check_runtime_support(model: onnx.ModelProto, where: str) -> None:
+    """Raise BadInputError when the installed onnxruntime cannot load a model of this IR version
+    and these opsets (a newer ONNX than it knows). onnxruntime itself answers, on an empty graph
+    that carries them, so the check costs milliseconds whatever the model's size."""
+    import onnxruntime as ort
+
+    value = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    probe = onnx.helper.make_model(onnx.helper.make_graph([], "probe", [value], [value]), ir_version=model.ir_version, opset_imports=model.opset_import)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own exception types (Fail, InvalidGraph, ...)
+        raise BadInputError(f"{where}: onnxruntime {ort.__version__} cannot load IR version {model.ir_version} with opsets {_opsets(model)}: {_runtime_reason(exc)}") from None
+
+
+def _runtime_reason(exc: BaseException) -> str:
+    """The last sentence of an onnxruntime error, after the C++ location and signature it starts with."""
+    tail = _first_line(exc).rsplit(") ", 1)[-1]
+    return re.split(r"(?<=\.)\s+", tail.strip())[-1]
+
+
+def check_inputs_not_empty(model: onnx.ModelProto, where: str) -> None:
+    """Raise BadInputError when a graph input declares a dimension of size zero (or less)."""
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if value.name not in initializers and any(d.HasField("dim_value") and d.dim_value <= 0 for d in dims):
+            raise BadInputError(f"{where}: input {value.name!r} is empty: it declares shape {_shape_text(dims)}")
+
+
+def _shape_text(dims) -> str:
+    return "[" + ", ".join(d.dim_param or str(d.dim_value) if d.HasField("dim_value") or d.dim_param else "?" for d in dims) + "]"
+
+
+def check_shapes(model: onnx.ModelProto, where: str) -> None:
+    """Raise BadInputError when the shapes the file declares contradict its graph: ONNX shape
+    inference in strict mode checks the declared inputs, outputs and value_info against what the
+    nodes compute; it does not check a Conv's input channels against its weight, done here."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except onnx.shape_inference.InferenceError as exc:
+        reason = re.sub(r"\[\w+\] |Inference error\(s\): ", "", _first_line(exc))
+        raise BadInputError(f"{where}: declares shapes that contradict themselves: {reason}") from None
+    shapes = {tensor.name: list(tensor.dims) for tensor in inferred.graph.initializer}
+    for value in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        shapes.setdefault(value.name, [d.dim_value if d.HasField("dim_value") else None for d in dims])
+    for node in inferred.graph.node:
+        if node.op_type != "Conv" or node.domain not in ("", "ai.onnx"):
+            continue
+        data, weight = shapes.get(node.input[0]), shapes.get(node.input[1])
+        if not data or not weight or len(data) < 2 or len(weight) < 2 or None in (data[1], weight[1]):
+            continue
+        group = next((attribute.i for attribute in node.attribute if attribute.name == "group"), 1)
+        if data[1] != weight[1] * group:
+            raise BadInputError(f"{where}: declares shapes that contradict themselves: Conv {node.name or node.output[0]!r} reads {node.input[0]!r} with {data[1]} channels, "
+                                f"but its weight {node.input[1]!r} {weight} with group {group} takes {weight[1] * group}")
+    logger.debug("%s: declared shapes agree with shape inference (%d tensors inferred)", where, len(shapes))
+
+
+def image_input_shape(model: ir.Model, where: str) -> tuple[int, ...]:
+    """The non-batch dimensions of the model's one image input; BadInputError unless they are fixed."""
+    inputs = [value for value in model.graph.inputs if value.const_value is None]
+    if len(inputs) != 1:
+        raise BadInputError(f"{where}: expected one image input, found {len(inputs)}")
+    dims = list(inputs[0].shape or [])[1:]
+    if not dims or any(not isinstance(d, int) for d in dims):
+        raise BadInputError(f"{where}: input {inputs[0].name!r} needs fixed non-batch dimensions, got {[str(d) for d in dims]}")
+    return tuple(dims)
 
 
 def load_ir(path: str | Path) -> ir.Model:
@@ -70,7 +160,9 @@ def load_ir(path: str | Path) -> ir.Model:
 def save_onnx(model: ir.Model | onnx.ModelProto, path: str | Path) -> Path:
     """Write ``model`` to ``path`` through a temporary file and a rename: never half-written."""
     proto = ir.serde.serialize_model(model) if isinstance(model, ir.Model) else model
-    return write_bytes_atomic(proto.SerializeToString(), path)
+    data = proto.SerializeToString()
+    logger.info("writing %s (%.1f KiB)", path, len(data) / 1024)
+    return write_bytes_atomic(data, path)
 
 
 def write_bytes_atomic(data: bytes, path: str | Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -10,6 +11,8 @@ import numpy as np
 import onnx_ir as ir
 
 from zsq_onnx.errors import BadInputError
+
+logger = logging.getLogger(__name__)
 
 _KEY = "zsq.preprocessing"
 
@@ -65,6 +68,7 @@ class Preprocessing:
 
     def write_metadata(self, model: ir.Model) -> None:
         """Record this preprocessing in ``model.metadata_props`` (replacing an earlier record)."""
+        logger.debug("recording preprocessing %s in the model's metadata", self)
         model.metadata_props.update(self.to_metadata())
 
     @classmethod
@@ -83,5 +87,8 @@ class Preprocessing:
         """Read it back from metadata_props; None when the model carries none."""
         if _KEY not in props:
             return None
-        data = json.loads(props[_KEY])
-        return cls(float(data["scale"]), tuple(data["mean"]), tuple(data["std"]), float(data.get("pixel_max", 255.0)))
+        try:
+            data = json.loads(props[_KEY])
+            return cls(float(data["scale"]), tuple(data["mean"]), tuple(data["std"]), float(data.get("pixel_max", 255.0)))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadInputError(f"the model's {_KEY} metadata is not a preprocessing record ({type(exc).__name__}: {exc})") from None

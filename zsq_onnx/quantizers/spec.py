@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from zsq_onnx.errors import BadInputError
-
-Granularity = Literal["per_tensor", "per_channel", "granular"]
+from zsq_onnx.options import Granularity
 
 
 @dataclass(frozen=True)
@@ -19,13 +17,15 @@ class QuantSpec:
 
     bits: int = 8
     symmetric: bool = True
-    granularity: Granularity = "per_tensor"
+    granularity: Granularity = Granularity.PER_TENSOR
 
     def __post_init__(self) -> None:
         if not 2 <= self.bits <= 8:
             raise BadInputError(f"bit width must be between 2 and 8, got {self.bits}")
-        if self.granularity not in ("per_tensor", "per_channel", "granular"):
-            raise BadInputError(f"unknown granularity {self.granularity!r}")
+        try:
+            object.__setattr__(self, "granularity", Granularity(self.granularity))
+        except ValueError:
+            raise BadInputError(f"unknown granularity {self.granularity!r}; expected one of {', '.join(Granularity)}") from None
 
     @property
     def signed(self) -> bool:

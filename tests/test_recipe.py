@@ -1,0 +1,134 @@
+"""The recipe: options defined once (enums), defaults on the fields, a versioned JSON round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from zsq_onnx import cli
+from zsq_onnx.errors import BadInputError
+from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer
+from zsq_onnx.profiles import PROFILES
+from zsq_onnx.quantizers.spec import QuantSpec
+from zsq_onnx.recipe import DEFAULT_RECIPE, RECIPE_VERSION, FinetuneConfig, Recipe, SynthConfig, build_recipe
+
+
+def _every_field_changed() -> Recipe:
+    return Recipe(
+        weights=QuantSpec(4, False, Granularity.PER_TENSOR),
+        activations=QuantSpec(6, True, Granularity.GRANULAR),
+        profile=PROFILES["sim"],
+        keep_ends_8bit=False,
+        reduce_range=True,
+        synth=SynthConfig(samples=7, steps=3, batch_size=5, lr=0.25),
+        seed=11,
+        granularity=GranularityMode.AUTO,
+        granularity_budget=0.5,
+        finetune=FinetuneConfig(steps=9, minutes=1.5, lr=0.02, weight_lr=2e-5, train_weights=True, optimizer=Optimizer.SGD, batch_size=4,
+                                samples=8, temperature=2.0, bn_loss=0.1, device=Device.CUDA),
+        calibration_method=CalibrationMethod.MSE,
+        calibration_percentile=99.5,
+        bias_correction=False,
+    )
+
+
+def _leaves(data: dict, prefix: str = "") -> dict:
+    found = {}
+    for key, value in data.items():
+        found.update(_leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return found
+
+
+def test_round_trip_of_a_recipe_with_every_field_changed():
+    recipe = _every_field_changed()
+    default, changed = _leaves(DEFAULT_RECIPE.to_dict()), _leaves(recipe.to_dict())
+    # adaptive activation quantizers need --granularity static: the second recipe below changes it
+    assert sorted(key for key in default if default[key] == changed[key]) == ["finetune.activation_quantizer", "version"]
+    adaptive = dataclasses.replace(recipe, granularity="static", activations=QuantSpec(6, True, Granularity.PER_CHANNEL),
+                                   finetune=dataclasses.replace(recipe.finetune, activation_quantizer="adaptive"))
+    for each in (recipe, adaptive):
+        text = each.to_json()
+        assert json.loads(text)["version"] == RECIPE_VERSION and json.loads(text)["finetune"]["optimizer"] == "sgd"
+        decoded = Recipe.from_json(text)
+        assert decoded == each
+        assert type(decoded.finetune.device) is Device and type(decoded.activations.granularity) is Granularity
+
+
+def test_granular_round_trip():
+    recipe = build_recipe(bits="W4A4", profile="sim", granularity="granular")
+    assert recipe.activations.granularity is Granularity.GRANULAR and recipe.granularity is GranularityMode.GRANULAR
+    assert Recipe.from_json(recipe.to_json()) == recipe
+
+
+def test_version_1_recipe_loads_with_minmax_and_no_bias_correction():
+    older = DEFAULT_RECIPE.to_dict()
+    for key in ("version", "calibration_method", "calibration_percentile", "bias_correction"):
+        del older[key]
+    loaded = Recipe.from_dict(older)
+    assert loaded == dataclasses.replace(DEFAULT_RECIPE, calibration_method="minmax", bias_correction=False)
+    # a version-1 recipe that names them keeps them; a version-2 one that leaves them out takes the defaults
+    assert Recipe.from_dict({**older, "calibration_method": "mse", "bias_correction": True}).calibration_method == "mse"
+    assert Recipe.from_dict({**older, "version": RECIPE_VERSION}) == DEFAULT_RECIPE
+
+
+def test_missing_keys_take_the_field_defaults():
+    assert Recipe.from_dict({"version": RECIPE_VERSION, "finetune": {"steps": 3}}) == dataclasses.replace(DEFAULT_RECIPE, finetune=FinetuneConfig(steps=3))
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        ({"colour": "red"}, ("unknown key", "colour")),
+        ({"finetune": {"optimiser": "adam"}}, ("unknown key", "finetune.optimiser")),
+        ({"finetune": {"optimizer": "lbfgs"}}, ("finetune.optimizer", "lbfgs", "'adam'")),
+        ({"weights": {"granularity": "per_row"}}, ("weights.granularity", "per_row")),
+        ({"seed": "3"}, ("seed", "int")),
+        ({"keep_ends_8bit": 1}, ("keep_ends_8bit", "bool")),
+        ({"synth": [1, 2]}, ("synth", "object")),
+        ({"version": 3}, ("version 3",)),
+        ({"profile": "gpu"}, ("unknown profile", "gpu")),
+    ],
+)
+def test_bad_recipes_are_refused_with_exit_2(data, words):
+    with pytest.raises(BadInputError) as caught:
+        Recipe.from_dict({"version": RECIPE_VERSION, **data})
+    assert caught.value.exit_code == 2
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_constructors_take_strings_and_store_members():
+    recipe = Recipe(granularity="auto", activations=QuantSpec(8, False, "granular"), calibration_method="entropy")
+    assert recipe.granularity is GranularityMode.AUTO and recipe.calibration_method is CalibrationMethod.ENTROPY
+    with pytest.raises(BadInputError, match="--device 'tpu'; expected one of cpu, cuda"):
+        FinetuneConfig(device="tpu")
+
+
+def test_build_recipe_defaults_are_the_field_defaults():
+    assert build_recipe() == DEFAULT_RECIPE
+
+
+def _choices(name: str) -> list[str]:
+    (option,) = [p for p in cli.convert.params if p.name == name]
+    return list(option.type.choices)
+
+
+def test_cli_choices_are_the_enum_values():
+    assert _choices("granularity") == [m.value for m in GranularityMode]
+    assert _choices("calibration_method") == [m.value for m in CalibrationMethod]
+    assert _choices("activation_quantizer") == [m.value for m in ActivationQuantizer]
+    assert _choices("optimizer") == [m.value for m in Optimizer]
+    assert _choices("device") == [m.value for m in Device]
+    assert _choices("profile") == list(PROFILES)
+    static = [m.value.replace("_", "-") for m in Granularity if m is not Granularity.GRANULAR]
+    assert _choices("weight_granularity") == _choices("act_granularity") == static
+
+
+def test_cli_defaults_are_the_field_defaults():
+    defaults = {p.name: p.default for p in cli.convert.params}
+    assert defaults["granularity_budget"] == DEFAULT_RECIPE.granularity_budget
+    assert defaults["calibration_method"] == DEFAULT_RECIPE.calibration_method
+    assert defaults["weight_granularity"] == DEFAULT_RECIPE.weights.granularity.replace("_", "-")
+    assert defaults["finetune_lr"] == DEFAULT_RECIPE.finetune.lr and defaults["samples"] == DEFAULT_RECIPE.synth.samples

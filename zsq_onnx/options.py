@@ -1,0 +1,83 @@
+"""The choice sets of the recipe and the CLI, each defined once as a StrEnum.
+
+A member equals (and hashes as) its string value, so recipe JSON, dict lookups and comparisons
+with plain strings keep working. Adding a choice means adding a member here: the recipe's
+validation and the CLI's choices derive from these classes. A leaf module: it imports nothing
+from zsq_onnx.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Granularity(enum.StrEnum):
+    """How one tensor's quantization scale is shared."""
+
+    PER_TENSOR = "per_tensor"
+    """One scale (and zero point) for the whole tensor."""
+
+    PER_CHANNEL = "per_channel"
+    """One scale per channel: the output channel of a weight, axis 1 of an activation."""
+
+    GRANULAR = "granular"
+    """GranQ (activations only): a range per sample and channel, computed in the graph."""
+
+
+class GranularityMode(enum.StrEnum):
+    """How the recipe chooses activation granularity."""
+
+    STATIC = "static"
+    """Calibrated static scales, per tensor or per channel as the activation spec says."""
+
+    GRANULAR = "granular"
+    """GranQ quantizers on every quantized activation."""
+
+    AUTO = "auto"
+    """A choice per tensor among per-tensor, per-channel and granular within a latency budget."""
+
+
+class ActivationQuantizer(enum.StrEnum):
+    """The kind of static activation quantizer fine-tuning trains."""
+
+    STATIC = "static"
+    """A learned step size (LSQ), the same for every sample."""
+
+    ADAPTIVE = "adaptive"
+    """ASQ: the learned step times a per-sample factor from a small trained adapter."""
+
+
+class Optimizer(enum.StrEnum):
+    """The optimizer of fine-tuning."""
+
+    ADAM = "adam"
+    """Adam."""
+
+    SGD = "sgd"
+    """SGD with momentum."""
+
+
+class CalibrationMethod(enum.StrEnum):
+    """How static activation ranges are chosen on the calibration data."""
+
+    MINMAX = "minmax"
+    """The observed minimum and maximum."""
+
+    PERCENTILE = "percentile"
+    """A percentile of |x| (or of both tails), clipping rare outliers."""
+
+    MSE = "mse"
+    """The range of least quantization mean squared error."""
+
+    ENTROPY = "entropy"
+    """TensorRT's entropy (KL divergence) calibration."""
+
+
+class Device(enum.StrEnum):
+    """Where work runs: fine-tuning's torch device, evaluation's ONNX Runtime provider."""
+
+    CPU = "cpu"
+    """The CPU."""
+
+    CUDA = "cuda"
+    """The first CUDA device (torch's, or ORT's CUDA execution provider)."""
