@@ -206,3 +206,14 @@ def test_ort_cpu_fuses_relu6_same_padded_mobile_blocks_with_int8_weights():
     fp32 = make_session(model).run(None, {"input": batches[0]})[0]
     quantized = make_session(emitted).run(None, {"input": batches[0]})[0]
     assert np.abs(quantized - fp32).max() < 0.05 * np.abs(fp32).max()
+
+
+def test_sim_w4a4_relu6_network_loads_at_every_level_and_equals_torch():
+    """ReLU6 outputs at 4 bits keep an 8-bit container: ORT cannot load Clip -> uint4 QuantizeLinear."""
+    model = _mobile_block_model()
+    batches = [np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)]
+    quantized = quantize(model, batches, build_recipe(bits="W4A4", profile="sim"))
+    emitted = to_proto(emit(quantized))
+    for level in (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        assert make_session(emitted, level=level).run(None, {"input": batches[0]})[0].shape == (8, 10)
+    _assert_ort_equals_torch(quantized, emitted, batches[0])

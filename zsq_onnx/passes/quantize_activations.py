@@ -23,7 +23,12 @@ class QuantizeActivationsPass(ir.passes.InPlacePass):
 
     With ``all_readers`` every other node reading a quantized tensor reads the quantized value
     too, as integer deployments do: a residual block's output that feeds both the next conv and
-    a Slice/Pad shortcut then has one quantized form, and ORT can fuse the Add that produced it."""
+    a Slice/Pad shortcut then has one quantized form, and ORT can fuse the Add that produced it.
+
+    ``use_4bit_types`` stores 4-bit levels as int4/uint4, except after a Clip (ReLU6): ORT CPU
+    (1.32) fails to load a Clip followed by a 4-bit QuantizeLinear at its EXTENDED level and
+    above (its Clip-into-QuantizeLinear fusion reads only 8-bit zero points), so those use an
+    8-bit container with the same levels."""
 
     def __init__(
         self, specs: Mapping[str, QuantSpec], ranges: Mapping[str, Range], rules: Sequence[str], use_4bit_types: bool = True, all_readers: bool = False
@@ -64,10 +69,15 @@ class QuantizeActivationsPass(ir.passes.InPlacePass):
         else:
             low, high = (np.asarray(v, np.float32) for v in self.ranges[source.name])
             scale, zero_point = range_params(low, high, spec)
-            quantizer = add_static_quantizer(model.graph, source, scale, zero_point, spec, 1, self.use_4bit_types)
+            quantizer = add_static_quantizer(model.graph, source, scale, zero_point, spec, 1, self.use_4bit_types and not _clipped(source))
         producer = source.producer()
         if producer is not None:
             model.graph.insert_after(producer, quantizer)
         else:
             model.graph.insert_before(model.graph.node(0), quantizer)
         return quantizer.outputs[0]
+
+
+def _clipped(value: ir.Value) -> bool:
+    producer = value.producer()
+    return producer is not None and producer.op_type == "Clip"
