@@ -11,7 +11,7 @@ import torch
 from zsq_onnx.executors.runtime import make_session
 from zsq_onnx.executors.torch_graph import TorchGraph
 from zsq_onnx.passes.quantizer_nodes import ensure_quantizer_functions, new_initializer
-from zsq_onnx.quantizers import adaptive_quantize
+from zsq_onnx.quantizers.adaptive import ADAPTIVE, adaptive_quantize
 
 
 def _adaptive_model(x: np.ndarray, bits: int, rng: np.random.Generator) -> ir.Model:
@@ -19,7 +19,6 @@ def _adaptive_model(x: np.ndarray, bits: int, rng: np.random.Generator) -> ir.Mo
     source = ir.Value(name="x", shape=ir.Shape(["N", *x.shape[1:]]), type=ir.TensorType(ir.DataType.FLOAT))
     graph = ir.Graph([source], [], nodes=[], name="g")
     inputs = [
-        source,
         new_initializer(graph, "scale", np.array(float(x.max() - x.min()) / (2**bits - 1), np.float32)),
         new_initializer(graph, "zero_point", np.array(round(-x.min() / (float(x.max() - x.min()) / (2**bits - 1)))), ir.DataType.UINT8),
         new_initializer(graph, "qmin", np.array(0), ir.DataType.UINT8),
@@ -29,7 +28,7 @@ def _adaptive_model(x: np.ndarray, bits: int, rng: np.random.Generator) -> ir.Mo
         new_initializer(graph, "up_weight", rng.uniform(0.1, 0.3, (1, 2)).astype(np.float32)),
         new_initializer(graph, "up_bias", np.ones(1, np.float32)),
     ]
-    node = ir.Node("zsq", "AdaptiveQuantize", inputs, num_outputs=1, name="q")
+    node = ADAPTIVE.make_node({"x": source, **{value.name: value for value in inputs}}, name="q")
     node.outputs[0].name, node.outputs[0].type, node.outputs[0].shape = "y", ir.TensorType(ir.DataType.FLOAT), source.shape
     graph.append(node)
     graph.outputs.append(node.outputs[0])

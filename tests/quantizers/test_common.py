@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from zsq_onnx.quantizers import fake_quantize, lsq_gradient_scale, scale_gradient
+from zsq_onnx.quantizers.common import fake_quantize, lsq_gradient_scale, scale_gradient
 
 
 def test_lsq_step_size_gradient():

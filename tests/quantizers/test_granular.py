@@ -11,7 +11,7 @@ import torch
 from zsq_onnx.executors.runtime import make_session
 from zsq_onnx.executors.torch_graph import TorchGraph
 from zsq_onnx.passes.quantizer_nodes import add_granular_quantizer, ensure_quantizer_functions
-from zsq_onnx.quantizers import granular_quantize
+from zsq_onnx.quantizers.granular import granular_quantize
 from zsq_onnx.recipe import QuantSpec
 
 
