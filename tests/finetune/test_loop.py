@@ -16,6 +16,7 @@ from zsq_onnx.finetune.loop import kd_loss, trainable_names
 from zsq_onnx.pipeline import quantize, tune
 from zsq_onnx.plan.calibrate import with_outputs
 from zsq_onnx.profiles import emit
+from zsq_onnx.quantizers.registry import Role, input_for, is_calibrated_static
 from zsq_onnx.recipe import FinetuneConfig, build_recipe
 from zsq_onnx.synth.distill import distill
 from zsq_onnx.synth.pool import SyntheticPool
@@ -73,8 +74,8 @@ def test_round_trip_per_quantizer_within_one_lsb(setting):
     recipe = build_recipe(bits="W3A3", profile="sim", keep_ends_8bit=False, finetune=FinetuneConfig(steps=10, batch_size=16, lr=0.05))
     trained, _ = tune(model, quantize(model, [pool[:32]], recipe), pool, recipe, progress=False)
     emitted = emit(trained)
-    scales = {n.outputs[0].name: float(n.inputs[1].const_value.numpy().max()) for n in trained.graph
-              if n.domain == "zsq" and n.op_type.startswith("Static") and n.inputs[0].const_value is None}
+    scales = {n.outputs[0].name: float(input_for(n, Role.SCALE).const_value.numpy().max()) for n in trained.graph
+              if is_calibrated_static(n) and input_for(n, Role.SOURCE).const_value is None}
     names = list(scales)
     with torch.no_grad():
         expected = TorchGraph(trained).run({"input": torch.from_numpy(pool[:32])}, names)
