@@ -9,8 +9,9 @@ import pytest
 
 from tests.conftest import parse_model
 from tests.passes.graphs import run, sample
-from zsq_onnx import quantizers
 from zsq_onnx.passes.quantizer_nodes import add_granular_quantizer, add_static_quantizer, ensure_quantizer_functions, new_initializer
+from zsq_onnx.quantizers import registry
+from zsq_onnx.quantizers.common import DOMAIN, VERSION
 from zsq_onnx.quantizers.spec import QuantSpec
 
 IDENTITY = """
@@ -60,7 +61,7 @@ def test_static_quantizer_runs_as_its_definition(spec, use_4bit_types, op_type, 
     zero_point = np.full(scale.shape, 0 if spec.signed else 3, np.int64)
     model = _quantize_input(lambda graph, x: add_static_quantizer(graph, x, scale, zero_point, spec, 1, use_4bit_types))
     node = model.graph.node(0)
-    assert (node.domain, node.op_type, node.name, node.outputs[0].name) == (quantizers.DOMAIN, op_type, "zsq/x.zsq", "x.zsq_out")
+    assert (node.domain, node.op_type, node.name, node.outputs[0].name) == (DOMAIN, op_type, "zsq/x.zsq", "x.zsq_out")
     inits = _initializers(model)
     assert inits["x.zsq_scale"].dtype == np.float32 and inits["x.zsq_scale"].shape == scale.shape
     assert model.graph.initializers["x.zsq_zero_point"].const_value.dtype == dtype
@@ -109,8 +110,8 @@ def test_quantizer_functions_are_added_once():
     model = ir.serde.deserialize_model(parse_model(IDENTITY))
     ensure_quantizer_functions(model)
     ensure_quantizer_functions(model)
-    assert model.opset_imports[quantizers.DOMAIN] == quantizers.VERSION
-    assert sorted(name for _, name, _ in model.functions) == sorted(quantizers.function_protos())
+    assert model.opset_imports[DOMAIN] == VERSION
+    assert sorted(name for _, name, _ in model.functions) == sorted(registry.function_protos())
     onnx.checker.check_model(ir.serde.serialize_model(model), full_check=True)
 
 

@@ -12,7 +12,7 @@ from zsq_onnx.executors.runtime import make_session
 from zsq_onnx.executors.torch_graph import TorchGraph
 from zsq_onnx.passes.quantize_weights import weight_params
 from zsq_onnx.passes.quantizer_nodes import add_static_quantizer, ensure_quantizer_functions
-from zsq_onnx.quantizers import fake_quantize
+from zsq_onnx.quantizers.common import fake_quantize
 from zsq_onnx.quantizers.params import affine_params
 from zsq_onnx.recipe import QuantSpec
 

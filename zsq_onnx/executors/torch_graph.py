@@ -1,13 +1,16 @@
 """TorchGraph: run an ONNX graph as a differentiable torch.nn.Module, and write parameters back.
 
 Initializers become parameters (float) or buffers (integer); each node runs the torch function
-that ``torch_ops.OPS`` (standard ops) or ``quantizers.TORCH_OPS`` (``zsq`` quantizers) maps it
-to. After training, :meth:`TorchGraph.write_back` puts parameter values into the ONNX model by
-initializer name, so the model that was trained is exactly the one emitted.
+that ``torch_ops.OPS`` maps it to (standard ops), or its quantizer kind's torch implementation
+(``zsq`` quantizers, see :mod:`zsq_onnx.quantizers.registry`), told which of its inputs are
+initializers and their element types. After training, :meth:`TorchGraph.write_back` puts
+parameter values into the ONNX model by initializer name, so the model that was trained is
+exactly the one emitted.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,9 +19,9 @@ import numpy as np
 import onnx_ir as ir
 import torch
 
-from zsq_onnx import quantizers
 from zsq_onnx.errors import UnsupportedOpError
 from zsq_onnx.executors.torch_ops import OPS, OpFn
+from zsq_onnx.quantizers import registry
 
 FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE)
 
@@ -42,11 +45,15 @@ def _attr_value(attr: ir.Attr) -> Any:
 
 
 def _op_function(node: ir.Node) -> OpFn:
-    table = quantizers.TORCH_OPS if node.domain == quantizers.DOMAIN else OPS if node.domain in ("", "ai.onnx") else {}
-    if node.op_type not in table:
-        domain = f"{node.domain}." if node.domain else ""
-        raise UnsupportedOpError(f"op {domain}{node.op_type} (node {node.name!r}) is not supported by the torch executor")
-    return table[node.op_type]
+    """The torch function of ``node``: a standard op's from OPS, or its quantizer kind's torch
+    implementation bound to what it knows of the node's inputs."""
+    kind = registry.kind_of(node)
+    if kind is not None:
+        return functools.partial(kind.torch_op, node=registry.NodeInputs.of(node))
+    if node.domain in ("", "ai.onnx") and node.op_type in OPS:
+        return OPS[node.op_type]
+    domain = f"{node.domain}." if node.domain else ""
+    raise UnsupportedOpError(f"op {domain}{node.op_type} (node {node.name!r}) is not supported by the torch executor")
 
 
 def _to_torch(tensor: ir.TensorProtocol) -> torch.Tensor:
@@ -77,21 +84,12 @@ class TorchGraph(torch.nn.Module):
             else:
                 self.register_buffer(f"c{index}", tensor, persistent=False)
                 self._constants[name] = f"c{index}"
-        self._value_types = {
-            v.name: int(v.const_value.dtype) if v.const_value is not None else (int(v.dtype) if v.dtype else None)
-            for v in list(graph.initializers.values()) + list(graph.inputs)
-        }
         self._steps = [self._compile(node) for node in graph]
         self._plans: dict[tuple[str, ...], list[tuple[_Step, list[str]]]] = {}
 
     def _compile(self, node: ir.Node) -> _Step:
         fn = _op_function(node)
         attrs = {name: _attr_value(attr) for name, attr in node.attributes.items()}
-        attrs["_constant_inputs"] = tuple(v is not None and v.const_value is not None for v in node.inputs)
-        attrs["_input_types"] = tuple(
-            (int(v.const_value.dtype) if v.const_value is not None else (int(v.dtype) if v.dtype else None)) if v is not None else None
-            for v in node.inputs
-        )
         return _Step(fn, tuple(v.name if v is not None else "" for v in node.inputs), tuple(v.name for v in node.outputs), attrs, f"{node.op_type} {node.name!r}")
 
     def _plan(self, outputs: tuple[str, ...]) -> list[tuple[_Step, list[str]]]:

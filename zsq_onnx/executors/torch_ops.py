@@ -1,9 +1,7 @@
 """ONNX op -> torch function table used by TorchGraph.
 
 Every function takes ``(inputs, attrs)``: the node's input tensors (None for omitted optional
-inputs) and its attributes as Python values (plus ``_constant_inputs``, which inputs are initializers,
-and ``_input_types``, the ONNX element types of
-the inputs), and returns one tensor or a tuple of tensors.
+inputs) and its attributes as Python values, and returns one tensor or a tuple of tensors.
 """
 
 from __future__ import annotations

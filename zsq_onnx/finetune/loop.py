@@ -1,9 +1,10 @@
 """Fine-tuning: the quantized graph (TorchGraph student) learns from the FP32 graph (teacher) by
 KD on synthetic inputs; trained step sizes, adapters and weights go back into its initializers.
 
-Trainable, by initializer name: the scale of every zsq static/adaptive quantizer (LSQ gradient
-scaling is in the torch quantizers), the adapters of adaptive ones, and with ``train_weights``
-the float weights and biases that quantizers read. Zero points stay as calibrated. The loss is
+Trainable, by initializer name: the inputs that each quantizer kind marks trainable
+(:func:`zsq_onnx.quantizers.registry.trainable_inputs`): scales (LSQ gradient scaling is in the
+torch quantizers), adapters, and with ``train_weights`` the float weights and biases that
+quantizers read (sources). Zero points stay as calibrated. The loss is
 KL(teacher || student) of the softmax outputs at temperature T (times T^2); Adam or SGD with a
 cosine schedule over steps or minutes, whichever ends first.
 """
@@ -18,13 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from zsq_onnx import quantizers
 from zsq_onnx.errors import BadInputError
+from zsq_onnx.quantizers.registry import Role, trainable_inputs
 from zsq_onnx.recipe import FinetuneConfig
 from zsq_onnx.synth.distill import batchnorm_stats, stat_loss
 from zsq_onnx.synth.pool import SyntheticPool
 
-ADAPTER_INPUTS = range(5, 9)
+_GROUPS = {Role.SCALE: "scales", Role.ADAPTER: "adapters", Role.SOURCE: "weights"}  # optimizer group of each trainable role
 
 
 @dataclass(frozen=True)
@@ -57,21 +58,15 @@ class FinetuneResult:
 def trainable_names(model: ir.Model, train_weights: bool) -> TrainableNames:
     """The initializers fine-tuning trains in ``model`` (see module docstring)."""
     floats = {name for name, value in model.graph.initializers.items() if value.const_value.dtype == ir.DataType.FLOAT}
-    scales, adapters, weights = [], [], []
+    groups: dict[str, list[str]] = {"scales": [], "adapters": [], "weights": []}
     for node in model.graph:
-        if node.domain != quantizers.DOMAIN:
-            continue
-        inputs = [value.name if value is not None else "" for value in node.inputs]
-        if node.op_type in ("StaticQuantize", "StaticQuantizeClip", "AdaptiveQuantize") and inputs[1] in floats:
-            scales.append(inputs[1])
-            if inputs[0] in floats:
-                weights.append(inputs[0])
-        if node.op_type == "AdaptiveQuantize":
-            adapters += [inputs[i] for i in ADAPTER_INPUTS]
-        if node.op_type == "BiasQuantize" and inputs[0] in floats:
-            weights.append(inputs[0])
+        for entry, value in trainable_inputs(node):
+            group = _GROUPS.get(entry.role)
+            if group is None or value.name not in floats:
+                continue
+            groups[group].append(value.name)
     unique = lambda names: tuple(dict.fromkeys(names))  # noqa: E731
-    return TrainableNames(unique(scales), unique(adapters), unique(weights) if train_weights else ())
+    return TrainableNames(unique(groups["scales"]), unique(groups["adapters"]), unique(groups["weights"]) if train_weights else ())
 
 
 def _device(name: str):

@@ -5,15 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from zsq_onnx import quantizers
 from zsq_onnx.passes.quantizer_nodes import ensure_quantizer_functions, new_initializer
-
-
-def _levels(node: ir.Node) -> tuple[int, int]:
-    """The (qmin, qmax) a static quantizer node uses."""
-    if node.op_type == "StaticQuantizeClip":
-        return int(node.inputs[3].const_value.numpy()), int(node.inputs[4].const_value.numpy())
-    return quantizers.INTEGER_RANGES[int(node.inputs[2].const_value.dtype)]
+from zsq_onnx.quantizers.adaptive import ADAPTIVE
+from zsq_onnx.quantizers.registry import Role, input_for, integer_range, is_calibrated_static
 
 
 class AdaptiveActivationsPass(ir.passes.InPlacePass):
@@ -32,9 +26,9 @@ class AdaptiveActivationsPass(ir.passes.InPlacePass):
         rng = np.random.default_rng(self.seed)
         modified = False
         for node in list(graph):
-            if node.domain != quantizers.DOMAIN or node.op_type not in quantizers.STATIC_KINDS:
+            if not is_calibrated_static(node):
                 continue
-            source, scale, zero_point = node.inputs[:3]
+            source, scale, zero_point = (input_for(node, role) for role in (Role.SOURCE, Role.SCALE, Role.ZERO_POINT))
             if source.const_value is not None or source.is_graph_input() or scale.const_value.size != 1:
                 continue
             if source.shape is None or len(source.shape) != 4 or not isinstance(source.shape[1], int):
@@ -42,21 +36,21 @@ class AdaptiveActivationsPass(ir.passes.InPlacePass):
             ensure_quantizer_functions(model)
             channels = source.shape[1]
             hidden = max(channels // 4, 1)
-            qmin, qmax = _levels(node)
+            qmin, qmax = integer_range(node)
             prefix = node.outputs[0].name.removesuffix("_out")
             container = ir.DataType.INT8 if qmin < 0 else ir.DataType.UINT8
-            inputs = [
-                source,
-                scale,
-                new_initializer(graph, f"{prefix}_adaptive_zero_point", np.asarray(zero_point.const_value.numpy()).astype(np.int64), container),
-                new_initializer(graph, f"{prefix}_adaptive_qmin", np.array(qmin), container),
-                new_initializer(graph, f"{prefix}_adaptive_qmax", np.array(qmax), container),
-                new_initializer(graph, f"{prefix}_adapter_down_weight", (rng.standard_normal((hidden, channels)) / np.sqrt(channels)).astype(np.float32)),
-                new_initializer(graph, f"{prefix}_adapter_down_bias", np.zeros(hidden, np.float32)),
-                new_initializer(graph, f"{prefix}_adapter_up_weight", np.zeros((1, hidden), np.float32)),
-                new_initializer(graph, f"{prefix}_adapter_up_bias", np.ones(1, np.float32)),
-            ]
-            adaptive = ir.Node(quantizers.DOMAIN, "AdaptiveQuantize", inputs, num_outputs=1, name=f"{node.name}/adaptive")
+            inputs = {
+                "x": source,
+                "scale": scale,
+                "zero_point": new_initializer(graph, f"{prefix}_adaptive_zero_point", np.asarray(zero_point.const_value.numpy()).astype(np.int64), container),
+                "qmin": new_initializer(graph, f"{prefix}_adaptive_qmin", np.array(qmin), container),
+                "qmax": new_initializer(graph, f"{prefix}_adaptive_qmax", np.array(qmax), container),
+                "down_weight": new_initializer(graph, f"{prefix}_adapter_down_weight", (rng.standard_normal((hidden, channels)) / np.sqrt(channels)).astype(np.float32)),
+                "down_bias": new_initializer(graph, f"{prefix}_adapter_down_bias", np.zeros(hidden, np.float32)),
+                "up_weight": new_initializer(graph, f"{prefix}_adapter_up_weight", np.zeros((1, hidden), np.float32)),
+                "up_bias": new_initializer(graph, f"{prefix}_adapter_up_bias", np.ones(1, np.float32)),
+            }
+            adaptive = ADAPTIVE.make_node(inputs, name=f"{node.name}/adaptive")
             adaptive.outputs[0].name = f"{prefix}_adaptive_out"
             adaptive.outputs[0].shape, adaptive.outputs[0].type = node.outputs[0].shape, node.outputs[0].type
             graph.insert_after(node, adaptive)

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from zsq_onnx import quantizers
+from zsq_onnx.quantizers.registry import Role, input_for, integer_range, is_calibrated_static
 
 logger = logging.getLogger(__name__)
 
@@ -36,15 +36,12 @@ logger = logging.getLogger(__name__)
 def quantized_weight(quantizer: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
     """(W, W_q) of a zsq static quantizer of a constant weight, W_q as QuantizeLinear ->
     (Clip) -> DequantizeLinear compute it (round half to even); None for anything else."""
-    if quantizer.domain != quantizers.DOMAIN or quantizer.op_type not in quantizers.STATIC_KINDS:
+    if not is_calibrated_static(quantizer):
         return None
     if any(value is None or value.const_value is None for value in quantizer.inputs):
         return None
-    weight, scale, zero_point, *bounds = (value.const_value.numpy() for value in quantizer.inputs)
-    if bounds:
-        qmin, qmax = (int(np.asarray(bound).astype(np.int64)) for bound in bounds)
-    else:
-        qmin, qmax = quantizers.INTEGER_RANGES[int(quantizer.inputs[2].const_value.dtype)]
+    weight, scale, zero_point = (input_for(quantizer, role).const_value.numpy() for role in (Role.SOURCE, Role.SCALE, Role.ZERO_POINT))
+    qmin, qmax = integer_range(quantizer)
     axis = quantizer.attributes.get("axis")
     shape = [1] * weight.ndim
     if np.size(scale) > 1:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from zsq_onnx import quantizers
+from zsq_onnx.quantizers.common import INTEGER_RANGES
 
 INT16_MAX = 32767
 
@@ -48,7 +48,7 @@ def _clip_redundant(clip: ir.Node, quantize: ir.Node) -> bool:
     zero = int(zero_point.const_value.numpy().item())
     if zero_point.type.dtype not in (ir.DataType.UINT8, ir.DataType.INT8):  # ORT's integer kernels are 8-bit
         return False
-    low, high = quantizers.INTEGER_RANGES[int(zero_point.type.dtype)]
+    low, high = INTEGER_RANGES[int(zero_point.type.dtype)]
     lower_ok = bounds[0] is None or (low - zero) * scale >= bounds[0] - 1e-6 * abs(bounds[0])
     upper_ok = bounds[1] is None or (high - zero) * scale <= bounds[1] + 1e-6 * abs(bounds[1])
     return lower_ok and upper_ok

@@ -8,8 +8,9 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from zsq_onnx import quantizers
 from zsq_onnx.passes.quantizer_nodes import ensure_quantizer_functions
+from zsq_onnx.quantizers.bias import BIAS
+from zsq_onnx.quantizers.registry import Role, input_for, is_calibrated_static
 
 BIAS_LEVELS = float(1 << 30)  # int32 with headroom for the accumulated products
 
@@ -19,9 +20,9 @@ logger = logging.getLogger(__name__)
 def _static_scale(value: ir.Value | None) -> ir.Value | None:
     """The scale initializer of the zsq static quantizer that produces ``value``, if any."""
     producer = value.producer() if value is not None else None
-    if producer is None or producer.domain != quantizers.DOMAIN or producer.op_type not in quantizers.STATIC_KINDS:
+    if not is_calibrated_static(producer):
         return None
-    return producer.inputs[1]
+    return input_for(producer, Role.SCALE)
 
 
 def fit_weight_scale(bias: ir.Value, input_scale: ir.Value, weight_scale: ir.Value) -> bool:
@@ -64,7 +65,7 @@ class QuantizeBiasPass(ir.passes.InPlacePass):
             # a bias shared by several layers (exporters merge equal initializers) gets one quantizer per layer
             prefix = bias.name if len(bias.uses()) == 1 else f"{bias.name}.{node.name or node.outputs[0].name}"
             output = ir.Value(name=f"{prefix}.zsq_out", shape=bias.shape, type=bias.type)
-            quantizer = ir.Node(quantizers.DOMAIN, "BiasQuantize", [bias, input_scale, weight_scale], outputs=[output], name=f"zsq/{prefix}")
+            quantizer = BIAS.make_node({"bias": bias, "input_scale": input_scale, "weight_scale": weight_scale}, outputs=[output], name=f"zsq/{prefix}")
             graph.insert_before(node, quantizer)
             node.replace_input_with(2, output)
             modified = True

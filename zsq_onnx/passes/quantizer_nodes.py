@@ -5,15 +5,19 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from zsq_onnx import quantizers
+from zsq_onnx.quantizers import registry
+from zsq_onnx.quantizers.common import DOMAIN, VERSION, container_type
+from zsq_onnx.quantizers.granular import GRANULAR
 from zsq_onnx.quantizers.spec import QuantSpec
+from zsq_onnx.quantizers.static import STATIC_CLIP, kind_for_range
 
 
 def ensure_quantizer_functions(model: ir.Model) -> None:
-    """Add the zsq function definitions and opset import to ``model`` (idempotent)."""
-    model.opset_imports.setdefault(quantizers.DOMAIN, quantizers.VERSION)
-    for name, proto in quantizers.function_protos().items():
-        if (quantizers.DOMAIN, name, "") not in model.functions:
+    """Add the function definitions of every registered zsq quantizer kind and the opset import
+    to ``model`` (idempotent)."""
+    model.opset_imports.setdefault(DOMAIN, VERSION)
+    for name, proto in registry.function_protos().items():
+        if (DOMAIN, name, "") not in model.functions:
             function = ir.serde.deserialize_function(proto)
             model.functions[function.identifier()] = function
 
@@ -37,21 +41,19 @@ def add_static_quantizer(
     4-bit quantizers use int4/uint4 unless ``use_4bit_types`` is off; other widths below 8 use an
     8-bit container and a Clip (StaticQuantizeClip). Its values are named ``prefix``_scale etc.
     (default ``<source>.zsq``)."""
-    container = ir.DataType(quantizers.container_type(spec.bits if use_4bit_types else 8, spec.signed))
+    container = ir.DataType(container_type(spec.bits if use_4bit_types else 8, spec.signed))
     prefix = prefix or f"{source.name}.zsq"
-    inputs = [
-        source,
-        new_initializer(graph, f"{prefix}_scale", scale.astype(np.float32)),
-        new_initializer(graph, f"{prefix}_zero_point", zero_point, container),
-    ]
-    low, high = quantizers.INTEGER_RANGES[int(container)]
-    if (spec.qmin, spec.qmax) == (low, high):
-        op_type = "StaticQuantize"
-    else:
-        op_type = "StaticQuantizeClip"
-        inputs += [new_initializer(graph, f"{prefix}_qmin", np.array(spec.qmin), container), new_initializer(graph, f"{prefix}_qmax", np.array(spec.qmax), container)]
+    kind = kind_for_range(spec.qmin, spec.qmax, int(container))
+    inputs = {
+        "x": source,
+        "scale": new_initializer(graph, f"{prefix}_scale", scale.astype(np.float32)),
+        "zero_point": new_initializer(graph, f"{prefix}_zero_point", zero_point, container),
+    }
+    if kind is STATIC_CLIP:
+        inputs["qmin"] = new_initializer(graph, f"{prefix}_qmin", np.array(spec.qmin), container)
+        inputs["qmax"] = new_initializer(graph, f"{prefix}_qmax", np.array(spec.qmax), container)
     output = ir.Value(name=f"{prefix}_out", shape=source.shape, type=source.type)
-    return ir.Node(quantizers.DOMAIN, op_type, inputs, attributes=[ir.AttrInt64("axis", axis)], outputs=[output], name=f"zsq/{prefix}")
+    return kind.make_node(inputs, attributes=[ir.AttrInt64("axis", axis)], outputs=[output], name=f"zsq/{prefix}")
 
 
 def add_granular_quantizer(graph: ir.Graph, source: ir.Value, spec: QuantSpec, prefix: str | None = None) -> ir.Node:
@@ -60,4 +62,4 @@ def add_granular_quantizer(graph: ir.Graph, source: ir.Value, spec: QuantSpec, p
     prefix = prefix or f"{source.name}.zsq"
     levels = new_initializer(graph, f"{prefix}_levels", np.array((1 << spec.bits) - 1, np.float32))
     output = ir.Value(name=f"{prefix}_out", shape=source.shape, type=source.type)
-    return ir.Node(quantizers.DOMAIN, "GranularQuantize", [source, levels], outputs=[output], name=f"zsq/{prefix}")
+    return GRANULAR.make_node({"x": source, "levels": levels}, outputs=[output], name=f"zsq/{prefix}")
