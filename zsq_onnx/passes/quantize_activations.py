@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from zsq_onnx.errors import BadInputError
+from zsq_onnx.errors import InternalError
 from zsq_onnx.passes.quantizer_nodes import add_granular_quantizer, add_static_quantizer, ensure_quantizer_functions
 from zsq_onnx.plan.targets import activation_uses
 from zsq_onnx.quantizers.params import range_params
@@ -60,7 +60,7 @@ class QuantizeActivationsPass(ir.passes.InPlacePass):
         if spec.granularity == "granular":
             quantizer = add_granular_quantizer(model.graph, source, spec)
         elif source.name not in self.ranges:
-            raise BadInputError(f"no calibrated range for activation {source.name!r} read by node {first_use.name!r}")
+            raise InternalError(f"no calibrated range for planned static activation {source.name!r} read by node {first_use.name!r}")
         else:
             low, high = (np.asarray(v, np.float32) for v in self.ranges[source.name])
             scale, zero_point = range_params(low, high, spec)
