@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -12,6 +13,8 @@ from zsq_onnx.passes.quantizer_nodes import add_granular_quantizer, add_static_q
 from zsq_onnx.plan.targets import activation_uses
 from zsq_onnx.quantizers.params import range_params
 from zsq_onnx.quantizers.spec import QuantSpec
+
+logger = logging.getLogger(__name__)
 
 Range = tuple[np.ndarray, np.ndarray]
 
@@ -41,6 +44,7 @@ class QuantizeActivationsPass(ir.passes.InPlacePass):
         for node, index in activation_uses(graph, self.rules):
             name = node.inputs[index].name
             if name not in self.specs:
+                logger.debug("quantize activations skips %s: the plan keeps its input %s float", node.name, name)
                 continue
             if name not in done:
                 done[name] = self._insert(model, node, node.inputs[index])
