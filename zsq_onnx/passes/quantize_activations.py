@@ -55,6 +55,7 @@ class QuantizeActivationsPass(ir.passes.InPlacePass):
                 for reader, index in list(source.uses()):
                     if reader is not quantized.producer():
                         reader.replace_input_with(index, quantized)
+        logger.debug("quantize activations: %d quantizers inserted", len(done))
         return ir.passes.PassResult(model, modified=bool(done))
 
     def _insert(self, model: ir.Model, first_use: ir.Node, source: ir.Value) -> ir.Value:

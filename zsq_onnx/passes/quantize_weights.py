@@ -58,4 +58,5 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
                 graph.insert_before(node, quantizer)
                 done[weight.name] = quantizer.outputs[0]
             node.replace_input_with(1, done[weight.name])
+        logger.debug("quantize weights: %d quantizers inserted", len(done))
         return ir.passes.PassResult(model, modified=bool(done))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from zsq_onnx.io.data import load_dataset
 from zsq_onnx.io.preprocessing import Preprocessing
 from zsq_onnx.validate.diagnostics import layer_sqnr
 from zsq_onnx.validate.metrics import agreement, sqnr_db, top1, top5
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,10 @@ def evaluate(fp32: ir.Model, quantized: ir.Model, inputs: np.ndarray, labels: np
     fp_logits, fp_measures = measure(make_session(fp32, provider), inputs, labels)
     q_logits, q_measures = measure(make_session(quantized, provider), inputs, labels)
     layers = tuple(LayerSqnr(**layer) for layer in layer_sqnr(fp32, quantized, inputs[:256]))
-    return Evaluation(name, len(inputs), fp_measures, q_measures, agreement(fp_logits, q_logits), sqnr_db(fp_logits, q_logits), layers)
+    evaluation = Evaluation(name, len(inputs), fp_measures, q_measures, agreement(fp_logits, q_logits), sqnr_db(fp_logits, q_logits), layers)
+    logger.info("%s (%d samples): top-1 FP32 %s, quantized %s, agreement %s, output SQNR %.1f dB", name, len(inputs),
+                _percent(fp_measures.top1), _percent(q_measures.top1), _percent(evaluation.agreement), evaluation.output_sqnr_db)
+    return evaluation
 
 
 def evaluate_files(model_path: str, data_path: str, reference_path: str | None = None, provider: str = "cpu", preprocessing: Preprocessing | None = None) -> dict:
@@ -94,6 +100,7 @@ def evaluate_files(model_path: str, data_path: str, reference_path: str | None =
     data = load_dataset(data_path, (shape[2], shape[3]) if shape is not None and len(shape) == 4 else None)
     inputs = preprocessing.apply(data.images)
     logits, measures = measure(make_session(model, provider), inputs, data.labels)
+    logger.info("%s on %s (%d samples): top-1 %s, latency b1 %.2f ms", model_path, data.name, len(data), _percent(measures.top1), measures.latency_ms_b1)
     result: dict = {"model": model_path, "dataset": data.name, "samples": len(data), "provider": provider, **asdict(measures), "size_bytes": Path(model_path).stat().st_size}
     if reference_path is not None:
         reference = ir.serde.deserialize_model(onnx_io.load_onnx(reference_path))
