@@ -291,7 +291,8 @@ def build_recipe(
     for ``percentile``); ``bias_correction`` corrects each Conv/Gemm bias, layer by layer, for the
     mean shift quantization causes at its output (see :mod:`zsq_onnx.plan.sequential_bias`)."""
     weight_bits, activation_bits = parse_bits(bits) if bits else (DEFAULT_RECIPE.weights.bits, DEFAULT_RECIPE.activations.bits)
-    weight_bits, activation_bits = wbits or weight_bits, abits or activation_bits
+    weight_bits = wbits if wbits is not None else weight_bits
+    activation_bits = abits if abits is not None else activation_bits
     target = get_profile(profile)
     if act_symmetric is None:
         act_symmetric = target.symmetric_activations_by_default

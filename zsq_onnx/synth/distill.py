@@ -82,14 +82,20 @@ def load_synthetic(path: str | Path, input_shape: tuple[int, ...]) -> SynthResul
         with np.load(path, allow_pickle=False) as archive:
             inputs, sizes = archive["inputs"].astype(np.float32), archive["batch_sizes"]
             curve, names, losses = archive["loss_curve"], archive["bn_names"], archive["bn_losses"]
-            seconds = json.loads(str(archive["settings"])).get("seconds", 0.0)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            seconds = float(json.loads(str(archive["settings"])).get("seconds", 0.0))
+    except (OSError, ValueError, KeyError, AttributeError, TypeError, zipfile.BadZipFile) as exc:
         raise BadInputError(f"{path}: not a synthetic-data file written by `zsq-onnx synth` ({exc})") from None
     if tuple(inputs.shape[1:]) != tuple(input_shape):
         raise BadInputError(f"{path}: inputs have shape {tuple(inputs.shape[1:])}, the model expects {tuple(input_shape)}")
+    if len(inputs) == 0:
+        raise BadInputError(f"{path}: holds no inputs; distill some with `zsq-onnx synth`")
+    if not np.isfinite(inputs).all():
+        raise BadInputError(f"{path}: holds NaN or inf inputs; distill them again with `zsq-onnx synth`")
+    if sizes.ndim != 1 or sizes.dtype.kind not in "iu" or np.any(sizes <= 0) or sizes.sum() != len(inputs):
+        raise BadInputError(f"{path}: not a synthetic-data file written by `zsq-onnx synth` (batch sizes {sizes.tolist()} for {len(inputs)} inputs)")
     batches = np.split(inputs, np.cumsum(sizes)[:-1])
     logger.info("%s: %d distilled inputs in %d batch(es)", path, len(inputs), len(batches))
-    return SynthResult(batches, curve.tolist(), dict(zip(names.tolist(), losses.tolist())), float(seconds))
+    return SynthResult(batches, curve.tolist(), dict(zip(names.tolist(), losses.tolist())), seconds)
 
 
 def batchnorm_stats(model: ir.Model, source: str = "model") -> list[BatchNormStat]:
