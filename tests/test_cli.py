@@ -221,3 +221,54 @@ def test_verbose_logs_on_stderr(tmp_path, flags, levels):
         assert f"INFO zsq_onnx.io.onnx_io: {path}: IR version 10" in result.stderr
     package = logging.getLogger("zsq_onnx")
     assert package.level == logging.NOTSET and not package.handlers  # restored after the command
+
+
+def _wrong_inputs(folder) -> None:
+    """Files a new user might pass by mistake, beside a 1x4x4 model and a 1x6x6 one."""
+    import torch
+
+    folder.joinpath("model.onnx").write_bytes(_conv_bn().SerializeToString())
+    folder.joinpath("other.onnx").write_bytes(_conv_bn("float[N, 1, 6, 6] input", "float[N, 2, 6, 6] y").SerializeToString())
+    labels = np.zeros(2, np.int64)
+    np.savez(folder / "small.npz", images=np.zeros((2, 4, 4, 1), np.uint8), labels=labels)
+    np.savez(folder / "big.npz", images=np.zeros((2, 32, 32, 1), np.uint8), labels=labels)
+    np.savez(folder / "rgb.npz", images=np.zeros((2, 4, 4, 3), np.uint8), labels=labels)
+    np.savez(folder / "named.npz", images=np.zeros((2, 4, 4, 1), np.uint8), labels=np.array(["cat", "dog"]))
+    np.savez(folder / "empty-synth.npz", inputs=np.zeros((0, 1, 8, 8), np.float32), batch_sizes=np.zeros(0, np.int64), loss_curve=np.zeros(0),
+             bn_names=np.array([], str), bn_losses=np.zeros(0), settings=np.array("{}"))
+    folder.joinpath("folder").mkdir()
+    torch.save({"fc.weight": torch.zeros(2, 2)}, folder / "other.pt")
+
+
+RAW = ("--input-scale", "1", "--mean", "0", "--std", "1")
+TINY = ("--samples", "8", "--synth-steps", "2", "--quiet")
+WRONG_INPUTS = {
+    "eval-data-of-another-size": (("eval", "model.onnx", "--data", "big.npz", *RAW), ("big.npz", "32x32", "4x4")),
+    "eval-data-of-other-channels": (("eval", "model.onnx", "--data", "rgb.npz", *RAW), ("rgb.npz", "(3, 4, 4)", "(1, 4, 4)")),
+    "eval-preprocessing-of-other-channels": (("eval", "model.onnx", "--data", "rgb.npz", "--input-scale", "1", "--mean", "0,0,0", "--std", "1,1,1"),
+                                             ("model.onnx", "1 input channel", "has 3")),
+    "eval-reference-of-another-input": (("eval", "model.onnx", "--data", "small.npz", "--reference", "other.onnx", *RAW), ("other.onnx", "(1, 6, 6)")),
+    "eval-labels-not-class-indices": (("eval", "model.onnx", "--data", "named.npz", *RAW), ("named.npz", "class indices")),
+    "eval-data-of-another-size-in-convert": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--eval-data", "big.npz"), ("big.npz", "32x32", "8x8")),
+    "calibration-data-of-another-size": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--calibration-data", "big.npz"), ("big.npz", "32x32", "8x8")),
+    "weights-of-another-model": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--weights", "other.pt"), ("other.pt", "does not fit digits-cnn")),
+    "weights-not-a-state-dict": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--weights", "other.onnx"), ("other.onnx", "weights-only checkpoint")),
+    "missing-weights": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--weights", "missing.pt"), ("missing.pt", "no such weights file")),
+    "empty-synthetic-data": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--synthetic-data", "empty-synth.npz"), ("empty-synth.npz", "no inputs")),
+    "output-is-a-folder": (("convert", "digits-cnn", "-o", "folder", *TINY), ("folder", "is a folder")),
+    "report-is-a-folder": (("convert", "digits-cnn", "-o", "out.onnx", "--report", "folder", *TINY), ("folder", "is a folder")),
+    "synth-output-is-a-folder": (("synth", "digits-cnn", "-o", "folder", "--samples", "2", "--steps", "1", "--quiet"), ("folder", "cannot be written")),
+    "zero-weight-bits": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--wbits", "0"), ("bit width", "got 0")),
+    "zero-input-scale": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--input-scale", "0", "--mean", "0", "--std", "1"), ("--input-scale",)),
+    "agreement-in-percent": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--min-agreement", "95"), ("--min-agreement", "0.95")),
+}
+
+
+@pytest.mark.parametrize("case", WRONG_INPUTS)
+def test_wrong_inputs_exit_2_with_one_line(tmp_path, monkeypatch, case):
+    args, words = WRONG_INPUTS[case]
+    _wrong_inputs(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    _assert_bad_input(_invoke(*args), *words)
+    assert sorted(tmp_path.rglob("*")) == before

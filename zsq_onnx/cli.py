@@ -10,10 +10,11 @@ import enum
 import json
 import logging
 import sys
+from pathlib import Path
 
 import click
 
-from zsq_onnx.errors import ZsqError
+from zsq_onnx.errors import BadInputError, ZsqError
 from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer
 from zsq_onnx.profiles import PROFILES
 from zsq_onnx.recipe import DEFAULT_RECIPE
@@ -91,7 +92,6 @@ def _preprocessing_options(command):
 
 
 def _preprocessing(input_scale, mean, std):
-    from zsq_onnx.errors import BadInputError
     from zsq_onnx.io.preprocessing import Preprocessing
 
     if input_scale is None and mean is None and std is None:
@@ -160,6 +160,7 @@ def convert(model, output, weights, synthetic_data, calibration_data, eval_data,
     from zsq_onnx.recipe import build_recipe
     from zsq_onnx.validate import report
 
+    _check_before_converting(output, report_path, min_agreement)
     for key in ("weight_granularity", "act_granularity"):
         recipe_options[key] = recipe_options[key].replace("-", "_")
     recipe = build_recipe(**recipe_options, finetune=_finetune_config(finetune_steps, finetune_minutes, finetune_lr, finetune_samples, finetune_bn_loss,
@@ -172,6 +173,15 @@ def convert(model, output, weights, synthetic_data, calibration_data, eval_data,
     if not as_json:
         click.echo(f"wrote {output}" + (f" and {report_path}" if report_path else ""))
     report.check_gates(result.report, min_agreement, max_drop)
+
+
+def _check_before_converting(output: str, report_path: str | None, min_agreement: float | None) -> None:
+    """Mistakes in convert's options that would otherwise show only after the conversion."""
+    for path in (output, report_path):
+        if path is not None and Path(path).is_dir():
+            raise BadInputError(f"{path}: is a folder; give a file name to write")
+    if min_agreement is not None and not 0 <= min_agreement <= 1:
+        raise BadInputError(f"--min-agreement takes a fraction between 0 and 1 (0.95 for 95%), got {min_agreement}")
 
 
 def _finetune_config(steps, minutes, lr, samples, bn_loss, train_weights, activation_quantizer, optimizer, device):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import logging
 import re
 import types
 import typing
@@ -21,6 +22,8 @@ from zsq_onnx.errors import BadInputError, InternalError
 from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer
 from zsq_onnx.profiles import ORT_CPU, Profile, get_profile
 from zsq_onnx.quantizers.spec import QuantSpec
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PERCENTILE = 99.99
 RECIPE_VERSION = 2
@@ -152,6 +155,7 @@ class Recipe:
         if version not in (1, RECIPE_VERSION):
             raise BadInputError(f"recipe version {version!r} is not one this zsq-onnx reads (1 to {RECIPE_VERSION})")
         if version == 1:
+            logger.debug("recipe version 1: absent keys of later versions read as %s", {k: v for k, v in VERSION_1_MEANINGS.items() if k not in data})
             data = {**VERSION_1_MEANINGS, **data}
         return _decode(cls, data, "")
 
@@ -287,7 +291,8 @@ def build_recipe(
     for ``percentile``); ``bias_correction`` corrects each Conv/Gemm bias, layer by layer, for the
     mean shift quantization causes at its output (see :mod:`zsq_onnx.plan.sequential_bias`)."""
     weight_bits, activation_bits = parse_bits(bits) if bits else (DEFAULT_RECIPE.weights.bits, DEFAULT_RECIPE.activations.bits)
-    weight_bits, activation_bits = wbits or weight_bits, abits or activation_bits
+    weight_bits = wbits if wbits is not None else weight_bits
+    activation_bits = abits if abits is not None else activation_bits
     target = get_profile(profile)
     if act_symmetric is None:
         act_symmetric = target.symmetric_activations_by_default
@@ -295,7 +300,7 @@ def build_recipe(
     overrides = {key: value for key, value in overrides.items() if value is not None}
     if any(value <= 0 for value in overrides.values()):
         raise BadInputError(f"synthesis settings must be positive, got {overrides}")
-    return Recipe(
+    recipe = Recipe(
         weights=QuantSpec(weight_bits, weight_symmetric, weight_granularity),
         activations=QuantSpec(activation_bits, act_symmetric, act_granularity if granularity == GranularityMode.STATIC else Granularity.GRANULAR),
         profile=target,
@@ -310,3 +315,5 @@ def build_recipe(
         calibration_percentile=calibration_percentile,
         bias_correction=bias_correction,
     )
+    logger.debug("recipe %s", recipe.to_json())
+    return recipe

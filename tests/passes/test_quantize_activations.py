@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import parse_model
 from tests.passes.graphs import RESIDUAL, apply_to_proto, run, sample
-from zsq_onnx.errors import BadInputError
+from zsq_onnx.errors import InternalError
 from zsq_onnx.passes.quantize_activations import QuantizeActivationsPass
 from zsq_onnx.recipe import QuantSpec
 
@@ -30,6 +30,6 @@ def test_one_shared_quantizer_per_tensor():
     np.testing.assert_allclose(run(quantized, sample()), run(model, sample()), atol=0.1)
 
 
-def test_missing_range_is_bad_input():
-    with pytest.raises(BadInputError, match="no calibrated range"):
+def test_missing_range_is_an_internal_error():
+    with pytest.raises(InternalError, match="no calibrated range"):
         apply_to_proto(parse_model(RESIDUAL), QuantizeActivationsPass({"x": QuantSpec()}, {}, RULES))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -10,6 +11,8 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from zsq_onnx.errors import BadInputError
+
+logger = logging.getLogger(__name__)
 
 BATCH_BYTES = 256 << 20
 ACTIVATIONS_PER_INPUT = 16  # ORT reuses buffers: live activations stay within a few times a layer's size
@@ -29,6 +32,7 @@ def make_session(
     if isinstance(model, ir.Model):
         model = ir.serde.serialize_model(model)
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    logger.debug("ORT session (%s, %s) of %s", PROVIDERS[provider], level.name, f"a {len(source) / 1024:.1f} KiB model" if isinstance(source, bytes) else source)
     return ort.InferenceSession(source, options, providers=[PROVIDERS[provider]])
 
 

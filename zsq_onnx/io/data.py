@@ -34,9 +34,14 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 def load_dataset(path: str | Path, image_size: tuple[int, int] | None = None) -> Dataset:
-    """Load an .npz dataset, or a folder of class sub-folders of images (resized to ``image_size``)."""
+    """Load an .npz dataset, or a folder of class sub-folders of images (resized to ``image_size``);
+    an .npz whose images are not ``image_size`` is a BadInputError."""
     path = Path(path)
     dataset = load_image_folder(path, image_size) if path.is_dir() else load_npz(path)
+    size = tuple(dataset.images.shape[1:3])
+    if image_size is not None and size != tuple(image_size):
+        raise BadInputError(f"{path}: images are {size[0]}x{size[1]} pixels, the model takes {image_size[0]}x{image_size[1]}; "
+                            "resize them, or give class folders of image files, which are resized on load")
     logger.info("%s: %d images of shape %s, labels %d to %d", path, len(dataset), tuple(dataset.images.shape[1:]), dataset.labels.min(), dataset.labels.max())
     return dataset
 
@@ -86,4 +91,13 @@ def load_npz(path: Path) -> Dataset:
         )
     if images.size == 0:
         raise BadInputError(f"{path}: holds no images (shape {tuple(images.shape)})")
+    if images.dtype.kind not in "uif":
+        raise BadInputError(f"{path}: images must be pixel values (uint8 or float), got dtype {images.dtype}")
+    if images.dtype.kind == "f" and not np.isfinite(images).all():
+        raise BadInputError(f"{path}: images contain NaN or inf values")
+    if labels.dtype.kind not in "uif":
+        raise BadInputError(f"{path}: labels must be class indices (whole numbers >= 0), got dtype {labels.dtype}")
+    wrong = labels[(labels < 0) | (np.floor(labels) != labels)]
+    if wrong.size:
+        raise BadInputError(f"{path}: labels must be class indices (whole numbers >= 0), got {wrong[0].item()!r}")
     return Dataset(images, labels.astype(np.int64), path.stem)

@@ -166,16 +166,20 @@ def save_onnx(model: ir.Model | onnx.ModelProto, path: str | Path) -> Path:
 
 
 def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
-    """Write a file through a temporary file and a rename."""
+    """Write a file through a temporary file and a rename; a path that cannot be written (a
+    folder, no permission) is a BadInputError naming it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
         os.replace(temp, path)
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot be written ({exc.strerror or exc})") from None
     finally:
-        if os.path.exists(temp):
+        if temp is not None and os.path.exists(temp):
             os.unlink(temp)
     return path
 

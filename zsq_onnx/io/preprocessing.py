@@ -56,7 +56,7 @@ class Preprocessing:
             images = images[..., None]
         if images.ndim != 4 or images.shape[-1] != len(self.mean):
             raise BadInputError(
-                f"images must be NHWC with {len(self.mean)} channel(s), got shape {tuple(images.shape)}"
+                f"images must be NHWC with {len(self.mean)} channel(s), as the model's preprocessing takes, got shape {tuple(images.shape)}"
             )
         x = images.astype(np.float32) * np.float32(self.scale)
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
@@ -78,8 +78,10 @@ class Preprocessing:
             means, stds = tuple(float(v) for v in mean.split(",")), tuple(float(v) for v in std.split(","))
         except ValueError:
             raise BadInputError(f"--mean and --std take comma-separated numbers, got {mean!r} and {std!r}") from None
-        if len(means) != len(stds) or any(v <= 0 for v in stds):
-            raise BadInputError(f"--mean and --std need the same number of values and positive stds, got {mean!r} and {std!r}")
+        if len(means) != len(stds) or not np.isfinite(means).all() or not all(0 < v < np.inf for v in stds):
+            raise BadInputError(f"--mean and --std need the same number of values, finite means and positive finite stds, got {mean!r} and {std!r}")
+        if not 0 < scale < np.inf:
+            raise BadInputError(f"--input-scale must be positive and finite, got {scale}")
         return cls(scale, means, stds)
 
     @classmethod

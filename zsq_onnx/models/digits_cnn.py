@@ -12,7 +12,9 @@ import numpy as np
 from zsq_onnx.io.data import Dataset
 from zsq_onnx.io.preprocessing import Preprocessing
 from zsq_onnx.models.registry import ZooEntry
+from zsq_onnx.models.weights import load_strictly
 
+ENTRY_NAME = "digits-cnn"
 WEIGHTS = Path(__file__).with_name("digits_cnn.pt")
 PREPROCESSING = Preprocessing(scale=1.0 / 16.0, mean=(0.3,), std=(0.4,), pixel_max=16.0)
 SPLIT_SEED = 0
@@ -52,13 +54,8 @@ def build_module():
 
 
 def build(weights: Path | None = None):
-    """DigitsCNN with the committed trained weights (or ``weights``), in eval mode."""
-    import torch
-
-    module = build_module()
-    state = torch.load(weights or WEIGHTS, map_location="cpu", weights_only=True)
-    module.load_state_dict(state)
-    return module.eval()
+    """DigitsCNN with the committed trained weights (or ``weights``, loaded strictly), in eval mode."""
+    return load_strictly(build_module(), Path(weights) if weights is not None else WEIGHTS, ENTRY_NAME)
 
 
 def train(epochs: int = 40, seed: int = TRAIN_SEED) -> tuple[object, float]:
@@ -96,7 +93,7 @@ def train(epochs: int = 40, seed: int = TRAIN_SEED) -> tuple[object, float]:
 
 
 ENTRY = ZooEntry(
-    name="digits-cnn",
+    name=ENTRY_NAME,
     build=build,
     input_shape=(1, 8, 8),
     preprocessing=PREPROCESSING,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -9,6 +10,8 @@ from zsq_onnx.errors import BadInputError
 
 if TYPE_CHECKING:
     import torch
+
+logger = logging.getLogger(__name__)
 
 DETAIL_CHARS = 200
 
@@ -30,6 +33,7 @@ def load_state_dict(path: Path) -> dict:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise BadInputError(f"{path}: expected a state dict, found {type(state).__name__}")
+    logger.info("%s: state dict of %d tensors", path, len(state))
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 

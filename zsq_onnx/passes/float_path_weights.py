@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import onnx_ir as ir
 
 from zsq_onnx.passes.fold_constants import evaluate_node
 from zsq_onnx.passes.ort_kernels import integer_kernel
 from zsq_onnx.plan.targets import weight_axis
+
+logger = logging.getLogger(__name__)
 
 
 def _constant_dequantize(value: ir.Value | None) -> ir.Node | None:
@@ -31,11 +35,16 @@ class FloatPathWeightsPass(ir.passes.InPlacePass):
         opset = model.opset_imports.get("", 21)
         modified = False
         for node in list(graph):
-            if weight_axis(node) is None or integer_kernel(node):
+            if weight_axis(node) is None:
+                continue
+            if integer_kernel(node):
+                logger.debug("float path weights skips %s: ORT CPU fuses it into an integer kernel", node.name)
                 continue
             for index in range(1, len(node.inputs)):
                 dequantize = _constant_dequantize(node.inputs[index])
                 if dequantize is None:
+                    if node.inputs[index] is not None:
+                        logger.debug("float path weights skips input %d of %s: not a DequantizeLinear of constants", index, node.name)
                     continue
                 value = dequantize.outputs[0]
                 (array,) = evaluate_node(dequantize, opset)

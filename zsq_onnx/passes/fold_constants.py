@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import onnx
 import onnx_ir as ir
 from onnx.reference import ReferenceEvaluator
+
+logger = logging.getLogger(__name__)
 
 MAX_ELEMENTS = 1 << 20
 KEPT_OPS = frozenset({"BatchNormalization", "QuantizeLinear", "DequantizeLinear"})
@@ -52,9 +56,11 @@ class FoldConstantsPass(ir.passes.InPlacePass):
             if any(v is not None and (v.const_value is None or not v.is_initializer()) for v in node.inputs):
                 continue
             if any(v is not None and v.is_graph_input() for v in node.inputs):
+                logger.debug("fold constants skips %s: an input is also a graph input, which a caller may override", node.name)
                 continue
             results = evaluate_node(node, opset)
             if node.op_type != "QuantizeLinear" and any(np.asarray(r).size > MAX_ELEMENTS for r in results):
+                logger.debug("fold constants skips %s: an output holds more than %d elements", node.name, MAX_ELEMENTS)
                 continue
             for output, array in zip(node.outputs, results):
                 folded = ir.Value(name=output.name, const_value=ir.tensor(np.asarray(array), name=output.name))

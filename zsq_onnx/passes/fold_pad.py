@@ -46,10 +46,14 @@ class FoldPadIntoConvPass(ir.passes.InPlacePass):
             output = pad.outputs[0]
             readers = [node for node, _ in output.uses()]
             if not readers or any(node.op_type != "Conv" for node in readers) or output in graph.outputs:
+                logger.debug("fold pad skips %s: its output is a graph output or read by other nodes than Convs", pad.name)
                 continue
             extra = _spatial_pads(pad)
-            if extra is None or any(not self._foldable(node) for node in readers):
-                logger.debug("Pad %s kept: not a zero spatial pad read only by Convs with explicit pads", pad.name)
+            if extra is None:
+                logger.debug("fold pad skips %s: not a zero constant pad of spatial axes", pad.name)
+                continue
+            if any(not self._foldable(node) for node in readers):
+                logger.debug("fold pad skips %s: a Conv reading it sets auto_pad", pad.name)
                 continue
             for node in readers:
                 own = node.attributes.get("pads")

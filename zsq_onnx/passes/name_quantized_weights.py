@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import onnx_ir as ir
+
+logger = logging.getLogger(__name__)
 
 QUANTIZER_SUFFIX = ".zsq_out"
 
@@ -19,7 +23,10 @@ class NameQuantizedWeightsPass(ir.passes.InPlacePass):
                 continue
             stored = node.inputs[0]
             target = node.outputs[0].name.removesuffix(QUANTIZER_SUFFIX) + ".quantized"
-            if stored is None or not stored.is_initializer() or stored.name == target or target in graph.initializers:
+            if stored is None or not stored.is_initializer() or stored.name == target:
+                continue
+            if target in graph.initializers:
+                logger.debug("name quantized weights skips %s: another initializer is called %s", node.name, target)
                 continue
             graph.initializers.pop(stored.name)
             stored.name = target

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
 
-from zsq_onnx.errors import BadInputError
+from zsq_onnx.errors import InternalError
 from zsq_onnx.passes.quantizer_nodes import add_granular_quantizer, add_static_quantizer, ensure_quantizer_functions
 from zsq_onnx.plan.targets import activation_uses
 from zsq_onnx.quantizers.params import range_params
 from zsq_onnx.quantizers.spec import QuantSpec
+
+logger = logging.getLogger(__name__)
 
 Range = tuple[np.ndarray, np.ndarray]
 
@@ -46,6 +49,7 @@ class QuantizeActivationsPass(ir.passes.InPlacePass):
         for node, index in activation_uses(graph, self.rules):
             name = node.inputs[index].name
             if name not in self.specs:
+                logger.debug("quantize activations skips %s: the plan keeps its input %s float", node.name, name)
                 continue
             if name not in done:
                 done[name] = self._insert(model, node, node.inputs[index])
@@ -56,6 +60,7 @@ class QuantizeActivationsPass(ir.passes.InPlacePass):
                 for reader, index in list(source.uses()):
                     if reader is not quantized.producer():
                         reader.replace_input_with(index, quantized)
+        logger.debug("quantize activations: %d quantizers inserted", len(done))
         return ir.passes.PassResult(model, modified=bool(done))
 
     def _insert(self, model: ir.Model, first_use: ir.Node, source: ir.Value) -> ir.Value:
@@ -65,7 +70,7 @@ class QuantizeActivationsPass(ir.passes.InPlacePass):
         if spec.granularity == "granular":
             quantizer = add_granular_quantizer(model.graph, source, spec)
         elif source.name not in self.ranges:
-            raise BadInputError(f"no calibrated range for activation {source.name!r} read by node {first_use.name!r}")
+            raise InternalError(f"no calibrated range for planned static activation {source.name!r} read by node {first_use.name!r}")
         else:
             low, high = (np.asarray(v, np.float32) for v in self.ranges[source.name])
             scale, zero_point = range_params(low, high, spec)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import numpy as np
@@ -9,9 +10,11 @@ import onnx_ir as ir
 
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.passes.quantizer_nodes import add_static_quantizer, ensure_quantizer_functions
-from zsq_onnx.plan.targets import as_weight_target
+from zsq_onnx.plan.targets import as_weight_target, weight_axis
 from zsq_onnx.quantizers.params import range_params
 from zsq_onnx.quantizers.spec import QuantSpec
+
+logger = logging.getLogger(__name__)
 
 
 def weight_params(weight: np.ndarray, spec: QuantSpec, axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +39,12 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         done: dict[str, ir.Value] = {}
         for node in list(graph):
             target = as_weight_target(node)
-            if target is None or target.node not in self.specs:
+            if target is None:
+                if weight_axis(node) is not None:
+                    logger.debug("quantize weights skips %s: its weight is not a constant float tensor of rank 2+, or its data input is constant", node.name)
+                continue
+            if target.node not in self.specs:
+                logger.debug("quantize weights skips %s: the plan keeps its weight float", node.name)
                 continue
             ensure_quantizer_functions(model)
             weight = node.inputs[1]
@@ -50,4 +58,5 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
                 graph.insert_before(node, quantizer)
                 done[weight.name] = quantizer.outputs[0]
             node.replace_input_with(1, done[weight.name])
+        logger.debug("quantize weights: %d quantizers inserted", len(done))
         return ir.passes.PassResult(model, modified=bool(done))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import onnx_ir as ir
 
 from zsq_onnx.passes.ort_kernels import saturating_kernel
 from zsq_onnx.plan.targets import weight_axis
+
+logger = logging.getLogger(__name__)
 
 SHIFT = 128
 
@@ -28,7 +32,10 @@ class UnsignedWeightsPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         modified = False
-        for node in [node for node in graph if weight_axis(node) is not None and saturating_kernel(node)]:
+        for node in [node for node in graph if weight_axis(node) is not None]:
+            if not saturating_kernel(node):
+                logger.debug("unsigned weights skips %s: ORT CPU does not fuse it into a saturating u8 x s8 kernel", node.name)
+                continue
             dequantize = node.inputs[1].producer()
             weights, scale = dequantize.inputs[0], dequantize.inputs[1]
             zero_point = dequantize.inputs[2] if len(dequantize.inputs) > 2 else None

@@ -4,6 +4,7 @@ the searches (which insert candidate plans to measure them)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -19,12 +20,16 @@ from zsq_onnx.plan.targets import QuantPlan
 if TYPE_CHECKING:
     from zsq_onnx.recipe import Recipe
 
+logger = logging.getLogger(__name__)
+
 
 def calibrate_plan(folded: ir.Model, plan: QuantPlan, batches: Sequence[np.ndarray], recipe: Recipe) -> Calibration:
     """Ranges of the static activation quantizers of ``plan`` on ``batches``, by the recipe's
     observer (per-channel ones by their per-channel min/max); granular ones need none."""
     static = {name: spec for name, spec in plan.activations.items() if spec.granularity != "granular"}
     per_channel = {name for name, spec in static.items() if spec.granularity == "per_channel"}
+    logger.debug("calibrating %d static activation quantizers (%d per channel) by %s on %d samples",
+                 len(static), len(per_channel), recipe.calibration_method, sum(len(batch) for batch in batches))
     return calibrate_ranges(folded, static, batches, recipe.calibration_method, per_channel, recipe.calibration_percentile)
 
 

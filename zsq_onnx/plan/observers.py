@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zsq_onnx.errors import InternalError
 from zsq_onnx.quantizers.params import range_params
 from zsq_onnx.quantizers.spec import QuantSpec
 from zsq_onnx.recipe import DEFAULT_PERCENTILE, CalibrationMethod
@@ -97,7 +98,7 @@ def magnitudes(histogram: Histogram) -> Histogram:
     """The |x| histogram on [0, high] of a histogram symmetric about 0 with an even bin count."""
     half = len(histogram.counts) // 2
     if histogram.low != -histogram.high or 2 * half != len(histogram.counts):
-        raise ValueError(f"folding needs a range symmetric about 0 and an even bin count, got [{histogram.low}, {histogram.high}] in {len(histogram.counts)} bins")
+        raise InternalError(f"folding needs a range symmetric about 0 and an even bin count, got [{histogram.low}, {histogram.high}] in {len(histogram.counts)} bins")
     return Histogram(0.0, histogram.high, histogram.counts[half:] + histogram.counts[:half][::-1])
 
 
@@ -216,4 +217,4 @@ def observe(method: CalibrationMethod, histogram: Histogram, spec: QuantSpec, pe
         return mse_range(histogram, spec)
     if method == "entropy":
         return entropy_range(histogram, spec)
-    raise ValueError(f"observer {method!r} does not read a histogram")
+    raise InternalError(f"observer {method!r} does not read a histogram")

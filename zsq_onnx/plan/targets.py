@@ -15,12 +15,15 @@ adds and pools; the research ``sim`` profile quantizes only weighted-op inputs).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import onnx_ir as ir
 
 from zsq_onnx.quantizers.spec import QuantSpec
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -146,4 +149,8 @@ def plan_quantization(graph: ir.Graph, weights: QuantSpec, activations: QuantSpe
         name = node.inputs[index].name
         if name not in activation_specs or spec.bits > activation_specs[name].bits:
             activation_specs[name] = spec
+    logger.info("plan: %d weight quantizers (%d kept at 8 bits), %d activation quantizers by rules %s",
+                len(weight_specs), len(ends), len(activation_specs), ", ".join(rules))
+    for name, spec in activation_specs.items():
+        logger.debug("plan: activation %s at %d bits, %s, %s", name, spec.bits, "symmetric" if spec.symmetric else "asymmetric", spec.granularity)
     return QuantPlan(weight_specs, activation_specs, tuple(rules))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import zipfile
 from dataclasses import asdict, dataclass
@@ -15,6 +16,8 @@ from zsq_onnx.errors import BadInputError, NoBatchNormError
 from zsq_onnx.io import onnx_io
 from zsq_onnx.io.preprocessing import Preprocessing
 from zsq_onnx.recipe import SynthConfig
+
+logger = logging.getLogger(__name__)
 
 SYNTH_BYTES = 1 << 30
 ACTIVATIONS_PER_INPUT = 100
@@ -79,13 +82,20 @@ def load_synthetic(path: str | Path, input_shape: tuple[int, ...]) -> SynthResul
         with np.load(path, allow_pickle=False) as archive:
             inputs, sizes = archive["inputs"].astype(np.float32), archive["batch_sizes"]
             curve, names, losses = archive["loss_curve"], archive["bn_names"], archive["bn_losses"]
-            seconds = json.loads(str(archive["settings"])).get("seconds", 0.0)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            seconds = float(json.loads(str(archive["settings"])).get("seconds", 0.0))
+    except (OSError, ValueError, KeyError, AttributeError, TypeError, zipfile.BadZipFile) as exc:
         raise BadInputError(f"{path}: not a synthetic-data file written by `zsq-onnx synth` ({exc})") from None
     if tuple(inputs.shape[1:]) != tuple(input_shape):
         raise BadInputError(f"{path}: inputs have shape {tuple(inputs.shape[1:])}, the model expects {tuple(input_shape)}")
+    if len(inputs) == 0:
+        raise BadInputError(f"{path}: holds no inputs; distill some with `zsq-onnx synth`")
+    if not np.isfinite(inputs).all():
+        raise BadInputError(f"{path}: holds NaN or inf inputs; distill them again with `zsq-onnx synth`")
+    if sizes.ndim != 1 or sizes.dtype.kind not in "iu" or np.any(sizes <= 0) or sizes.sum() != len(inputs):
+        raise BadInputError(f"{path}: not a synthetic-data file written by `zsq-onnx synth` (batch sizes {sizes.tolist()} for {len(inputs)} inputs)")
     batches = np.split(inputs, np.cumsum(sizes)[:-1])
-    return SynthResult(batches, curve.tolist(), dict(zip(names.tolist(), losses.tolist())), float(seconds))
+    logger.info("%s: %d distilled inputs in %d batch(es)", path, len(inputs), len(batches))
+    return SynthResult(batches, curve.tolist(), dict(zip(names.tolist(), losses.tolist())), seconds)
 
 
 def batchnorm_stats(model: ir.Model, source: str = "model") -> list[BatchNormStat]:
@@ -115,6 +125,7 @@ def input_prior(model: ir.Model, channels: int) -> tuple[np.ndarray, np.ndarray,
     :meth:`Preprocessing.natural_statistics`); without a record, ZeroQ's N(0, 1), unbounded."""
     preprocessing = Preprocessing.from_metadata(model.metadata_props)
     if preprocessing is None or len(preprocessing.mean) != channels:
+        logger.debug("no preprocessing record for %d channel(s): ZeroQ's N(0, 1) input prior, unbounded", channels)
         return np.zeros(channels, np.float32), np.ones(channels, np.float32), np.full(channels, -np.inf, np.float32), np.full(channels, np.inf, np.float32)
     mean, std = preprocessing.natural_statistics()
     low, high = preprocessing.input_bounds()
@@ -148,6 +159,8 @@ def distill(model: ir.Model, input_shape: tuple[int, ...], config: SynthConfig, 
     sizes = [min(config.batch_size, config.samples - start) for start in range(0, config.samples, config.batch_size)]
     curve = np.zeros(config.steps)
     batches, last_losses = [], {}
+    logger.debug("%s: distilling %d samples in %d batch(es) from %d BatchNorm layers, %d Adam steps at lr %g, micro-batches of %d",
+                 source, config.samples, len(sizes), len(stats), config.steps, config.lr, micro)
     start_time = time.perf_counter()
     bar = tqdm(total=len(sizes) * config.steps, desc="synth", disable=not progress, leave=False, unit="step")
     for size in sizes:
@@ -170,8 +183,11 @@ def distill(model: ir.Model, input_shape: tuple[int, ...], config: SynthConfig, 
             bar.set_postfix(loss=f"{loss.item():.3f}")
         last_losses = {s.node: v.item() for s, v in zip(stats, losses)}
         batches.append((mean + std * z).detach().numpy().astype(np.float32))
+        logger.debug("%s: batch %d of %d distilled, loss %.3f", source, len(batches), len(sizes), loss.item())
     bar.close()
-    return SynthResult(batches, curve.tolist(), last_losses, time.perf_counter() - start_time)
+    seconds = time.perf_counter() - start_time
+    logger.info("%s: distilled %d samples in %.1f s, BN-statistics loss %.3f -> %.3f", source, config.samples, seconds, curve[0], curve[-1])
+    return SynthResult(batches, curve.tolist(), last_losses, seconds)
 
 
 def micro_batch_size(input_shape: tuple[int, ...]) -> int:

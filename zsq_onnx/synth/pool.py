@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 
 class SyntheticPool:
@@ -17,6 +21,7 @@ class SyntheticPool:
         self.rng = np.random.default_rng(seed)
         self.flip, self.shift = flip, shift
         self._order: list[int] = []
+        logger.debug("synthetic pool: %d inputs of shape %s, flip %s, shift %s", len(inputs), tuple(inputs.shape[1:]), flip, shift)
 
     def __len__(self) -> int:
         return len(self.inputs)

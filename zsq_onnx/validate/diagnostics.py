@@ -3,6 +3,7 @@ layers left in float, and a cross-check of executors (ORT ALL vs BASIC vs onnx.r
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections import Counter
@@ -17,6 +18,8 @@ from onnx.reference import ReferenceEvaluator
 from zsq_onnx.executors.runtime import batch_size_for, make_session
 from zsq_onnx.plan.calibrate import with_outputs
 from zsq_onnx.validate.metrics import power_ratio_db, signal_and_noise
+
+logger = logging.getLogger(__name__)
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul")
@@ -90,6 +93,7 @@ def ort_fusion(model: ir.Model) -> dict:
         ops = Counter(node.op_type for node in onnx.load(path).graph.node)
     fused = sum(ops[op] for op in INTEGER_OPS)
     unfused = sum(ops[op] for op in FLOAT_WEIGHTED_OPS)
+    logger.info("ORT CPU runs %d weighted layers as integer kernels, %d as float kernels", fused, unfused)
     return {"fused": fused, "unfused": unfused, "integer_ops": {op: ops[op] for op in INTEGER_OPS + OTHER_INTEGER_OPS if ops[op]}}
 
 
@@ -143,6 +147,7 @@ def cross_check(model: ir.Model, inputs: np.ndarray) -> list[str]:
         chain = ReferenceEvaluator(extractor.extract_model([source], [target]))
         expected = chain.run(None, {source: basic[source]})[0]
         lsb = float(np.max(np.abs(expected - basic[target]))) / scale
+        logger.debug("cross-check of the quantizer of %s: ORT and onnx.reference differ by %.2f LSB", source, lsb)
         if lsb > 1.0 + 1e-3:
             warnings.append(f"quantizer of {source!r}: ORT and onnx.reference differ by {lsb:.1f} LSB")
     full = make_session(model).run([output], {model.graph.inputs[0].name: inputs})[0]
@@ -151,4 +156,5 @@ def cross_check(model: ir.Model, inputs: np.ndarray) -> list[str]:
     if float(difference.mean()) > tolerance:
         warnings.append(f"output {output!r}: ORT ENABLE_ALL and ENABLE_BASIC differ by {float(difference.mean()):.4g} on average, "
                         f"{float(difference.max()):.4g} at most (fused integer kernels round differently)")
+    logger.info("cross-check of %d quantizers and the output on %d inputs: %d warning(s)", len(chains), len(inputs), len(warnings))
     return warnings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from zsq_onnx.io.data import load_dataset
 from zsq_onnx.io.preprocessing import Preprocessing
 from zsq_onnx.validate.diagnostics import layer_sqnr
 from zsq_onnx.validate.metrics import agreement, sqnr_db, top1, top5
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,10 @@ def evaluate(fp32: ir.Model, quantized: ir.Model, inputs: np.ndarray, labels: np
     fp_logits, fp_measures = measure(make_session(fp32, provider), inputs, labels)
     q_logits, q_measures = measure(make_session(quantized, provider), inputs, labels)
     layers = tuple(LayerSqnr(**layer) for layer in layer_sqnr(fp32, quantized, inputs[:256]))
-    return Evaluation(name, len(inputs), fp_measures, q_measures, agreement(fp_logits, q_logits), sqnr_db(fp_logits, q_logits), layers)
+    evaluation = Evaluation(name, len(inputs), fp_measures, q_measures, agreement(fp_logits, q_logits), sqnr_db(fp_logits, q_logits), layers)
+    logger.info("%s (%d samples): top-1 FP32 %s, quantized %s, agreement %s, output SQNR %.1f dB", name, len(inputs),
+                _percent(fp_measures.top1), _percent(q_measures.top1), _percent(evaluation.agreement), evaluation.output_sqnr_db)
+    return evaluation
 
 
 def evaluate_files(model_path: str, data_path: str, reference_path: str | None = None, provider: str = "cpu", preprocessing: Preprocessing | None = None) -> dict:
@@ -90,19 +96,37 @@ def evaluate_files(model_path: str, data_path: str, reference_path: str | None =
     preprocessing = preprocessing or Preprocessing.from_metadata(model.metadata_props)
     if preprocessing is None:
         raise BadInputError(f"{model_path}: carries no zsq preprocessing metadata; pass --input-scale/--mean/--std")
-    shape = model.graph.inputs[0].shape
-    data = load_dataset(data_path, (shape[2], shape[3]) if shape is not None and len(shape) == 4 else None)
-    inputs = preprocessing.apply(data.images)
+    expected = onnx_io.image_input_shape(model, model_path)
+    reference = ir.serde.deserialize_model(onnx_io.load_onnx(reference_path)) if reference_path is not None else None
+    if reference is not None and onnx_io.image_input_shape(reference, reference_path) != expected:
+        raise BadInputError(f"{reference_path}: takes inputs of shape {onnx_io.image_input_shape(reference, reference_path)}, "
+                            f"{model_path} {expected}; a reference takes the same inputs")
+    data = load_dataset(data_path, expected[1:])
+    inputs = _model_inputs(data.images, preprocessing, expected, data_path, model_path)
     logits, measures = measure(make_session(model, provider), inputs, data.labels)
+    logger.info("%s on %s (%d samples): top-1 %s, latency b1 %.2f ms", model_path, data.name, len(data), _percent(measures.top1), measures.latency_ms_b1)
     result: dict = {"model": model_path, "dataset": data.name, "samples": len(data), "provider": provider, **asdict(measures), "size_bytes": Path(model_path).stat().st_size}
-    if reference_path is not None:
-        reference = ir.serde.deserialize_model(onnx_io.load_onnx(reference_path))
+    if reference is not None:
         reference_logits, reference_measures = measure(make_session(reference, provider), inputs, data.labels)
+        if reference_logits.shape != logits.shape:
+            raise BadInputError(f"{reference_path}: gives outputs of shape {reference_logits.shape[1:]}, {model_path} {logits.shape[1:]}; "
+                                "a reference gives the same outputs")
         result["reference"] = {"model": reference_path, **asdict(reference_measures), "size_bytes": Path(reference_path).stat().st_size}
         result["agreement"] = agreement(reference_logits, logits)
         result["output_sqnr_db"] = sqnr_db(reference_logits, logits)
         result["layers"] = layer_sqnr(reference, model, inputs[:256])
     return result
+
+
+def _model_inputs(images: np.ndarray, preprocessing: Preprocessing, expected: tuple[int, ...], data_path: str, model_path: str) -> np.ndarray:
+    """Raw NHWC ``images`` preprocessed into inputs of the model's shape ``expected`` (C, H, W);
+    BadInputError naming the data file when they would not have it."""
+    if len(preprocessing.mean) != expected[0]:
+        raise BadInputError(f"{model_path}: takes {expected[0]} input channel(s), but the preprocessing (--mean/--std, or the model's metadata) has {len(preprocessing.mean)}")
+    shape = (images.shape[3], images.shape[1], images.shape[2])
+    if shape != expected:
+        raise BadInputError(f"{data_path}: images give inputs of shape {shape}, {model_path} takes {expected} (channels, height, width)")
+    return preprocessing.apply(images)
 
 
 def _percent(value: float | None) -> str:
