@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +41,8 @@ from zsq_onnx.synth.pool import SyntheticPool
 from zsq_onnx.validate import report
 from zsq_onnx.validate.diagnostics import cross_check, float_layers, ort_fusion
 from zsq_onnx.validate.evaluate import Evaluation, evaluate
+
+logger = logging.getLogger(__name__)
 
 CROSS_CHECK_MAX_BYTES = 2 << 20
 
@@ -132,7 +135,9 @@ class StageTimer:
         """Time the enclosed block as stage ``name``."""
         start = time.perf_counter()
         yield
-        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        logger.info("stage %s: %.2f s", name, seconds)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import onnx_ir as ir
 
 from zsq_onnx.passes.fold_constants import evaluate_node
 from zsq_onnx.passes.ort_kernels import integer_kernel
+from zsq_onnx.passes.quantizer_nodes import new_initializer
 from zsq_onnx.plan.targets import weight_axis
 
 logger = logging.getLogger(__name__)
@@ -49,10 +50,7 @@ class FloatPathWeightsPass(ir.passes.InPlacePass):
                 value = dequantize.outputs[0]
                 (array,) = evaluate_node(dequantize, opset)
                 name = f"{value.name.removesuffix('.zsq_out')}.dequantized"
-                folded = ir.Value(name=name, const_value=ir.tensor(np.asarray(array, np.float32), name=name))
-                folded.shape, folded.type = folded.const_value.shape, ir.TensorType(folded.const_value.dtype)
-                graph.register_initializer(folded)
-                node.replace_input_with(index, folded)
+                node.replace_input_with(index, new_initializer(graph, name, np.asarray(array, np.float32)))
                 modified = True
         if modified:
             ir.passes.common.RemoveUnusedNodesPass()(model)

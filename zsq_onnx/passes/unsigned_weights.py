@@ -8,6 +8,7 @@ import numpy as np
 import onnx_ir as ir
 
 from zsq_onnx.passes.ort_kernels import saturating_kernel
+from zsq_onnx.passes.quantizer_nodes import new_initializer
 from zsq_onnx.plan.targets import weight_axis
 
 logger = logging.getLogger(__name__)
@@ -15,11 +16,9 @@ logger = logging.getLogger(__name__)
 SHIFT = 128
 
 
-def _shifted(array: np.ndarray, name: str) -> ir.Value:
-    """A uint8 constant holding the int8 ``array`` + 128."""
-    shifted = ir.Value(name=name, const_value=ir.tensor((array.astype(np.int16) + SHIFT).astype(np.uint8), name=name))
-    shifted.shape, shifted.type = shifted.const_value.shape, ir.TensorType(ir.DataType.UINT8)
-    return shifted
+def _shifted(array: np.ndarray) -> np.ndarray:
+    """The int8 ``array`` + 128, as uint8."""
+    return (array.astype(np.int16) + SHIFT).astype(np.uint8)
 
 
 class UnsignedWeightsPass(ir.passes.InPlacePass):
@@ -41,9 +40,8 @@ class UnsignedWeightsPass(ir.passes.InPlacePass):
             zero_point = dequantize.inputs[2] if len(dequantize.inputs) > 2 else None
             zeros = zero_point.const_value.numpy() if zero_point is not None else np.zeros(scale.const_value.shape.numpy(), np.int8)
             dequantize.resize_inputs(3)
-            for index, value in ((0, _shifted(weights.const_value.numpy(), f"{weights.name}.u8")), (2, _shifted(zeros, f"{weights.name}.zero_point.u8"))):
-                graph.register_initializer(value)
-                dequantize.replace_input_with(index, value)
+            for index, array, name in ((0, weights.const_value.numpy(), f"{weights.name}.u8"), (2, zeros, f"{weights.name}.zero_point.u8")):
+                dequantize.replace_input_with(index, new_initializer(graph, name, _shifted(array)))
             modified = True
         if modified:
             ir.passes.common.RemoveUnusedNodesPass()(model)
