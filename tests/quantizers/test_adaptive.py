@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 import pytest
 import torch
 
+from tests.quantizers.graphs import one_quantizer_model
 from zsq_onnx.executors.runtime import make_session
 from zsq_onnx.executors.torch_graph import TorchGraph
-from zsq_onnx.passes.quantizer_nodes import ensure_quantizer_functions, new_initializer
+from zsq_onnx.passes.quantizer_nodes import new_initializer
 from zsq_onnx.quantizers.adaptive import ADAPTIVE, adaptive_quantize
 
 
@@ -30,14 +30,7 @@ def _adaptive_model(x: np.ndarray, bits: int, rng: np.random.Generator) -> ir.Mo
     ]
     node = ADAPTIVE.make_node({"x": source, **{value.name: value for value in inputs}}, name="q")
     node.outputs[0].name, node.outputs[0].type, node.outputs[0].shape = "y", ir.TensorType(ir.DataType.FLOAT), source.shape
-    graph.append(node)
-    graph.outputs.append(node.outputs[0])
-    model = ir.Model(graph, ir_version=10)
-    model.opset_imports[""] = 21
-    ensure_quantizer_functions(model)
-    proto = ir.serde.serialize_model(model)
-    onnx.checker.check_model(proto, full_check=True)
-    return ir.serde.deserialize_model(proto)
+    return one_quantizer_model(graph, node)
 
 
 @pytest.mark.parametrize("bits", [3, 4, 8])

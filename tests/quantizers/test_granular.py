@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 import pytest
 import torch
 
+from tests.quantizers.graphs import one_quantizer_model
 from zsq_onnx.executors.runtime import make_session
 from zsq_onnx.executors.torch_graph import TorchGraph
-from zsq_onnx.passes.quantizer_nodes import add_granular_quantizer, ensure_quantizer_functions
+from zsq_onnx.passes.quantizer_nodes import add_granular_quantizer
 from zsq_onnx.quantizers.granular import granular_quantize
 from zsq_onnx.recipe import QuantSpec
 
@@ -19,14 +19,7 @@ def _granular_model(shape: tuple[int, ...], bits: int) -> ir.Model:
     source = ir.Value(name="x", shape=ir.Shape(["N", *shape[1:]]), type=ir.TensorType(ir.DataType.FLOAT))
     graph = ir.Graph([source], [], nodes=[], name="g")
     node = add_granular_quantizer(graph, source, QuantSpec(bits, False, "granular"))
-    graph.append(node)
-    graph.outputs.append(node.outputs[0])
-    model = ir.Model(graph, ir_version=10)
-    model.opset_imports[""] = 21
-    ensure_quantizer_functions(model)
-    proto = ir.serde.serialize_model(model)
-    onnx.checker.check_model(proto, full_check=True)
-    return ir.serde.deserialize_model(proto)
+    return one_quantizer_model(graph, node)
 
 
 @pytest.mark.parametrize("bits", [3, 4, 8])

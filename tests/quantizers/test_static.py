@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 import pytest
 import torch
 
+from tests.quantizers.graphs import one_quantizer_model
 from zsq_onnx.executors.runtime import make_session
 from zsq_onnx.executors.torch_graph import TorchGraph
 from zsq_onnx.passes.quantize_weights import weight_params
-from zsq_onnx.passes.quantizer_nodes import add_static_quantizer, ensure_quantizer_functions
+from zsq_onnx.passes.quantizer_nodes import add_static_quantizer
 from zsq_onnx.quantizers.common import fake_quantize
 from zsq_onnx.quantizers.params import affine_params
 from zsq_onnx.recipe import QuantSpec
@@ -26,14 +26,7 @@ def _quantizer_model(x: np.ndarray, spec: QuantSpec, per_channel: bool) -> tuple
         reduce = (0, 2, 3) if per_channel else None
         scale, zero_point = affine_params(x.min(axis=reduce), x.max(axis=reduce), spec)
     node = add_static_quantizer(graph, source, scale, zero_point, spec, axis=1)
-    graph.append(node)
-    graph.outputs.append(node.outputs[0])
-    model = ir.Model(graph, ir_version=10)
-    model.opset_imports[""] = 21
-    ensure_quantizer_functions(model)
-    proto = ir.serde.serialize_model(model)
-    onnx.checker.check_model(proto, full_check=True)
-    return ir.serde.deserialize_model(proto), scale
+    return one_quantizer_model(graph, node), scale
 
 
 @pytest.mark.parametrize("bits", [8, 4, 3])
