@@ -12,7 +12,7 @@ from zsq_onnx.errors import BadInputError
 from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer
 from zsq_onnx.profiles import PROFILES
 from zsq_onnx.quantizers.spec import QuantSpec
-from zsq_onnx.recipe import DEFAULT_RECIPE, RECIPE_VERSION, FinetuneConfig, Recipe, SynthConfig, build_recipe
+from zsq_onnx.recipe import DEFAULT_RECIPE, RECIPE_VERSION, FinetuneConfig, MixedPrecisionConfig, Recipe, SynthConfig, build_recipe
 
 
 def _every_field_changed() -> Recipe:
@@ -31,6 +31,7 @@ def _every_field_changed() -> Recipe:
         calibration_method=CalibrationMethod.MSE,
         calibration_percentile=99.5,
         bias_correction=False,
+        mixed_precision=MixedPrecisionConfig(enabled=True, weight_bits=(3, 4, 8), activation_bits=(6, 8), search_activations=True, bops_budget=2.5),
     )
 
 
@@ -44,8 +45,10 @@ def _leaves(data: dict, prefix: str = "") -> dict:
 def test_round_trip_of_a_recipe_with_every_field_changed():
     recipe = _every_field_changed()
     default, changed = _leaves(DEFAULT_RECIPE.to_dict()), _leaves(recipe.to_dict())
-    # adaptive activation quantizers need --granularity static: the second recipe below changes it
-    assert sorted(key for key in default if default[key] == changed[key]) == ["finetune.activation_quantizer", "version"]
+    # adaptive activation quantizers need --granularity static: the second recipe below changes it;
+    # mixed precision takes one budget, so the other two stay unset
+    assert sorted(key for key in default if default[key] == changed[key]) == [
+        "finetune.activation_quantizer", "mixed_precision.avg_wbits", "mixed_precision.size_budget_kb", "version"]
     adaptive = dataclasses.replace(recipe, granularity="static", activations=QuantSpec(6, True, Granularity.PER_CHANNEL),
                                    finetune=dataclasses.replace(recipe.finetune, activation_quantizer="adaptive"))
     for each in (recipe, adaptive):

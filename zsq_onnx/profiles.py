@@ -84,8 +84,12 @@ class Profile:
         if self.integer_kernels and recipe.activations.granularity == "per_channel":
             raise BadInputError(f"profile {self.name}: per-channel activation scales make ORT fuse QLinearConv/QLinearGlobalAveragePool kernels that reject them; "
                                 "use --granularity granular or auto, or --profile sim")
+        if recipe.mixed_precision.search_activations and (self.integer_kernels or self.symmetric_int8_only):
+            raise BadInputError(f"profile {self.name}: --search-activations chooses 4-bit activations per layer, which only --profile sim runs as such")
         if not self.symmetric_int8_only:
             return
+        if recipe.mixed_precision.enabled:
+            raise BadInputError(f"profile {self.name} runs int8 only: --mixed-precision needs --profile sim or ort-cpu")
         weights, activations = recipe.weights, recipe.activations
         if weights.bits != 8 or activations.bits != 8 or not weights.symmetric or not activations.symmetric:
             raise BadInputError(f"profile {self.name} runs symmetric int8 only (zero points 0); got W{weights.bits}A{activations.bits} "

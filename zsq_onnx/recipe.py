@@ -101,6 +101,41 @@ class FinetuneConfig:
 
 
 @dataclass(frozen=True)
+class MixedPrecisionConfig:
+    """ZeroQ's data-free mixed precision: per-layer weight bits from ``weight_bits``, chosen on
+    the Pareto frontier of weight size against sensitivity (KL divergence of the FP32 output from
+    the output with only that layer quantized, on the synthetic data) under one budget:
+    ``avg_wbits`` (average weight bits weighted by parameter count), ``size_budget_kb`` (weight
+    storage) or ``bops_budget`` (giga bit-operations: MACs x weight bits x activation bits).
+    ``search_activations`` also chooses per-layer activation bits from ``activation_bits``
+    (``sim`` only), priced by BOPs."""
+
+    enabled: bool = False
+    weight_bits: tuple[int, ...] = (2, 3, 4, 6, 8)
+    activation_bits: tuple[int, ...] = (4, 8)
+    search_activations: bool = False
+    avg_wbits: float | None = None
+    size_budget_kb: float | None = None
+    bops_budget: float | None = None
+
+    def __post_init__(self) -> None:
+        if any(not 2 <= bits <= 8 for bits in (*self.weight_bits, *self.activation_bits)) or not self.weight_bits or not self.activation_bits:
+            raise BadInputError(f"mixed-precision bit widths must be between 2 and 8, got weights {self.weight_bits}, activations {self.activation_bits}")
+        object.__setattr__(self, "weight_bits", tuple(sorted(set(self.weight_bits))))
+        object.__setattr__(self, "activation_bits", tuple(sorted(set(self.activation_bits))))
+        budgets = {"--avg-wbits": self.avg_wbits, "--size-budget-kb": self.size_budget_kb, "--bops-budget": self.bops_budget}
+        given = {flag: value for flag, value in budgets.items() if value is not None}
+        if self.enabled and len(given) != 1:
+            raise BadInputError(f"--mixed-precision needs exactly one budget of {', '.join(budgets)}; got {', '.join(given) or 'none'}")
+        if not self.enabled and given:
+            raise BadInputError(f"{', '.join(given)} budgets the mixed-precision search: add --mixed-precision")
+        if any(value <= 0 for value in given.values()):
+            raise BadInputError(f"mixed-precision budgets must be positive, got {given}")
+        if self.search_activations and not self.enabled:
+            raise BadInputError("--search-activations is part of the mixed-precision search: add --mixed-precision")
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Everything that decides the quantized model; written into the report as JSON."""
 
@@ -117,6 +152,7 @@ class Recipe:
     calibration_method: CalibrationMethod = CalibrationMethod.PERCENTILE  # chosen by bench/observers.py and bench/efficientnet.py --observers
     calibration_percentile: float = DEFAULT_PERCENTILE
     bias_correction: bool = True
+    mixed_precision: MixedPrecisionConfig = field(default_factory=MixedPrecisionConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(self.profile, Profile):
@@ -215,12 +251,18 @@ def _encode(value: Any) -> Any:
         return codec.encode(value)
     if isinstance(value, enum.Enum):
         return value.value
+    if isinstance(value, tuple):
+        return [_encode(item) for item in value]
     if dataclasses.is_dataclass(value):
         return {item.name: _encode(getattr(value, item.name)) for item in dataclasses.fields(value)}
     return value
 
 
 def _decode(kind: Any, value: Any, key: str) -> Any:
+    if typing.get_origin(kind) is tuple:
+        if not isinstance(value, list):
+            raise BadInputError(f"recipe key {key!r}: expected a list, got {value!r}")
+        return tuple(_decode(typing.get_args(kind)[0], item, f"{key}[{index}]") for index, item in enumerate(value))
     if isinstance(kind, types.UnionType):
         options = [option for option in typing.get_args(kind) if option is not types.NoneType]
         if len(options) != 1:
