@@ -1,0 +1,307 @@
+"""``--mixed-precision``: ZeroQ's data-free choice of weight bits per layer (and, with
+``--search-activations``, of input activation bits per layer) on the Pareto frontier of size (or
+BOPs) against sensitivity.
+
+1. Sensitivity (:mod:`~zsq_onnx.search.sensitivity`): for each searchable weighted layer and each
+   candidate width, KL(FP32 output || output with only that layer's weight quantized at that
+   width, as the pipeline would quantize it: scales from the weight's min/max and, when the
+   recipe corrects biases, the bias corrected so that the layer's mean output per channel on
+   these samples is the float one's), averaged over the synthetic samples; with
+   ``search_activations`` also with only that layer's input quantized (per tensor, min/max range
+   on the same samples). A layer's sensitivity for (weight, input) widths is the sum of the two.
+2. Cost per layer and choice: weight bytes ``params x bits / 8``; BOPs ``MACs x weight bits x
+   input bits`` (the plan's input width unless searched; 32 for a float input).
+3. Frontier (:mod:`~zsq_onnx.search.frontier`): dynamic programming over layers on binned total
+   cost (bytes, or BOPs under a BOPs budget), then the non-dominated points; the chosen point is
+   the least sensitive whose true cost fits the budget.
+
+The first and last weighted layers stay at their plan bits when the recipe keeps the ends at 8
+bits; they count in every size and BOPs total but are not searched. On targets that reduce the
+weight range (``ort-cpu``) the 8-bit candidate is the profile's 7-bit spec, reported as 8 bits
+(it is stored in 8). Sizes are ``params x bits / 8``, ZeroQ's measure: widths other than 4 and 8
+occupy an 8-bit container on disk (see the README), which the size on disk, not this, shows.
+
+:meth:`MixedPrecisionChoice.to_dict` (stored in the model metadata under :data:`METADATA_KEY`)::
+
+    {"layers": [{"node", "params", "macs", "bits", "activation_bits", "fixed",
+                 "sensitivity": {"<bits>": KL}, "activation_sensitivity": {"<bits>": KL}}],
+     "frontier": [{"size_bytes", "sensitivity", "avg_wbits", "bops", "bits": {node: bits},
+                   "activation_bits": {node: bits}}],          # cheapest first
+     "chosen": index into "frontier",
+     "budget": {"kind": "avg_wbits" | "size_kb" | "bops", "value": as given,
+                "cost": "size_bytes" | "bops", "limit": the whole model's limit in that cost},
+     "uniform": [{"bits", "size_bytes", "sensitivity", "avg_wbits", "bops"}],  # per weight width
+     "search_activations": bool, "samples": int,
+     "seconds": {"sensitivity", "frontier"}}
+
+``size_bytes`` and ``bops`` cover every weighted layer (fixed ones at their bits), ``bops`` in
+giga bit-operations per input sample; ``sensitivity`` sums the searchable layers' KL; ``avg_wbits``
+is the parameter-weighted mean weight width of the searchable layers; a point's ``bits`` and
+``activation_bits`` name the searchable layers (``activation_bits`` is empty unless searched).
+Sensitivity keys are the widths as strings, so the dict reads back from JSON unchanged. Each
+``uniform`` entry puts every searchable layer at that weight width and its plan input width.
+Where several searched layers read one tensor it is quantized at the widest of their choices;
+BOPs count each layer at its own choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+
+from zsq_onnx.errors import BadInputError
+from zsq_onnx.plan.calibrate import minmax_ranges
+from zsq_onnx.plan.targets import QuantPlan, WeightTarget, find_weight_targets
+from zsq_onnx.quantizers.spec import QuantSpec
+from zsq_onnx.recipe import Recipe
+from zsq_onnx.search.frontier import DEFAULT_BINS, Assignment, best_within, pareto_frontier
+
+logger = logging.getLogger(__name__)
+
+METADATA_KEY = "zsq.mixed_precision"
+FLOAT_BITS = 32
+GIGA = 1e9
+KB = 1024
+
+
+@dataclass(frozen=True)
+class LayerBits:
+    """One weighted layer: its size, work, chosen widths and measured sensitivities."""
+
+    node: str
+    params: int
+    macs: int
+    bits: int
+    activation_bits: int
+    fixed: bool
+    sensitivity: dict[str, float] = field(default_factory=dict)
+    activation_sensitivity: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """One point of the frontier (see the module docstring for units)."""
+
+    size_bytes: float
+    sensitivity: float
+    avg_wbits: float
+    bops: float
+    bits: dict[str, int]
+    activation_bits: dict[str, int]
+
+
+@dataclass(frozen=True)
+class MixedPrecisionChoice:
+    """The search's outcome: per layer, the frontier, the chosen point, the budget and the
+    uniform settings for comparison (keys in the module docstring)."""
+
+    layers: list[LayerBits]
+    frontier: list[FrontierPoint]
+    chosen: int
+    budget: dict
+    uniform: list[dict]
+    search_activations: bool
+    samples: int
+    seconds: dict[str, float]
+
+    def to_dict(self) -> dict:
+        """Plain dict, suitable for JSON."""
+        return dataclasses.asdict(self)
+
+    @property
+    def point(self) -> FrontierPoint:
+        """The chosen frontier point."""
+        return self.frontier[self.chosen]
+
+
+@dataclass(frozen=True)
+class _Layer:
+    target: WeightTarget
+    params: int
+    macs: int
+    activation_bits: int  # the plan's input width (FLOAT_BITS when the input is not quantized)
+    fixed_bits: int | None  # storage bits of a fixed layer, None when searched
+
+
+def _fixed_nodes(plan: QuantPlan, recipe: Recipe) -> set[str]:
+    """The first and last weighted nodes in plan order when the recipe keeps the ends at 8 bits."""
+    nodes = list(plan.weights)
+    return {nodes[0], nodes[-1]} if recipe.keep_ends_8bit and nodes else set()
+
+
+def _weight_spec(spec: QuantSpec, bits: int, node: str, recipe: Recipe) -> QuantSpec:
+    """``spec`` at ``bits`` as the profile targets it (8 bits become 7 where it reduces range)."""
+    return recipe.profile.target_weights({node: dataclasses.replace(spec, bits=bits)}, recipe)[node]
+
+
+def _storage_bits(spec: QuantSpec, recipe: Recipe) -> int:
+    """The nominal width of a plan spec: a reduced-range 7-bit weight is the 8-bit candidate."""
+    return 8 if spec.bits == 7 and recipe.profile.reduces_range(recipe) else spec.bits
+
+
+def _budget(recipe: Recipe, layers: Sequence[_Layer]) -> dict:
+    """The budget as given and as a limit on the whole model's bytes or giga BOPs."""
+    config = recipe.mixed_precision
+    searched = sum(layer.params for layer in layers if layer.fixed_bits is None)
+    fixed_bytes = sum(layer.params * layer.fixed_bits / 8 for layer in layers if layer.fixed_bits is not None)
+    if config.avg_wbits is not None:
+        return {"kind": "avg_wbits", "value": config.avg_wbits, "cost": "size_bytes", "limit": config.avg_wbits * searched / 8 + fixed_bytes}
+    if config.size_budget_kb is not None:
+        return {"kind": "size_kb", "value": config.size_budget_kb, "cost": "size_bytes", "limit": config.size_budget_kb * KB}
+    return {"kind": "bops", "value": config.bops_budget, "cost": "bops", "limit": config.bops_budget}
+
+
+def _macs(target: WeightTarget, weight_shape: Sequence[int], output_elements: int) -> int:
+    """Multiply-accumulates per sample: Conv, each output element takes a kernel over its group's
+    input channels; Gemm/MatMul, each output row takes in x out (the weight's size per row)."""
+    if target.op_type == "Conv":
+        return output_elements * int(np.prod(weight_shape[1:]))
+    out_features = weight_shape[target.weight_axis]
+    return output_elements // max(out_features, 1) * int(np.prod(weight_shape))
+
+
+def _correctable_bias(node: ir.Node, target: WeightTarget) -> str | None:
+    """The name of a Conv's or Gemm's (beta 1) float bias initializer, one value per output
+    channel, which bias correction would adjust; None when there is none to adjust in place."""
+    if node.op_type not in ("Conv", "Gemm") or len(node.inputs) < 3 or node.inputs[2] is None:
+        return None
+    bias, channels = node.inputs[2], node.inputs[1].const_value.shape[target.weight_axis]
+    beta = node.attributes.get("beta")
+    if not bias.is_initializer() or bias.const_value is None or bias.const_value.dtype != ir.DataType.FLOAT or tuple(bias.const_value.shape) != (channels,):
+        return None
+    return bias.name if beta is None or beta.as_float() == 1.0 else None
+
+
+def _measure(folded: ir.Model, plan: QuantPlan, batches: Sequence[np.ndarray], recipe: Recipe, targets: list[WeightTarget], fixed: set[str]):
+    """Per-layer facts and sensitivities: (layers, weight KL per width, input KL per width)."""
+    from zsq_onnx.search.sensitivity import Sensitivity, input_probe
+
+    config = recipe.mixed_precision
+    searched = [t for t in targets if t.node not in fixed]
+    gates = {}
+    model = folded
+    if config.search_activations and searched:
+        model, gates = input_probe(folded, searched, plan.activations.get(searched[0].activation, recipe.activations))
+    sensitivity = Sensitivity(model, batches)
+    nodes = {node.name: node for node in folded.graph}
+    elements = sensitivity.output_elements({t.node: nodes[t.node].outputs[0].name for t in targets})
+    layers = []
+    for target in targets:
+        shape = tuple(nodes[target.node].inputs[1].const_value.shape)
+        spec = plan.activations.get(target.activation)
+        layers.append(_Layer(target, int(np.prod(shape)), _macs(target, shape, elements[target.node]), spec.bits if spec else FLOAT_BITS,
+                             _storage_bits(plan.weights[target.node], recipe) if target.node in fixed else None))
+    weight_kl = {}
+    for t in searched:
+        specs = [_weight_spec(plan.weights[t.node], b, t.node, recipe) for b in config.weight_bits]
+        bias = _correctable_bias(nodes[t.node], t) if recipe.bias_correction else None
+        weight_kl[t.node] = sensitivity.weights(t, specs, bias, nodes[t.node].outputs[0].name if bias else None)
+    input_kl: dict[str, list[float]] = {}
+    if gates:
+        ranges = minmax_ranges(folded, list(dict.fromkeys(t.activation for t in searched)), batches)
+        for t in searched:
+            base = plan.activations.get(t.activation, recipe.activations)
+            specs = [QuantSpec(a, base.symmetric, "per_tensor") for a in config.activation_bits]
+            input_kl[t.node] = sensitivity.inputs(gates[t.node], specs, ranges[t.activation])
+    return layers, weight_kl, input_kl
+
+
+def _options(layer: _Layer, recipe: Recipe) -> list[tuple[int, int]]:
+    """(weight bits, input bits) a searched layer may take."""
+    config = recipe.mixed_precision
+    inputs = config.activation_bits if config.search_activations else (layer.activation_bits,)
+    return [(w, a) for w in config.weight_bits for a in inputs]
+
+
+def _point(layers: Sequence[_Layer], picks: Sequence[tuple[int, int]], sensitivity: float, search_activations: bool) -> FrontierPoint:
+    """A frontier point from the (weight, input) widths of the searched layers, in order."""
+    searched = [layer for layer in layers if layer.fixed_bits is None]
+    size = sum(layer.params * layer.fixed_bits / 8 for layer in layers if layer.fixed_bits is not None)
+    bops = sum(layer.macs * layer.fixed_bits * layer.activation_bits for layer in layers if layer.fixed_bits is not None)
+    size += sum(layer.params * w / 8 for layer, (w, _) in zip(searched, picks))
+    bops += sum(layer.macs * w * a for layer, (w, a) in zip(searched, picks))
+    params = sum(layer.params for layer in searched)
+    average = sum(layer.params * w for layer, (w, _) in zip(searched, picks)) / params if params else 0.0
+    bits = {layer.target.node: w for layer, (w, _) in zip(searched, picks)}
+    activation_bits = {layer.target.node: a for layer, (_, a) in zip(searched, picks)} if search_activations else {}
+    return FrontierPoint(float(size), float(sensitivity), float(average), float(bops / GIGA), bits, activation_bits)
+
+
+def _chosen_plan(plan: QuantPlan, recipe: Recipe, layers: Sequence[_Layer], point: FrontierPoint) -> QuantPlan:
+    """``plan`` with the point's weight widths, and input widths when searched (a tensor read by
+    several searched layers at the widest; by a fixed layer, at its plan spec)."""
+    weights = dict(plan.weights)
+    for node, bits in point.bits.items():
+        weights[node] = _weight_spec(plan.weights[node], bits, node, recipe)
+    activations = dict(plan.activations)
+    if point.activation_bits:
+        widest: dict[str, int] = {}
+        pinned = {layer.target.activation for layer in layers if layer.fixed_bits is not None}
+        for layer in layers:
+            name = layer.target.activation
+            if layer.target.node in point.activation_bits and name in activations and name not in pinned:
+                widest[name] = max(widest.get(name, 0), point.activation_bits[layer.target.node])
+        activations.update({name: dataclasses.replace(activations[name], bits=bits) for name, bits in widest.items()})
+    return QuantPlan(weights, activations, plan.rules)
+
+
+def choose_bits(folded: ir.Model, plan: QuantPlan, batches: Sequence[np.ndarray], recipe: Recipe, bins: int = DEFAULT_BINS) -> tuple[QuantPlan, MixedPrecisionChoice]:
+    """``plan`` with per-layer weight bits (and input bits with ``search_activations``) at the
+    least sensitive frontier point within the recipe's budget, and the search behind it (module
+    docstring). ``folded`` is the BN-folded, shape-inferred FP32 model; ``batches`` the
+    synthetic inputs. A budget below the cheapest reachable point is a BadInputError."""
+    config = recipe.mixed_precision
+    start = time.perf_counter()
+    fixed = _fixed_nodes(plan, recipe)
+    targets = [t for t in find_weight_targets(folded.graph) if t.node in plan.weights]
+    layers, weight_kl, input_kl = _measure(folded, plan, batches, recipe, targets, fixed)
+    measured = time.perf_counter()
+    budget = _budget(recipe, layers)
+    searched = [layer for layer in layers if layer.fixed_bits is None]
+    options = [_options(layer, recipe) for layer in searched]
+    by_bops = budget["cost"] == "bops"
+    wbits, abits = list(config.weight_bits), list(config.activation_bits)
+
+    def sensitivity_of(layer: _Layer, w: int, a: int) -> float:
+        node = layer.target.node
+        return weight_kl[node][wbits.index(w)] + (input_kl[node][abits.index(a)] if node in input_kl else 0.0)
+
+    costs = [[layer.macs * w * a / GIGA if by_bops else layer.params * w / 8 for w, a in choices] for layer, choices in zip(searched, options)]
+    sensitivities = [[sensitivity_of(layer, w, a) for w, a in choices] for layer, choices in zip(searched, options)]
+    assignments = pareto_frontier(costs, sensitivities, bins)
+    frontier = [_point(layers, [choices[c] for choices, c in zip(options, a.choices)], a.sensitivity, config.search_activations) for a in assignments]
+    totals = [Assignment(a.choices, p.bops if by_bops else p.size_bytes, p.sensitivity) for a, p in zip(assignments, frontier)]
+    chosen = best_within(totals, budget["limit"])
+    if chosen is None:
+        unit = {"avg_wbits": "average weight bits", "size_kb": "KiB", "bops": "GBOPs"}[budget["kind"]]
+        cheapest = {"avg_wbits": frontier[0].avg_wbits, "size_kb": frontier[0].size_bytes / KB, "bops": frontier[0].bops}[budget["kind"]]
+        raise BadInputError(f"mixed-precision budget {budget['value']:g} {unit} is below the cheapest choice, {cheapest:.4g} {unit} "
+                            f"(every searched layer at {min(wbits)} bits{', the ends at their plan bits' if fixed else ''})")
+    finished = time.perf_counter()
+    uniform = []
+    for w in wbits:
+        picks = [(w, layer.activation_bits) for layer in searched]
+        plain = sum(weight_kl[layer.target.node][wbits.index(w)] + (input_kl[layer.target.node][abits.index(a)] if a in abits and layer.target.node in input_kl else 0.0)
+                    for layer, (_, a) in zip(searched, picks))
+        point = _point(layers, picks, plain, False)
+        uniform.append({"bits": w, "size_bytes": point.size_bytes, "sensitivity": point.sensitivity, "avg_wbits": point.avg_wbits, "bops": point.bops})
+    picked = {layer.target.node: (frontier[chosen].bits.get(layer.target.node, layer.fixed_bits),
+                                  frontier[chosen].activation_bits.get(layer.target.node, layer.activation_bits)) for layer in layers}
+    reports = [
+        LayerBits(layer.target.node, layer.params, layer.macs, *picked[layer.target.node], layer.fixed_bits is not None,
+                  {str(w): kl for w, kl in zip(wbits, weight_kl.get(layer.target.node, []))},
+                  {str(a): kl for a, kl in zip(abits, input_kl.get(layer.target.node, []))})
+        for layer in layers
+    ]
+    seconds = {"sensitivity": measured - start, "frontier": finished - measured}
+    choice = MixedPrecisionChoice(reports, frontier, chosen, budget, uniform, config.search_activations, sum(len(b) for b in batches), seconds)
+    point = frontier[chosen]
+    logger.info("mixed precision: %.2f average weight bits, %.1f KiB of weights, %.4g GBOPs, sensitivity %.4g (frontier of %d points, %d layers searched, %d fixed) in %.1f s",
+                point.avg_wbits, point.size_bytes / KB, point.bops, point.sensitivity, len(frontier), len(searched), len(fixed), finished - start)
+    return _chosen_plan(plan, recipe, layers, point), choice
