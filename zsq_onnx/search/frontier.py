@@ -12,7 +12,7 @@ cost and sensitivity.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,3 +94,14 @@ def best_within(frontier: Sequence[Assignment], budget: float) -> int | None:
     limit = budget * (1 + BUDGET_TOLERANCE) if budget > 0 else budget
     within = [index for index, point in enumerate(frontier) if point.cost <= limit]
     return min(within, key=lambda index: frontier[index].sensitivity) if within else None
+
+
+def thin(costs: Sequence[float], count: int, keep: Collection[int] = ()) -> list[int]:
+    """Indices, ascending, of at most ``count`` points of a cost-sorted list (plus those in
+    ``keep``, the first and the last): the nearest to ``count`` costs evenly spaced from the
+    first to the last."""
+    if len(costs) <= count:
+        return list(range(len(costs)))
+    values = np.asarray(costs, np.float64)
+    nearest = {int(np.argmin(np.abs(values - target))) for target in np.linspace(values[0], values[-1], count)}
+    return sorted(nearest | set(keep) | {0, len(costs) - 1})

@@ -26,7 +26,7 @@ occupy an 8-bit container on disk (see the README), which the size on disk, not 
     {"layers": [{"node", "params", "macs", "bits", "activation_bits", "fixed",
                  "sensitivity": {"<bits>": KL}, "activation_sensitivity": {"<bits>": KL}}],
      "frontier": [{"size_bytes", "sensitivity", "avg_wbits", "bops", "bits": {node: bits},
-                   "activation_bits": {node: bits}}],          # cheapest first
+                   "activation_bits": {node: bits}}],   # cheapest first, at most 64 spread over cost
      "chosen": index into "frontier",
      "budget": {"kind": "avg_wbits" | "size_kb" | "bops", "value": as given,
                 "cost": "size_bytes" | "bops", "limit": the whole model's limit in that cost},
@@ -60,7 +60,7 @@ from zsq_onnx.plan.calibrate import minmax_ranges
 from zsq_onnx.plan.targets import QuantPlan, WeightTarget, find_weight_targets
 from zsq_onnx.quantizers.spec import QuantSpec
 from zsq_onnx.recipe import Recipe
-from zsq_onnx.search.frontier import DEFAULT_BINS, Assignment, best_within, pareto_frontier
+from zsq_onnx.search.frontier import DEFAULT_BINS, Assignment, best_within, pareto_frontier, thin
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ METADATA_KEY = "zsq.mixed_precision"
 FLOAT_BITS = 32
 GIGA = 1e9
 KB = 1024
+MAX_FRONTIER_POINTS = 64  # kept in the choice: its JSON goes into the model's metadata
 
 
 @dataclass(frozen=True)
@@ -251,57 +252,86 @@ def _chosen_plan(plan: QuantPlan, recipe: Recipe, layers: Sequence[_Layer], poin
     return QuantPlan(weights, activations, plan.rules)
 
 
-def choose_bits(folded: ir.Model, plan: QuantPlan, batches: Sequence[np.ndarray], recipe: Recipe, bins: int = DEFAULT_BINS) -> tuple[QuantPlan, MixedPrecisionChoice]:
+@dataclass(frozen=True)
+class _Sensitivities:
+    """Measured KL per searched node: per weight width and, when searched, per input width."""
+
+    weight_bits: tuple[int, ...]
+    activation_bits: tuple[int, ...]
+    weights: dict[str, list[float]]
+    inputs: dict[str, list[float]]
+
+    def of(self, node: str, w: int, a: int) -> float:
+        """Sensitivity of ``node`` with its weight at ``w`` bits and its input at ``a`` (the input
+        adds nothing when it was not searched or ``a`` was not measured)."""
+        kl = self.weights[node][self.weight_bits.index(w)]
+        if node in self.inputs and a in self.activation_bits:
+            kl += self.inputs[node][self.activation_bits.index(a)]
+        return kl
+
+    def report(self, node: str) -> tuple[dict[str, float], dict[str, float]]:
+        """The node's weight and input sensitivities keyed by width (as strings, for JSON)."""
+        return ({str(w): kl for w, kl in zip(self.weight_bits, self.weights.get(node, []))},
+                {str(a): kl for a, kl in zip(self.activation_bits, self.inputs.get(node, []))})
+
+
+def _uniform(layers: Sequence[_Layer], kl: _Sensitivities) -> list[dict]:
+    """For each weight width: every searched layer at it and at its plan input width."""
+    searched = [layer for layer in layers if layer.fixed_bits is None]
+    result = []
+    for w in kl.weight_bits:
+        picks = [(w, layer.activation_bits) for layer in searched]
+        point = _point(layers, picks, sum(kl.of(layer.target.node, w, a) for layer, (_, a) in zip(searched, picks)), False)
+        result.append({"bits": w, "size_bytes": point.size_bytes, "sensitivity": point.sensitivity, "avg_wbits": point.avg_wbits, "bops": point.bops})
+    return result
+
+
+def _too_small(budget: dict, cheapest: FrontierPoint, bits: int, fixed: bool) -> BadInputError:
+    unit = {"avg_wbits": "average weight bits", "size_kb": "KiB", "bops": "GBOPs"}[budget["kind"]]
+    least = {"avg_wbits": cheapest.avg_wbits, "size_kb": cheapest.size_bytes / KB, "bops": cheapest.bops}[budget["kind"]]
+    return BadInputError(f"mixed-precision budget {budget['value']:g} {unit} is below the cheapest choice, {least:.4g} {unit} "
+                         f"(every searched layer at {bits} bits{', the ends at their plan bits' if fixed else ''})")
+
+
+def choose_bits(
+    folded: ir.Model, plan: QuantPlan, batches: Sequence[np.ndarray], recipe: Recipe, bins: int = DEFAULT_BINS, max_points: int | None = MAX_FRONTIER_POINTS,
+) -> tuple[QuantPlan, MixedPrecisionChoice]:
     """``plan`` with per-layer weight bits (and input bits with ``search_activations``) at the
     least sensitive frontier point within the recipe's budget, and the search behind it (module
     docstring). ``folded`` is the BN-folded, shape-inferred FP32 model; ``batches`` the
-    synthetic inputs. A budget below the cheapest reachable point is a BadInputError."""
+    synthetic inputs; ``bins`` the DP's cost bins. The choice keeps at most ``max_points``
+    frontier points spread evenly over cost, the chosen one always among them (None: all). A
+    budget below the cheapest reachable point is a BadInputError."""
     config = recipe.mixed_precision
     start = time.perf_counter()
     fixed = _fixed_nodes(plan, recipe)
     targets = [t for t in find_weight_targets(folded.graph) if t.node in plan.weights]
     layers, weight_kl, input_kl = _measure(folded, plan, batches, recipe, targets, fixed)
+    kl = _Sensitivities(config.weight_bits, config.activation_bits, weight_kl, input_kl)
     measured = time.perf_counter()
     budget = _budget(recipe, layers)
+    by_bops = budget["cost"] == "bops"
     searched = [layer for layer in layers if layer.fixed_bits is None]
     options = [_options(layer, recipe) for layer in searched]
-    by_bops = budget["cost"] == "bops"
-    wbits, abits = list(config.weight_bits), list(config.activation_bits)
-
-    def sensitivity_of(layer: _Layer, w: int, a: int) -> float:
-        node = layer.target.node
-        return weight_kl[node][wbits.index(w)] + (input_kl[node][abits.index(a)] if node in input_kl else 0.0)
-
     costs = [[layer.macs * w * a / GIGA if by_bops else layer.params * w / 8 for w, a in choices] for layer, choices in zip(searched, options)]
-    sensitivities = [[sensitivity_of(layer, w, a) for w, a in choices] for layer, choices in zip(searched, options)]
+    sensitivities = [[kl.of(layer.target.node, w, a) for w, a in choices] for layer, choices in zip(searched, options)]
     assignments = pareto_frontier(costs, sensitivities, bins)
     frontier = [_point(layers, [choices[c] for choices, c in zip(options, a.choices)], a.sensitivity, config.search_activations) for a in assignments]
-    totals = [Assignment(a.choices, p.bops if by_bops else p.size_bytes, p.sensitivity) for a, p in zip(assignments, frontier)]
-    chosen = best_within(totals, budget["limit"])
+    chosen = best_within([Assignment(a.choices, p.bops if by_bops else p.size_bytes, p.sensitivity) for a, p in zip(assignments, frontier)], budget["limit"])
     if chosen is None:
-        unit = {"avg_wbits": "average weight bits", "size_kb": "KiB", "bops": "GBOPs"}[budget["kind"]]
-        cheapest = {"avg_wbits": frontier[0].avg_wbits, "size_kb": frontier[0].size_bytes / KB, "bops": frontier[0].bops}[budget["kind"]]
-        raise BadInputError(f"mixed-precision budget {budget['value']:g} {unit} is below the cheapest choice, {cheapest:.4g} {unit} "
-                            f"(every searched layer at {min(wbits)} bits{', the ends at their plan bits' if fixed else ''})")
+        raise _too_small(budget, frontier[0], min(config.weight_bits), bool(fixed))
     finished = time.perf_counter()
-    uniform = []
-    for w in wbits:
-        picks = [(w, layer.activation_bits) for layer in searched]
-        plain = sum(weight_kl[layer.target.node][wbits.index(w)] + (input_kl[layer.target.node][abits.index(a)] if a in abits and layer.target.node in input_kl else 0.0)
-                    for layer, (_, a) in zip(searched, picks))
-        point = _point(layers, picks, plain, False)
-        uniform.append({"bits": w, "size_bytes": point.size_bytes, "sensitivity": point.sensitivity, "avg_wbits": point.avg_wbits, "bops": point.bops})
-    picked = {layer.target.node: (frontier[chosen].bits.get(layer.target.node, layer.fixed_bits),
-                                  frontier[chosen].activation_bits.get(layer.target.node, layer.activation_bits)) for layer in layers}
-    reports = [
-        LayerBits(layer.target.node, layer.params, layer.macs, *picked[layer.target.node], layer.fixed_bits is not None,
-                  {str(w): kl for w, kl in zip(wbits, weight_kl.get(layer.target.node, []))},
-                  {str(a): kl for a, kl in zip(abits, input_kl.get(layer.target.node, []))})
-        for layer in layers
-    ]
-    seconds = {"sensitivity": measured - start, "frontier": finished - measured}
-    choice = MixedPrecisionChoice(reports, frontier, chosen, budget, uniform, config.search_activations, sum(len(b) for b in batches), seconds)
     point = frontier[chosen]
+    if max_points is not None:
+        kept = thin([p.bops if by_bops else p.size_bytes for p in frontier], max_points, {chosen})
+        frontier, chosen = [frontier[i] for i in kept], kept.index(chosen)
+    reports = []
+    for layer in layers:
+        node = layer.target.node
+        bits = (point.bits.get(node, layer.fixed_bits), point.activation_bits.get(node, layer.activation_bits))
+        reports.append(LayerBits(node, layer.params, layer.macs, *bits, layer.fixed_bits is not None, *kl.report(node)))
+    seconds = {"sensitivity": measured - start, "frontier": finished - measured}
+    choice = MixedPrecisionChoice(reports, frontier, chosen, budget, _uniform(layers, kl), config.search_activations, sum(len(b) for b in batches), seconds)
     logger.info("mixed precision: %.2f average weight bits, %.1f KiB of weights, %.4g GBOPs, sensitivity %.4g (frontier of %d points, %d layers searched, %d fixed) in %.1f s",
-                point.avg_wbits, point.size_bytes / KB, point.bops, point.sensitivity, len(frontier), len(searched), len(fixed), finished - start)
+                point.avg_wbits, point.size_bytes / KB, point.bops, point.sensitivity, len(assignments), len(searched), len(fixed), finished - start)
     return _chosen_plan(plan, recipe, layers, point), choice
