@@ -97,11 +97,13 @@ def best_within(frontier: Sequence[Assignment], budget: float) -> int | None:
 
 
 def thin(costs: Sequence[float], count: int, keep: Collection[int] = ()) -> list[int]:
-    """Indices, ascending, of at most ``count`` points of a cost-sorted list (plus those in
-    ``keep``, the first and the last): the nearest to ``count`` costs evenly spaced from the
-    first to the last."""
+    """Indices, ascending, of at most ``count`` points (at least the first, the last and those
+    in ``keep``) of a cost-sorted list: the nearest to costs evenly spaced from the first to the
+    last, as many as fit beside ``keep``."""
     if len(costs) <= count:
         return list(range(len(costs)))
     values = np.asarray(costs, np.float64)
-    nearest = {int(np.argmin(np.abs(values - target))) for target in np.linspace(values[0], values[-1], count)}
-    return sorted(nearest | set(keep) | {0, len(costs) - 1})
+    kept = set(keep) | {0, len(costs) - 1}
+    for target in np.linspace(values[0], values[-1], max(count - len(kept) + 2, 2)):
+        kept.add(int(np.argmin(np.abs(values - target))))
+    return sorted(kept)
