@@ -34,7 +34,7 @@ occupy an 8-bit container on disk (see the README), which the size on disk, not 
      "search_activations": bool, "samples": int,
      "seconds": {"sensitivity", "frontier"}}
 
-``size_bytes`` and ``bops`` cover every weighted layer (fixed ones at their bits), ``bops`` in
+A ``size_kb`` budget is in KiB (1024 bytes, as ZeroQ's MB are MiB). ``size_bytes`` and ``bops`` cover every weighted layer (fixed ones at their bits), ``bops`` in
 giga bit-operations per input sample; ``sensitivity`` sums the searchable layers' KL; ``avg_wbits``
 is the parameter-weighted mean weight width of the searchable layers; a point's ``bits`` and
 ``activation_bits`` name the searchable layers (``activation_bits`` is empty unless searched).
