@@ -139,6 +139,14 @@ def _preprocessing(input_scale, mean, std):
               help="adaptive: ASQ per-sample step adapters, trained by fine-tuning.")
 @click.option("--optimizer", type=_choice(Optimizer), default=DEFAULT_RECIPE.finetune.optimizer.value, show_default=True)
 @click.option("--device", type=_choice(Device), default=DEFAULT_RECIPE.finetune.device.value, show_default=True, help="Where fine-tuning runs.")
+@click.option("--mixed-precision", is_flag=True, help="ZeroQ mixed precision: per-layer weight bits on the Pareto frontier of size against sensitivity, within one budget.")
+@click.option("--mp-weight-bits", default=",".join(map(str, DEFAULT_RECIPE.mixed_precision.weight_bits)), show_default=True,
+              help="--mixed-precision: candidate weight bit widths, comma-separated.")
+@click.option("--avg-wbits", type=float, default=None, help="--mixed-precision budget: average weight bits, weighted by parameter count.")
+@click.option("--size-budget-kb", type=float, default=None, help="--mixed-precision budget: weight storage in KiB.")
+@click.option("--bops-budget", type=float, default=None, help="--mixed-precision budget: giga bit-operations (MACs x weight bits x activation bits).")
+@click.option("--search-activations", is_flag=True, help=f"--mixed-precision on sim: also choose each layer's input activation bits from "
+              f"{','.join(map(str, DEFAULT_RECIPE.mixed_precision.activation_bits))}, priced by BOPs.")
 @click.option("--samples", type=int, default=DEFAULT_RECIPE.synth.samples, show_default=True, help="Number of distilled calibration samples.")
 @click.option("--synth-steps", type=int, default=DEFAULT_RECIPE.synth.steps, show_default=True, help="Adam steps of ZeroQ distillation.")
 @click.option("--synth-batch-size", type=int, default=DEFAULT_RECIPE.synth.batch_size, show_default=True, help="Samples per distillation batch.")
@@ -154,7 +162,7 @@ def _preprocessing(input_scale, mean, std):
 @_preprocessing_options
 def convert(model, output, weights, synthetic_data, calibration_data, eval_data, report_path, min_agreement, max_drop, as_json, quiet, input_scale, mean, std,
             finetune_steps, finetune_minutes, finetune_lr, finetune_samples, finetune_bn_loss, train_weights, activation_quantizer, optimizer, device,
-            **recipe_options) -> None:
+            mixed_precision, mp_weight_bits, avg_wbits, size_budget_kb, bops_budget, search_activations, **recipe_options) -> None:
     """Quantize MODEL (a zoo name or an .onnx file with BatchNorm) without data."""
     from zsq_onnx import pipeline
     from zsq_onnx.recipe import build_recipe
@@ -164,7 +172,8 @@ def convert(model, output, weights, synthetic_data, calibration_data, eval_data,
     for key in ("weight_granularity", "act_granularity"):
         recipe_options[key] = recipe_options[key].replace("-", "_")
     recipe = build_recipe(**recipe_options, finetune=_finetune_config(finetune_steps, finetune_minutes, finetune_lr, finetune_samples, finetune_bn_loss,
-                                                                      train_weights, activation_quantizer, optimizer, device))
+                                                                      train_weights, activation_quantizer, optimizer, device),
+                          mixed_precision=_mixed_precision_config(mixed_precision, mp_weight_bits, avg_wbits, size_budget_kb, bops_budget, search_activations))
     result = pipeline.convert(
         model, output, recipe, weights=weights, eval_data=eval_data, report_path=report_path, progress=not quiet and sys.stderr.isatty(),
         synthetic_data=synthetic_data, calibration_data=calibration_data, preprocessing=_preprocessing(input_scale, mean, std),
@@ -189,6 +198,17 @@ def _finetune_config(steps, minutes, lr, samples, bn_loss, train_weights, activa
 
     return FinetuneConfig(steps=steps, minutes=minutes, lr=lr, samples=samples, bn_loss=bn_loss, train_weights=train_weights,
                           activation_quantizer=activation_quantizer, optimizer=optimizer, device=device)
+
+
+def _mixed_precision_config(enabled, weight_bits, avg_wbits, size_budget_kb, bops_budget, search_activations):
+    from zsq_onnx.recipe import MixedPrecisionConfig
+
+    try:
+        widths = tuple(int(text) for text in weight_bits.split(","))
+    except ValueError:
+        raise BadInputError(f"--mp-weight-bits takes comma-separated integers such as 2,3,4,5,6,8, got {weight_bits!r}") from None
+    return MixedPrecisionConfig(enabled=enabled, weight_bits=widths, search_activations=search_activations, avg_wbits=avg_wbits,
+                                size_budget_kb=size_budget_kb, bops_budget=bops_budget)
 
 
 @main.command()

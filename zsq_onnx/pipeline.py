@@ -36,6 +36,8 @@ from zsq_onnx.profiles import emit
 from zsq_onnx.recipe import Recipe
 from zsq_onnx.search.granularity import METADATA_KEY as GRANULARITY_KEY
 from zsq_onnx.search.granularity import choose_granularity
+from zsq_onnx.search.mixed_precision import METADATA_KEY as PRECISION_KEY
+from zsq_onnx.search.mixed_precision import choose_bits
 from zsq_onnx.synth.distill import SynthResult, distill, load_synthetic
 from zsq_onnx.synth.pool import SyntheticPool
 from zsq_onnx.validate import report
@@ -84,20 +86,22 @@ def load_model(source: str | Path, weights: str | Path | None = None, preprocess
 
 def quantize(model: ir.Model, batches: list[np.ndarray], recipe: Recipe) -> ir.Model:
     """Fold BatchNorm, plan the quantizers the recipe's profile needs, calibrate them on
-    ``batches`` and insert them. With ``--granularity auto`` the search chooses the plan and its
-    choice per tensor is recorded in the model's metadata (``zsq.granularity``, see
-    :func:`granularity_choice`)."""
+    ``batches`` and insert them. With ``--mixed-precision`` a search chooses each layer's weight
+    bits and with ``--granularity auto`` each activation's granularity; their choices are recorded
+    in the model's metadata (see :func:`recorded_choice`)."""
     profile = recipe.profile
     folded = apply_passes(
         model, FoldBatchNormPass(), FoldPadIntoConvPass(), NameFixPass(), ShapeInferencePass(check_type=False, strict_mode=False, data_prop=False)
     )
     plan = plan_quantization(folded.graph, recipe.weights, recipe.activations, profile.activation_rules(recipe), recipe.keep_ends_8bit)
     plan = QuantPlan(profile.target_weights(plan.weights, recipe), plan.activations, plan.rules)
-    if recipe.granularity != "auto":
-        return insert_quantizers(folded, plan, batches, recipe)
-    plan, choice = choose_granularity(folded, plan, batches, recipe)
+    choices = {}
+    if recipe.mixed_precision.enabled:
+        plan, choices[PRECISION_KEY] = choose_bits(folded, plan, batches, recipe)
+    if recipe.granularity == "auto":
+        plan, choices[GRANULARITY_KEY] = choose_granularity(folded, plan, batches, recipe)
     quantized = insert_quantizers(folded, plan, batches, recipe)
-    quantized.metadata_props[GRANULARITY_KEY] = json.dumps(choice.to_dict())
+    quantized.metadata_props.update({key: json.dumps(choice.to_dict()) for key, choice in choices.items()})
     return quantized
 
 
@@ -118,10 +122,16 @@ def insert_quantizers(folded: ir.Model, plan: QuantPlan, batches: list[np.ndarra
     return quantized
 
 
+def recorded_choice(model: ir.Model, key: str) -> dict | None:
+    """A search's choice that :func:`quantize` recorded under ``key`` (``GRANULARITY_KEY``,
+    ``PRECISION_KEY``), or None."""
+    text = model.metadata_props.get(key)
+    return json.loads(text) if text is not None else None
+
+
 def granularity_choice(model: ir.Model) -> dict | None:
     """The auto granularity choice recorded by :func:`quantize`, or None."""
-    text = model.metadata_props.get(GRANULARITY_KEY)
-    return json.loads(text) if text is not None else None
+    return recorded_choice(model, GRANULARITY_KEY)
 
 
 @dataclass
@@ -247,13 +257,15 @@ def convert(
 
 
 def diagnose(emitted: ir.Model, inputs: np.ndarray, recipe: Recipe) -> dict:
-    """Notes for the profile, layers left in float, the auto granularity choice, ORT CPU fusion
-    counts (ort-cpu), and for small models a cross-check of ORT against onnx.reference."""
+    """Notes for the profile, layers left in float, the searches' choices (auto granularity,
+    mixed precision), ORT CPU fusion counts (ort-cpu), and for small models a cross-check of ORT
+    against onnx.reference."""
     profile = recipe.profile
     found: dict = {"notes": profile.notes(recipe), "float_layers": float_layers(emitted), "warnings": []}
-    choice = granularity_choice(emitted)
-    if choice is not None:
-        found["granularity_choice"] = choice
+    for section, key in (("granularity_choice", GRANULARITY_KEY), ("mixed_precision", PRECISION_KEY)):
+        choice = recorded_choice(emitted, key)
+        if choice is not None:
+            found[section] = choice
     if profile.reports_fusion:
         found["ort_cpu_fusion"] = ort_fusion(emitted)
     if sum(value.const_value.nbytes for value in emitted.graph.initializers.values()) <= CROSS_CHECK_MAX_BYTES:

@@ -23,6 +23,7 @@ from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.float_path_weights import FloatPathWeightsPass
 from zsq_onnx.passes.fold_constants import KEPT_OPS, FoldConstantsPass
 from zsq_onnx.passes.name_quantized_weights import NameQuantizedWeightsPass
+from zsq_onnx.passes.narrow_weights import NarrowWeightContainersPass
 from zsq_onnx.passes.unsigned_weights import UnsignedWeightsPass
 from zsq_onnx.quantizers.spec import QuantSpec
 
@@ -103,8 +104,11 @@ class Profile:
         if self.reports_fusion:
             notes.append("8-bit weights use ORT's 7-bit reduce_range, exact in fused QLinearConv on every x86 CPU" if self.reduces_range(recipe) else
                          "8-bit weights use the full int8 range: on x86 CPUs without VNNI fused QLinearConv saturates and differs from QDQ (--reduce-range avoids it)")
-            if recipe.activations.bits < 8 or recipe.weights.bits < 8:
+            if recipe.activations.bits < 8 or recipe.weights.bits < 8 or recipe.mixed_precision.enabled:
                 notes.append("layers below 8 bits keep an 8-bit container with Clip and run as float QDQ, not as integer kernels")
+        if recipe.mixed_precision.enabled:
+            notes.append("mixed precision: weights at 2-4 bits are stored as int4, 5-7 bits in int8" if self.use_4bit_types else
+                         f"mixed precision: {self.name} stores every weight width in an int8 container (its integer kernels take no int4), so sizes on disk do not shrink below 8 bits")
         if self.exact_on_any_cpu:
             notes.append("int8 weights that ORT CPU would fuse into saturating u8 x s8 kernels (x86 without VNNI) are stored as uint8 + 128: "
                          "exact at every ORT level, at u8 x u8 kernel speed")
@@ -138,9 +142,10 @@ class Profile:
         return self.all_readers and not recipe.activations.signed
 
     def activation_4bit_types(self, recipe: Recipe) -> bool:
-        """Whether 4-bit activations use uint4/int4: only beside 4-bit weights, since uint4
-        activations feeding int8 weights make ORT fuse an invalid QLinearConv."""
-        return self.use_4bit_types and recipe.weights.bits == 4
+        """Whether 4-bit activations use uint4/int4: only beside 4-bit weights everywhere, since
+        uint4 activations feeding int8 weights make ORT fuse an invalid QLinearConv (so not under
+        mixed precision, where a layer may keep 8-bit weights)."""
+        return self.use_4bit_types and recipe.weights.bits == 4 and not recipe.mixed_precision.enabled
 
     def reduces_range(self, recipe: Recipe) -> bool:
         """Whether 8-bit weights use 7 bits (ORT's reduce_range): as the recipe says, else by
@@ -167,6 +172,7 @@ class Profile:
             FoldConstantsPass(kept_ops=KEPT_OPS - {"QuantizeLinear"}),
             RemoveUnusedNodesPass(),
             NameQuantizedWeightsPass(),
+            *([NarrowWeightContainersPass()] if self.use_4bit_types else []),
             *([FloatPathWeightsPass()] if self.integer_kernels else []),
             *([UnsignedWeightsPass()] if self.exact_on_any_cpu else []),
             RemoveUnusedOpsetsPass(),

@@ -111,7 +111,7 @@ class MixedPrecisionConfig:
     (``sim`` only), priced by BOPs."""
 
     enabled: bool = False
-    weight_bits: tuple[int, ...] = (2, 3, 4, 6, 8)
+    weight_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
     activation_bits: tuple[int, ...] = (4, 8)
     search_activations: bool = False
     avg_wbits: float | None = None
@@ -320,6 +320,7 @@ def build_recipe(
     granularity: GranularityMode = DEFAULT_RECIPE.granularity,
     granularity_budget: float = DEFAULT_RECIPE.granularity_budget,
     finetune: FinetuneConfig | None = None,
+    mixed_precision: MixedPrecisionConfig | None = None,
     calibration_method: CalibrationMethod = DEFAULT_RECIPE.calibration_method,
     calibration_percentile: float = DEFAULT_RECIPE.calibration_percentile,
     bias_correction: bool = DEFAULT_RECIPE.bias_correction,
@@ -353,6 +354,7 @@ def build_recipe(
         granularity=granularity,
         granularity_budget=granularity_budget,
         finetune=finetune or DEFAULT_RECIPE.finetune,
+        mixed_precision=mixed_precision or DEFAULT_RECIPE.mixed_precision,
         calibration_method=calibration_method,
         calibration_percentile=calibration_percentile,
         bias_correction=bias_correction,

@@ -140,7 +140,7 @@ def test_sensitivities_are_finite_and_fall_with_bits(digits_setting):
     assert len(searched) == 2 and all(not layer.sensitivity for layer in choice.layers if layer.fixed)
     for layer in searched:
         values = list(layer.sensitivity.values())
-        assert list(layer.sensitivity) == ["2", "3", "4", "6", "8"]
+        assert list(layer.sensitivity) == ["2", "3", "4", "5", "6", "8"]
         assert all(np.isfinite(v) and v >= 0 for v in values)
     assert sum(layer.sensitivity["2"] > layer.sensitivity["8"] for layer in searched) >= len(searched) / 2 + 0.5
 
@@ -168,7 +168,7 @@ def test_choose_bits_meets_the_average_bits_budget(digits_setting, profile):
     record = json.loads(json.dumps(choice.to_dict()))
     assert record == choice.to_dict()
     assert {"layers", "frontier", "chosen", "budget", "uniform"} <= set(record)
-    assert [u["bits"] for u in record["uniform"]] == [2, 3, 4, 6, 8]
+    assert [u["bits"] for u in record["uniform"]] == [2, 3, 4, 5, 6, 8]
     assert record["budget"] == {"kind": "avg_wbits", "value": 4, "cost": "size_bytes", "limit": pytest.approx(record["uniform"][2]["size_bytes"])}
 
 

@@ -25,8 +25,7 @@ occupy an 8-bit container on disk (see the README), which the size on disk, not 
 
     {"layers": [{"node", "params", "macs", "bits", "activation_bits", "fixed",
                  "sensitivity": {"<bits>": KL}, "activation_sensitivity": {"<bits>": KL}}],
-     "frontier": [{"size_bytes", "sensitivity", "avg_wbits", "bops", "bits": {node: bits},
-                   "activation_bits": {node: bits}}],   # cheapest first, at most 64 spread over cost
+     "frontier": [{"size_bytes", "sensitivity", "avg_wbits", "bops"}],   # cheapest first, at most 64 spread over cost
      "chosen": index into "frontier",
      "budget": {"kind": "avg_wbits" | "size_kb" | "bops", "value": as given,
                 "cost": "size_bytes" | "bops", "limit": the whole model's limit in that cost},
@@ -36,8 +35,8 @@ occupy an 8-bit container on disk (see the README), which the size on disk, not 
 
 A ``size_kb`` budget is in KiB (1024 bytes, as ZeroQ's MB are MiB). ``size_bytes`` and ``bops`` cover every weighted layer (fixed ones at their bits), ``bops`` in
 giga bit-operations per input sample; ``sensitivity`` sums the searchable layers' KL; ``avg_wbits``
-is the parameter-weighted mean weight width of the searchable layers; a point's ``bits`` and
-``activation_bits`` name the searchable layers (``activation_bits`` is empty unless searched).
+is the parameter-weighted mean weight width of the searchable layers; the chosen point's widths
+are the layers' ``bits`` and ``activation_bits``.
 Sensitivity keys are the widths as strings, so the dict reads back from JSON unchanged. Each
 ``uniform`` entry puts every searchable layer at that weight width and its plan input width.
 Where several searched layers read one tensor it is quantized at the widest of their choices;
@@ -112,8 +111,12 @@ class MixedPrecisionChoice:
     seconds: dict[str, float]
 
     def to_dict(self) -> dict:
-        """Plain dict, suitable for JSON."""
-        return dataclasses.asdict(self)
+        """Plain dict, suitable for JSON, kept small because it travels in the model's metadata:
+        frontier points without their per-layer maps (the chosen one's are the layers' bits)."""
+        record = dataclasses.asdict(self)
+        for point in record["frontier"]:
+            del point["bits"], point["activation_bits"]
+        return record
 
     @property
     def point(self) -> FrontierPoint:

@@ -115,8 +115,14 @@ def _percent(value: float | None) -> str:
 
 
 def _bits(report: dict[str, Any]) -> str:
-    recipe = report["recipe"]
+    recipe, precision = report["recipe"], report.get("mixed_precision")
+    if precision is not None:
+        return f"W{_chosen(precision)['avg_wbits']:.2f}(mixed)A{recipe['activations']['bits']}"
     return f"W{recipe['weights']['bits']}A{recipe['activations']['bits']}"
+
+
+def _chosen(precision: dict[str, Any]) -> dict[str, Any]:
+    return precision["frontier"][precision["chosen"]]
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -137,6 +143,11 @@ def summary(report: dict[str, Any]) -> str:
         kinds = Counter(row["choice"] for row in choice["tensors"])
         lines.append(f"  granularity auto: {', '.join(f'{count} {kind}' for kind, count in kinds.items())}; latency at batch 64 {choice['chosen_vs_fp32']:.2f}x FP32 "
                      f"(limit {choice['limit_vs_fp32']:.2f}x, all static {choice['static_vs_fp32']:.2f}x)")
+    precision = report.get("mixed_precision")
+    if precision is not None:
+        point, budget = _chosen(precision), precision["budget"]
+        lines.append(f"  mixed precision within {budget['kind']} {budget['value']:g}: average weight bits {point['avg_wbits']:.2f}, weights {point['size_bytes'] / 1024:.1f} KiB, "
+                     f"{point['bops']:.3g} GBOPs, sensitivity {point['sensitivity']:.4g} (point {precision['chosen'] + 1} of {len(precision['frontier'])} on the frontier)")
     tuned = report.get("finetune")
     if tuned is not None:
         lines.append(f"  finetune {tuned['steps']} steps in {tuned['seconds']:.0f} s on {tuned['device']}: KD loss {tuned['loss_start']:.4f} -> {tuned['loss_end']:.4f}, "
@@ -181,6 +192,15 @@ def _granularity_table(choice: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _precision_table(precision: dict[str, Any]) -> str:
+    widths = sorted({bits for layer in precision["layers"] for bits in layer["sensitivity"]}, key=int)
+    rows = ["| layer | parameters | bits | " + " | ".join(f"KL at {w} bits" for w in widths) + " |", "|---|---|---|" + "---|" * len(widths)]
+    for layer in precision["layers"]:
+        cells = " | ".join(f"{layer['sensitivity'][w]:.3g}" if w in layer["sensitivity"] else "" for w in widths)
+        rows.append(f"| {layer['node']} | {layer['params']} | {layer['bits']} | {cells} |")
+    return "\n".join(rows)
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The summary, the auto granularity choice per tensor (SQNR at its readers' outputs and ORT
     cost of each candidate), the activation ranges with their clipped fractions and a per-layer
@@ -188,26 +208,27 @@ def markdown(report: dict[str, Any]) -> str:
     rows = "\n".join(f"| {layer['layer']} | {layer['sqnr_db']:.1f} |" for layer in report["layers"])
     choice = report.get("granularity_choice")
     granularity = f"\n## Granularity choice\n\n{_granularity_table(choice)}\n" if choice is not None else ""
+    precision = report.get("mixed_precision")
+    granularity += f"\n## Mixed precision\n\n{_precision_table(precision)}\n" if precision is not None else ""
     observed = report["activation_ranges"]
     ranges = f"\n## Activation ranges ({observed['method']})\n\n{_ranges_table(observed)}\n" if observed["tensors"] else ""
     return f"# zsq-onnx report: {report['model']}\n\n```\n{summary(report)}\n```\n{granularity}{ranges}\n| layer | SQNR (dB) |\n|---|---|\n{rows}\n"
 
 
-def plot_layers(report: dict[str, Any]) -> bytes:
-    """A PNG bar chart of per-layer SQNR."""
-    import io
-
+def _figure(size: tuple[float, float]) -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    layers = report["layers"]
-    figure, axes = plt.subplots(figsize=(max(6.0, 0.35 * len(layers)), 4.0))
-    axes.bar(range(len(layers)), [min(layer["sqnr_db"], 80.0) for layer in layers], color="#3b7dd8")
-    axes.set_xticks(range(len(layers)), [layer["layer"] for layer in layers], rotation=90, fontsize=7)
-    axes.set_ylabel("SQNR vs FP32 (dB)")
-    axes.set_title(f"{report['model']} {_bits(report)} {report['recipe']['profile']}: per-layer SQNR")
+    return plt.subplots(figsize=size)
+
+
+def _png(figure: Any) -> bytes:
+    import io
+
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
@@ -215,12 +236,48 @@ def plot_layers(report: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
+def plot_layers(report: dict[str, Any]) -> bytes:
+    """A PNG bar chart of per-layer SQNR."""
+    layers = report["layers"]
+    figure, axes = _figure((max(6.0, 0.35 * len(layers)), 4.0))
+    axes.bar(range(len(layers)), [min(layer["sqnr_db"], 80.0) for layer in layers], color="#3b7dd8")
+    axes.set_xticks(range(len(layers)), [layer["layer"] for layer in layers], rotation=90, fontsize=7)
+    axes.set_ylabel("SQNR vs FP32 (dB)")
+    axes.set_title(f"{report['model']} {_bits(report)} {report['recipe']['profile']}: per-layer SQNR")
+    return _png(figure)
+
+
+def plot_frontier(report: dict[str, Any]) -> bytes:
+    """A PNG of the mixed-precision frontier: weight size against summed sensitivity, the chosen
+    point (with its top-1 where labelled data was given) and the uniform widths marked."""
+    precision = report["mixed_precision"]
+    frontier, point = precision["frontier"], _chosen(precision)
+    figure, axes = _figure((6.5, 4.5))
+    axes.plot([p["size_bytes"] / 1024 for p in frontier], [p["sensitivity"] for p in frontier], ".-", color="#3b7dd8", label="Pareto frontier")
+    uniform = precision["uniform"]
+    axes.scatter([u["size_bytes"] / 1024 for u in uniform], [u["sensitivity"] for u in uniform], marker="s", color="#888888", label="uniform")
+    for u in uniform:
+        axes.annotate(f"W{u['bits']}", (u["size_bytes"] / 1024, u["sensitivity"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    top1 = report["quantized"]["top1"]
+    label = f"chosen ({point['avg_wbits']:.2f} bits" + (f", top-1 {100 * top1:.2f}%)" if top1 is not None else ")")
+    axes.scatter([point["size_bytes"] / 1024], [point["sensitivity"]], marker="*", s=180, color="#d83b3b", zorder=3, label=label)
+    axes.set_yscale("symlog", linthresh=1e-4)
+    axes.set_xlabel("weight size (KiB)")
+    axes.set_ylabel("summed sensitivity (KL, synthetic data)")
+    axes.set_title(f"{report['model']}: mixed precision within {precision['budget']['kind']} {precision['budget']['value']:g}")
+    axes.legend(fontsize=8)
+    return _png(figure)
+
+
 def write(report: dict[str, Any], path: str | Path) -> list[Path]:
-    """Write the JSON report to ``path`` and its .md and .png beside it (each atomically)."""
+    """Write the JSON report to ``path`` and its .md and .png beside it (each atomically), and
+    with mixed precision the frontier as ``.frontier.png``."""
     path = Path(path)
     written = [write_text_atomic(to_json(report), path), write_text_atomic(markdown(report), path.with_suffix(".md"))]
     if report["layers"]:
         written.append(write_bytes_atomic(plot_layers(report), path.with_suffix(".png")))
+    if report.get("mixed_precision") is not None:
+        written.append(write_bytes_atomic(plot_frontier(report), path.with_suffix(".frontier.png")))
     return written
 
 
