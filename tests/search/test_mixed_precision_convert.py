@@ -64,3 +64,16 @@ def test_convert_reports_the_choice_and_draws_the_frontier(tmp_path):
     assert section["frontier"][section["chosen"]]["avg_wbits"] <= 5.0 + 1e-9
     assert (tmp_path / "report.frontier.png").stat().st_size > 0 and "## Mixed precision" in (tmp_path / "report.md").read_text()
     onnx.checker.check_model(onnx.load(tmp_path / "mp.onnx"), full_check=True)
+
+
+def test_a_size_budget_bounds_the_weight_bytes_on_disk(distilled):
+    model, batches = distilled
+    uniform4 = json.loads(pipeline.quantize(model, batches, _mixed(4.0)).metadata_props[METADATA_KEY])["uniform"]
+    budget_kb = next(u["disk_bytes"] for u in uniform4 if u["bits"] == 4) / 1024
+    recipe = build_recipe(bits="W8A8", profile="sim", mixed_precision=MixedPrecisionConfig(enabled=True, size_budget_kb=budget_kb))
+    quantized = pipeline.quantize(model, batches, recipe)
+    choice = json.loads(quantized.metadata_props[METADATA_KEY])
+    point = choice["frontier"][choice["chosen"]]
+    assert point["disk_bytes"] <= budget_kb * 1024
+    stored = sum(value.const_value.nbytes for name, value in emit(quantized).graph.initializers.items() if name.endswith(("weight.quantized", "weight.quantized.u8")))
+    assert stored == point["disk_bytes"]

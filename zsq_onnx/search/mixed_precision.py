@@ -18,22 +18,25 @@ BOPs) against sensitivity.
 The first and last weighted layers stay at their plan bits when the recipe keeps the ends at 8
 bits; they count in every size and BOPs total but are not searched. On targets that reduce the
 weight range (``ort-cpu``) the 8-bit candidate is the profile's 7-bit spec, reported as 8 bits
-(it is stored in 8). Sizes are ``params x bits / 8``, ZeroQ's measure: widths other than 4 and 8
-occupy an 8-bit container on disk (see the README), which the size on disk, not this, shows.
+(it is stored in 8). ``size_bytes`` is ``params x bits / 8``, ZeroQ's measure, which
+``avg_wbits`` budgets; ``disk_bytes`` counts the containers the weights occupy on disk (int4 for
+2-4 bits where the profile stores 4-bit types, otherwise 8 bits), which ``size_kb`` budgets, so a
+size budget is what the file's weights take.
 
 :meth:`MixedPrecisionChoice.to_dict` (stored in the model metadata under :data:`METADATA_KEY`)::
 
     {"layers": [{"node", "params", "macs", "bits", "activation_bits", "fixed",
                  "sensitivity": {"<bits>": KL}, "activation_sensitivity": {"<bits>": KL}}],
-     "frontier": [{"size_bytes", "sensitivity", "avg_wbits", "bops"}],   # cheapest first, at most 64 spread over cost
+     "frontier": [{"size_bytes", "disk_bytes", "sensitivity", "avg_wbits", "bops"}],   # cheapest first, at most 64 spread over cost
      "chosen": index into "frontier",
      "budget": {"kind": "avg_wbits" | "size_kb" | "bops", "value": as given,
-                "cost": "size_bytes" | "bops", "limit": the whole model's limit in that cost},
-     "uniform": [{"bits", "size_bytes", "sensitivity", "avg_wbits", "bops"}],  # per weight width
+                "cost": "size_bytes" | "disk_bytes" | "bops", "limit": the whole model's limit in that cost},
+     "uniform": [{"bits", "size_bytes", "disk_bytes", "sensitivity", "avg_wbits", "bops"}],  # per weight width
      "search_activations": bool, "samples": int,
      "seconds": {"sensitivity", "frontier"}}
 
-A ``size_kb`` budget is in KiB (1024 bytes, as ZeroQ's MB are MiB). ``size_bytes`` and ``bops`` cover every weighted layer (fixed ones at their bits), ``bops`` in
+A ``size_kb`` budget is in KiB (1024 bytes, as ZeroQ's MB are MiB). Sizes and ``bops`` cover
+every weighted layer (fixed ones at their bits), ``bops`` in
 giga bit-operations per input sample; ``sensitivity`` sums the searchable layers' KL; ``avg_wbits``
 is the parameter-weighted mean weight width of the searchable layers; the chosen point's widths
 are the layers' ``bits`` and ``activation_bits``.
@@ -89,6 +92,7 @@ class FrontierPoint:
     """One point of the frontier (see the module docstring for units)."""
 
     size_bytes: float
+    disk_bytes: float
     sensitivity: float
     avg_wbits: float
     bops: float
@@ -149,6 +153,12 @@ def _storage_bits(spec: QuantSpec, recipe: Recipe) -> int:
     return 8 if spec.bits == 7 and recipe.profile.reduces_range(recipe) else spec.bits
 
 
+def _container_bits(bits: int, recipe: Recipe) -> int:
+    """The bits a weight of ``bits`` occupies on disk for the recipe's profile: int4 for 2-4 bits
+    where the profile stores 4-bit types, else an 8-bit container."""
+    return 4 if bits <= 4 and recipe.profile.use_4bit_types else 8
+
+
 def _budget(recipe: Recipe, layers: Sequence[_Layer]) -> dict:
     """The budget as given and as a limit on the whole model's bytes or giga BOPs."""
     config = recipe.mixed_precision
@@ -157,7 +167,7 @@ def _budget(recipe: Recipe, layers: Sequence[_Layer]) -> dict:
     if config.avg_wbits is not None:
         return {"kind": "avg_wbits", "value": config.avg_wbits, "cost": "size_bytes", "limit": config.avg_wbits * searched / 8 + fixed_bytes}
     if config.size_budget_kb is not None:
-        return {"kind": "size_kb", "value": config.size_budget_kb, "cost": "size_bytes", "limit": config.size_budget_kb * KB}
+        return {"kind": "size_kb", "value": config.size_budget_kb, "cost": "disk_bytes", "limit": config.size_budget_kb * KB}
     return {"kind": "bops", "value": config.bops_budget, "cost": "bops", "limit": config.bops_budget}
 
 
@@ -223,10 +233,12 @@ def _options(layer: _Layer, recipe: Recipe) -> list[tuple[int, int]]:
     return [(w, a) for w in config.weight_bits for a in inputs]
 
 
-def _point(layers: Sequence[_Layer], picks: Sequence[tuple[int, int]], sensitivity: float, search_activations: bool) -> FrontierPoint:
+def _point(layers: Sequence[_Layer], picks: Sequence[tuple[int, int]], sensitivity: float, search_activations: bool, recipe: Recipe) -> FrontierPoint:
     """A frontier point from the (weight, input) widths of the searched layers, in order."""
     searched = [layer for layer in layers if layer.fixed_bits is None]
     size = sum(layer.params * layer.fixed_bits / 8 for layer in layers if layer.fixed_bits is not None)
+    disk = sum(layer.params * _container_bits(layer.fixed_bits, recipe) / 8 for layer in layers if layer.fixed_bits is not None)
+    disk += sum(layer.params * _container_bits(w, recipe) / 8 for layer, (w, _) in zip(searched, picks))
     bops = sum(layer.macs * layer.fixed_bits * layer.activation_bits for layer in layers if layer.fixed_bits is not None)
     size += sum(layer.params * w / 8 for layer, (w, _) in zip(searched, picks))
     bops += sum(layer.macs * w * a for layer, (w, a) in zip(searched, picks))
@@ -234,7 +246,7 @@ def _point(layers: Sequence[_Layer], picks: Sequence[tuple[int, int]], sensitivi
     average = sum(layer.params * w for layer, (w, _) in zip(searched, picks)) / params if params else 0.0
     bits = {layer.target.node: w for layer, (w, _) in zip(searched, picks)}
     activation_bits = {layer.target.node: a for layer, (_, a) in zip(searched, picks)} if search_activations else {}
-    return FrontierPoint(float(size), float(sensitivity), float(average), float(bops / GIGA), bits, activation_bits)
+    return FrontierPoint(float(size), float(disk), float(sensitivity), float(average), float(bops / GIGA), bits, activation_bits)
 
 
 def _chosen_plan(plan: QuantPlan, recipe: Recipe, layers: Sequence[_Layer], point: FrontierPoint) -> QuantPlan:
@@ -278,20 +290,20 @@ class _Sensitivities:
                 {str(a): kl for a, kl in zip(self.activation_bits, self.inputs.get(node, []))})
 
 
-def _uniform(layers: Sequence[_Layer], kl: _Sensitivities) -> list[dict]:
+def _uniform(layers: Sequence[_Layer], kl: _Sensitivities, recipe: Recipe) -> list[dict]:
     """For each weight width: every searched layer at it and at its plan input width."""
     searched = [layer for layer in layers if layer.fixed_bits is None]
     result = []
     for w in kl.weight_bits:
         picks = [(w, layer.activation_bits) for layer in searched]
-        point = _point(layers, picks, sum(kl.of(layer.target.node, w, a) for layer, (_, a) in zip(searched, picks)), False)
-        result.append({"bits": w, "size_bytes": point.size_bytes, "sensitivity": point.sensitivity, "avg_wbits": point.avg_wbits, "bops": point.bops})
+        point = _point(layers, picks, sum(kl.of(layer.target.node, w, a) for layer, (_, a) in zip(searched, picks)), False, recipe)
+        result.append({"bits": w, "size_bytes": point.size_bytes, "disk_bytes": point.disk_bytes, "sensitivity": point.sensitivity, "avg_wbits": point.avg_wbits, "bops": point.bops})
     return result
 
 
 def _too_small(budget: dict, cheapest: FrontierPoint, bits: int, fixed: bool) -> BadInputError:
     unit = {"avg_wbits": "average weight bits", "size_kb": "KiB", "bops": "GBOPs"}[budget["kind"]]
-    least = {"avg_wbits": cheapest.avg_wbits, "size_kb": cheapest.size_bytes / KB, "bops": cheapest.bops}[budget["kind"]]
+    least = {"avg_wbits": cheapest.avg_wbits, "size_kb": cheapest.disk_bytes / KB, "bops": cheapest.bops}[budget["kind"]]
     return BadInputError(f"mixed-precision budget {budget['value']:g} {unit} is below the cheapest choice, {least:.4g} {unit} "
                          f"(every searched layer at {bits} bits{', the ends at their plan bits' if fixed else ''})")
 
@@ -313,20 +325,24 @@ def choose_bits(
     kl = _Sensitivities(config.weight_bits, config.activation_bits, weight_kl, input_kl)
     measured = time.perf_counter()
     budget = _budget(recipe, layers)
-    by_bops = budget["cost"] == "bops"
     searched = [layer for layer in layers if layer.fixed_bits is None]
     options = [_options(layer, recipe) for layer in searched]
-    costs = [[layer.macs * w * a / GIGA if by_bops else layer.params * w / 8 for w, a in choices] for layer, choices in zip(searched, options)]
+    option_cost = {
+        "bops": lambda layer, w, a: layer.macs * w * a / GIGA,
+        "size_bytes": lambda layer, w, a: layer.params * w / 8,
+        "disk_bytes": lambda layer, w, a: layer.params * _container_bits(w, recipe) / 8,
+    }[budget["cost"]]
+    costs = [[option_cost(layer, w, a) for w, a in choices] for layer, choices in zip(searched, options)]
     sensitivities = [[kl.of(layer.target.node, w, a) for w, a in choices] for layer, choices in zip(searched, options)]
     assignments = pareto_frontier(costs, sensitivities, bins)
-    frontier = [_point(layers, [choices[c] for choices, c in zip(options, a.choices)], a.sensitivity, config.search_activations) for a in assignments]
-    chosen = best_within([Assignment(a.choices, p.bops if by_bops else p.size_bytes, p.sensitivity) for a, p in zip(assignments, frontier)], budget["limit"])
+    frontier = [_point(layers, [choices[c] for choices, c in zip(options, a.choices)], a.sensitivity, config.search_activations, recipe) for a in assignments]
+    chosen = best_within([Assignment(a.choices, getattr(p, budget["cost"]), p.sensitivity) for a, p in zip(assignments, frontier)], budget["limit"])
     if chosen is None:
         raise _too_small(budget, frontier[0], min(config.weight_bits), bool(fixed))
     finished = time.perf_counter()
     point = frontier[chosen]
     if max_points is not None:
-        kept = thin([p.bops if by_bops else p.size_bytes for p in frontier], max_points, {chosen})
+        kept = thin([getattr(p, budget["cost"]) for p in frontier], max_points, {chosen})
         frontier, chosen = [frontier[i] for i in kept], kept.index(chosen)
     reports = []
     for layer in layers:
@@ -334,7 +350,7 @@ def choose_bits(
         bits = (point.bits.get(node, layer.fixed_bits), point.activation_bits.get(node, layer.activation_bits))
         reports.append(LayerBits(node, layer.params, layer.macs, *bits, layer.fixed_bits is not None, *kl.report(node)))
     seconds = {"sensitivity": measured - start, "frontier": finished - measured}
-    choice = MixedPrecisionChoice(reports, frontier, chosen, budget, _uniform(layers, kl), config.search_activations, sum(len(b) for b in batches), seconds)
+    choice = MixedPrecisionChoice(reports, frontier, chosen, budget, _uniform(layers, kl, recipe), config.search_activations, sum(len(b) for b in batches), seconds)
     logger.info("mixed precision: %.2f average weight bits, %.1f KiB of weights, %.4g GBOPs, sensitivity %.4g (frontier of %d points, %d layers searched, %d fixed) in %.1f s",
                 point.avg_wbits, point.size_bytes / KB, point.bops, point.sensitivity, len(assignments), len(searched), len(fixed), finished - start)
     return _chosen_plan(plan, recipe, layers, point), choice

@@ -146,7 +146,7 @@ def summary(report: dict[str, Any]) -> str:
     precision = report.get("mixed_precision")
     if precision is not None:
         point, budget = _chosen(precision), precision["budget"]
-        lines.append(f"  mixed precision within {budget['kind']} {budget['value']:g}: average weight bits {point['avg_wbits']:.2f}, weights {point['size_bytes'] / 1024:.1f} KiB, "
+        lines.append(f"  mixed precision within {budget['kind']} {budget['value']:g}: average weight bits {point['avg_wbits']:.2f}, weights {point['size_bytes'] / 1024:.1f} KiB ({point['disk_bytes'] / 1024:.1f} KiB on disk), "
                      f"{point['bops']:.3g} GBOPs, sensitivity {point['sensitivity']:.4g} (point {precision['chosen'] + 1} of {len(precision['frontier'])} on the frontier)")
     tuned = report.get("finetune")
     if tuned is not None:
