@@ -48,7 +48,7 @@ def _scores(model, inputs: np.ndarray, labels: np.ndarray, fp32_logits: np.ndarr
 def bench_model(name: str, avg_bits: list[float], finetune_minutes: float, samples: int, steps: int, seed: int) -> dict:
     """Mixed vs uniform at each average width, from one shared distilled set."""
     loaded = pipeline.load_model(name, cifar_weights(name) if name in CIFAR_WEIGHTS else None)
-    dataset = load_dataset(asset(DATA.get(name, "data/cifar10_test.npz")), loaded.input_shape[1:])
+    dataset = load_dataset(asset(DATA.get(name, "data/cifar10_test.npz")), loaded.input_shape)
     inputs = loaded.preprocessing.apply(dataset.images)
     fp32_logits = run_batched(make_session(loaded.model), inputs)
     pool_size = max(samples, 256) if finetune_minutes > 0 else samples

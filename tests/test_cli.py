@@ -244,9 +244,9 @@ RAW = ("--input-scale", "1", "--mean", "0", "--std", "1")
 TINY = ("--samples", "8", "--synth-steps", "2", "--quiet")
 WRONG_INPUTS = {
     "eval-data-of-another-size": (("eval", "model.onnx", "--data", "big.npz", *RAW), ("big.npz", "32x32", "4x4")),
-    "eval-data-of-other-channels": (("eval", "model.onnx", "--data", "rgb.npz", *RAW), ("rgb.npz", "(3, 4, 4)", "(1, 4, 4)")),
+    "eval-data-of-other-channels": (("eval", "model.onnx", "--data", "rgb.npz", *RAW), ("rgb.npz", "3 channel(s)", "takes 1")),
     "eval-preprocessing-of-other-channels": (("eval", "model.onnx", "--data", "rgb.npz", "--input-scale", "1", "--mean", "0,0,0", "--std", "1,1,1"),
-                                             ("model.onnx", "1 input channel", "has 3")),
+                                             ("rgb.npz", "3 channel(s)", "takes 1")),
     "eval-reference-of-another-input": (("eval", "model.onnx", "--data", "small.npz", "--reference", "other.onnx", *RAW), ("other.onnx", "(1, 6, 6)")),
     "eval-labels-not-class-indices": (("eval", "model.onnx", "--data", "named.npz", *RAW), ("named.npz", "class indices")),
     "eval-data-of-another-size-in-convert": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--eval-data", "big.npz"), ("big.npz", "32x32", "8x8")),

@@ -171,7 +171,7 @@ def calibration_inputs(
     if calibration_data is not None:
         if loaded.preprocessing is None:
             raise BadInputError(f"{loaded.name}: carries no preprocessing metadata; pass --input-scale/--mean/--std")
-        images = load_dataset(calibration_data, loaded.input_shape[1:]).images[: recipe.synth.samples]
+        images = load_dataset(calibration_data, loaded.input_shape).images[: recipe.synth.samples]
         inputs = loaded.preprocessing.apply(images)
         size = recipe.synth.batch_size
         return SynthResult([inputs[i : i + size] for i in range(0, len(inputs), size)], [], {}, 0.0, source="real images")
@@ -228,7 +228,7 @@ def convert(
     start = time.perf_counter()
     with timer.stage("load"):
         loaded = load_model(source, weights, preprocessing)
-        dataset = load_dataset(eval_data, loaded.input_shape[1:]) if isinstance(eval_data, (str, Path)) else eval_data or loaded.default_eval_data
+        dataset = load_dataset(eval_data, loaded.input_shape) if isinstance(eval_data, (str, Path)) else eval_data or loaded.default_eval_data
         if dataset is not None and loaded.preprocessing is None:
             raise BadInputError(f"{source}: carries no zsq preprocessing metadata, so raw images from {dataset.name} cannot be fed; pass --input-scale/--mean/--std")
     with timer.stage("synth"):

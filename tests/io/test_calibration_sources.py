@@ -114,6 +114,16 @@ def test_class_folder_dataset(tmp_path):
         (tmp_path / name).mkdir()
         for index in range(3):
             Image.fromarray(np.full((6, 5, 3), 40 * label + index, np.uint8)).save(tmp_path / name / f"{index}.png")
-    data = load_dataset(tmp_path, (4, 4))
+    data = load_dataset(tmp_path, (3, 4, 4))
     assert data.images.shape == (6, 4, 4, 3) and data.labels.tolist() == [0, 0, 0, 1, 1, 1]
     assert data.images[4, 0, 0, 0] == 41
+
+
+def test_grayscale_class_folder_feeds_a_one_channel_model(tmp_path):
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        Image.fromarray(np.full((10, 12), 200 if label == "a" else 30, np.uint8)).save(tmp_path / label / "0.png")
+    data = load_dataset(tmp_path, (1, 8, 8))
+    assert data.images.shape == (2, 8, 8, 1) and data.labels.tolist() == [0, 1] and data.images[0].min() == 200

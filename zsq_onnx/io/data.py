@@ -33,35 +33,44 @@ class Dataset:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
-def load_dataset(path: str | Path, image_size: tuple[int, int] | None = None) -> Dataset:
-    """Load an .npz dataset, or a folder of class sub-folders of images (resized to ``image_size``);
-    an .npz whose images are not ``image_size`` is a BadInputError."""
+def load_dataset(path: str | Path, input_shape: tuple[int, ...] | None = None) -> Dataset:
+    """Load an .npz dataset, or a folder of class sub-folders of images (resized to the model's
+    ``input_shape`` (C, H, W), grayscale for one channel); images whose size or channel count is
+    not the model's are a BadInputError naming the file."""
     path = Path(path)
-    dataset = load_image_folder(path, image_size) if path.is_dir() else load_npz(path)
-    size = tuple(dataset.images.shape[1:3])
-    if image_size is not None and size != tuple(image_size):
-        raise BadInputError(f"{path}: images are {size[0]}x{size[1]} pixels, the model takes {image_size[0]}x{image_size[1]}; "
-                            "resize them, or give class folders of image files, which are resized on load")
+    dataset = load_image_folder(path, input_shape) if path.is_dir() else load_npz(path)
+    if input_shape is not None:
+        channels, size = input_shape[0], tuple(input_shape[1:])
+        found = tuple(dataset.images.shape[1:3])
+        if found != size:
+            raise BadInputError(f"{path}: images are {found[0]}x{found[1]} pixels, the model takes {size[0]}x{size[1]}; "
+                                "resize them, or give class folders of image files, which are resized on load")
+        found_channels = dataset.images.shape[3] if dataset.images.ndim == 4 else 1
+        if found_channels != channels:
+            raise BadInputError(f"{path}: images have {found_channels} channel(s), the model takes {channels}")
     logger.info("%s: %d images of shape %s, labels %d to %d", path, len(dataset), tuple(dataset.images.shape[1:]), dataset.labels.min(), dataset.labels.max())
     return dataset
 
 
-def load_image_folder(path: Path, image_size: tuple[int, int] | None = None) -> Dataset:
-    """Images in ``path/<class>/*.png|jpg``, classes in sorted order, as RGB uint8 NHWC."""
+def load_image_folder(path: Path, input_shape: tuple[int, ...] | None = None) -> Dataset:
+    """Images in ``path/<class>/*.png|jpg``, classes in sorted order, as uint8 NHWC: grayscale for
+    a one-channel ``input_shape`` (C, H, W), RGB otherwise, resized to its H x W."""
     from PIL import Image, UnidentifiedImageError
 
     classes = sorted(p for p in path.iterdir() if p.is_dir())
     files = [(f, label) for label, folder in enumerate(classes) for f in sorted(folder.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise BadInputError(f"{path}: expected class sub-folders holding images ({', '.join(IMAGE_SUFFIXES)}), found none")
+    mode = "L" if input_shape is not None and input_shape[0] == 1 else "RGB"
+    size = tuple(input_shape[1:]) if input_shape is not None else None
     images = []
     for file, _ in files:
         try:
             with Image.open(file) as image:
-                image = image.convert("RGB")
-                if image_size is not None and image.size != (image_size[1], image_size[0]):
-                    image = image.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
-                images.append(np.asarray(image, np.uint8))
+                image = image.convert(mode)
+                if size is not None and image.size != (size[1], size[0]):
+                    image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                images.append(np.asarray(image, np.uint8).reshape(image.size[1], image.size[0], -1))
         except (OSError, UnidentifiedImageError) as exc:
             raise BadInputError(f"{file}: not a readable image ({exc})") from None
     if len({image.shape for image in images}) > 1:

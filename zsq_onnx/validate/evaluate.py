@@ -101,8 +101,8 @@ def evaluate_files(model_path: str, data_path: str, reference_path: str | None =
     if reference is not None and onnx_io.image_input_shape(reference, reference_path) != expected:
         raise BadInputError(f"{reference_path}: takes inputs of shape {onnx_io.image_input_shape(reference, reference_path)}, "
                             f"{model_path} {expected}; a reference takes the same inputs")
-    data = load_dataset(data_path, expected[1:])
-    inputs = _model_inputs(data.images, preprocessing, expected, data_path, model_path)
+    data = load_dataset(data_path, expected)
+    inputs = _model_inputs(data.images, preprocessing, expected, model_path)
     logits, measures = measure(make_session(model, provider), inputs, data.labels)
     logger.info("%s on %s (%d samples): top-1 %s, latency b1 %.2f ms", model_path, data.name, len(data), _percent(measures.top1), measures.latency_ms_b1)
     result: dict = {"model": model_path, "dataset": data.name, "samples": len(data), "provider": provider, **asdict(measures), "size_bytes": Path(model_path).stat().st_size}
@@ -118,14 +118,11 @@ def evaluate_files(model_path: str, data_path: str, reference_path: str | None =
     return result
 
 
-def _model_inputs(images: np.ndarray, preprocessing: Preprocessing, expected: tuple[int, ...], data_path: str, model_path: str) -> np.ndarray:
-    """Raw NHWC ``images`` preprocessed into inputs of the model's shape ``expected`` (C, H, W);
-    BadInputError naming the data file when they would not have it."""
+def _model_inputs(images: np.ndarray, preprocessing: Preprocessing, expected: tuple[int, ...], model_path: str) -> np.ndarray:
+    """Raw NHWC ``images`` (already checked against the model's shape ``expected``, (C, H, W), by
+    :func:`load_dataset`) preprocessed; BadInputError when the preprocessing has other channels."""
     if len(preprocessing.mean) != expected[0]:
         raise BadInputError(f"{model_path}: takes {expected[0]} input channel(s), but the preprocessing (--mean/--std, or the model's metadata) has {len(preprocessing.mean)}")
-    shape = (images.shape[3], images.shape[1], images.shape[2])
-    if shape != expected:
-        raise BadInputError(f"{data_path}: images give inputs of shape {shape}, {model_path} takes {expected} (channels, height, width)")
     return preprocessing.apply(images)
 
 
