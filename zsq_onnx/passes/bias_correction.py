@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from zsq_onnx.passes.quantizer_nodes import new_initializer
 from zsq_onnx.quantizers.registry import Role, input_for, integer_range, is_calibrated_static
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def _conv_padding(node: ir.Node, spatial: Sequence[int], kernel: Sequence[int], 
         totals = [max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0) for n, s, k, d in zip(spatial, strides, kernel, dilations)]
         small, large = [t // 2 for t in totals], [t - t // 2 for t in totals]
         return (small, large) if mode == "SAME_UPPER" else (large, small)
-    pads = _ints(node, "pads", [0] * 2 * rank) if mode == "NOTSET" else [0] * 2 * rank
+    pads = list(node.attributes.get_ints("pads", [0] * 2 * rank)) if mode == "NOTSET" else [0] * 2 * rank
     return pads[:rank], pads[rank:]
 
 
@@ -82,7 +83,7 @@ def tap_means(node: ir.Node, mean_map: np.ndarray, kernel: Sequence[int]) -> np.
     (zero padding counted as zeros)."""
     spatial = mean_map.shape[1:]
     rank = len(spatial)
-    strides, dilations = _ints(node, "strides", [1] * rank), _ints(node, "dilations", [1] * rank)
+    strides, dilations = list(node.attributes.get_ints("strides", [1] * rank)), list(node.attributes.get_ints("dilations", [1] * rank))
     begin, end = _conv_padding(node, spatial, kernel, strides, dilations)
     outputs = [(n + b + e - d * (k - 1) - 1) // s + 1 for n, b, e, d, k, s in zip(spatial, begin, end, dilations, kernel, strides)]
     result = np.zeros((mean_map.shape[0], *kernel))
@@ -137,18 +138,18 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
         means = np.asarray(self.means[node.name], np.float64)
         quantized_means = np.asarray(self.quantized_means.get(node.name, means), np.float64)
         if node.op_type == "Conv":
-            group = _int_attribute(node, "group", 1)
+            group = node.attributes.get_int("group", 1)
             if means.ndim > 1:
                 means, quantized_means = (tap_means(node, m, weight.shape[2:]) for m in (means, quantized_means))
             return conv_response(quantized, quantized_means, group) - conv_response(weight, means, group)
-        if node.op_type == "Gemm" and not _int_attribute(node, "transA", 0):
-            beta = _float_attribute(node, "beta", 1.0)
+        if node.op_type == "Gemm" and not node.attributes.get_int("transA", 0):
+            beta = node.attributes.get_float("beta", 1.0)
             if beta == 0:
                 logger.debug("bias correction skips %s: Gemm with beta 0 ignores C", node.name)
                 return None
-            if not _int_attribute(node, "transB", 0):
+            if not node.attributes.get_int("transB", 0):
                 weight, quantized = weight.T, quantized.T
-            return _float_attribute(node, "alpha", 1.0) * (quantized @ quantized_means - weight @ means) / beta
+            return node.attributes.get_float("alpha", 1.0) * (quantized @ quantized_means - weight @ means) / beta
         logger.debug("bias correction skips %s: %s with these attributes has no per-output bias", node.name, node.op_type)
         return None
 
@@ -172,27 +173,11 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
                 bias.const_value = ir.tensor(corrected, name=bias.name)
                 return True
             name = _fresh_name(graph, f"{bias.name}.corrected")
-        value = ir.Value(name=name, shape=ir.Shape(corrected.shape), type=ir.TensorType(ir.DataType.FLOAT), const_value=ir.tensor(corrected, name=name))
-        graph.register_initializer(value)
+        value = new_initializer(graph, name, corrected)
         if len(node.inputs) < 3:
             node.resize_inputs(3)
         node.replace_input_with(2, value)
         return True
-
-
-def _int_attribute(node: ir.Node, name: str, default: int) -> int:
-    attribute = node.attributes.get(name)
-    return attribute.as_int() if attribute is not None else default
-
-
-def _ints(node: ir.Node, name: str, default: list[int]) -> list[int]:
-    attribute = node.attributes.get(name)
-    return list(attribute.as_ints()) if attribute is not None else default
-
-
-def _float_attribute(node: ir.Node, name: str, default: float) -> float:
-    attribute = node.attributes.get(name)
-    return attribute.as_float() if attribute is not None else default
 
 
 def _fresh_name(graph: ir.Graph, base: str) -> str:
