@@ -43,10 +43,9 @@ def quantized_weight(quantizer: ir.Node) -> tuple[np.ndarray, np.ndarray] | None
         return None
     weight, scale, zero_point = (input_for(quantizer, role).const_value.numpy() for role in (Role.SOURCE, Role.SCALE, Role.ZERO_POINT))
     qmin, qmax = integer_range(quantizer)
-    axis = quantizer.attributes.get("axis")
     shape = [1] * weight.ndim
     if np.size(scale) > 1:
-        shape[axis.as_int() if axis is not None else 1] = -1
+        shape[quantizer.attributes.get_int("axis", 1)] = -1
     scale = np.asarray(scale, np.float32).reshape(shape)
     zero_point = np.asarray(zero_point).astype(np.int64).reshape(shape)
     levels = np.clip(np.rint(weight.astype(np.float32) / scale) + zero_point, qmin, qmax)
@@ -66,8 +65,7 @@ def _tap_slice(size: int, tap: int, stride: int, dilation: int, pad: int, output
 
 def _conv_padding(node: ir.Node, spatial: Sequence[int], kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int]) -> tuple[list[int], list[int]]:
     """Padding before and after each spatial axis, as ONNX Conv defines it (auto_pad included)."""
-    auto_pad = node.attributes.get("auto_pad")
-    mode = auto_pad.as_string() if auto_pad is not None else "NOTSET"
+    mode = node.attributes.get_string("auto_pad", "NOTSET")
     rank = len(spatial)
     if mode in ("SAME_UPPER", "SAME_LOWER"):
         totals = [max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0) for n, s, k, d in zip(spatial, strides, kernel, dilations)]

@@ -12,8 +12,7 @@ logger = logging.getLogger(__name__)
 
 def _spatial_pads(pad: ir.Node) -> list[int] | None:
     """The Pad's spatial (begins..., ends...) when it pads only axes 2+ with zeros, else None."""
-    mode = pad.attributes.get("mode")
-    if mode is not None and mode.as_string() != "constant":
+    if pad.attributes.get_string("mode", "constant") != "constant":
         return None
     pads = pad.inputs[1] if len(pad.inputs) > 1 else None
     if pads is None or pads.const_value is None:
@@ -66,5 +65,4 @@ class FoldPadIntoConvPass(ir.passes.InPlacePass):
 
     @staticmethod
     def _foldable(conv: ir.Node) -> bool:
-        auto_pad = conv.attributes.get("auto_pad")
-        return auto_pad is None or auto_pad.as_string() == "NOTSET"
+        return conv.attributes.get_string("auto_pad", "NOTSET") == "NOTSET"

@@ -186,10 +186,9 @@ def _correctable_bias(node: ir.Node, target: WeightTarget) -> str | None:
     if node.op_type not in ("Conv", "Gemm") or len(node.inputs) < 3 or node.inputs[2] is None:
         return None
     bias, channels = node.inputs[2], node.inputs[1].const_value.shape[target.weight_axis]
-    beta = node.attributes.get("beta")
     if not bias.is_initializer() or bias.const_value is None or bias.const_value.dtype != ir.DataType.FLOAT or tuple(bias.const_value.shape) != (channels,):
         return None
-    return bias.name if beta is None or beta.as_float() == 1.0 else None
+    return bias.name if node.attributes.get_float("beta", 1.0) == 1.0 else None
 
 
 def _measure(folded: ir.Model, plan: QuantPlan, batches: Sequence[np.ndarray], recipe: Recipe, targets: list[WeightTarget], fixed: set[str]):

@@ -108,8 +108,7 @@ def batchnorm_stats(model: ir.Model, source: str = "model") -> list[BatchNormSta
         mean, var = node.inputs[3], node.inputs[4]
         if mean.const_value is None or var.const_value is None:
             continue
-        epsilon = node.attributes.get("epsilon")
-        epsilon = epsilon.as_float() if epsilon else 1e-5
+        epsilon = node.attributes.get_float("epsilon", 1e-5)
         stats.append(BatchNormStat(node.name, node.inputs[0].name, node.outputs[0].name, node.inputs[1].name, node.inputs[2].name, mean.name, var.name, epsilon))
     if not stats:
         raise NoBatchNormError(
