@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from zsq_onnx.errors import BadInputError, ZsqError
-from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer
+from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, WeightLevels
 from zsq_onnx.profiles import PROFILES
 from zsq_onnx.recipe import DEFAULT_RECIPE
 
@@ -116,6 +116,9 @@ def _preprocessing(input_scale, mean, std):
               help="Activations: calibrated static scales, GranQ per-sample per-channel scales computed in the graph, or a per-tensor choice.")
 @click.option("--granularity-budget", type=float, default=DEFAULT_RECIPE.granularity_budget, show_default=True,
               help="auto: latency allowed over the slower of FP32 and the all-static graph at batch 64, as a fraction (0.3 = 1.3x).")
+@click.option("--weight-quantizer", type=_choice(WeightLevels), default=DEFAULT_RECIPE.weights.levels.value, show_default=True,
+              help="Weight levels: uniform QDQ (integer kernels), or ASQ's powers of sqrt(2) (post) or powers of two (pot) as k-bit codes into a lookup table "
+                   "(float kernels; first and last layers stay uniform with --keep-ends-8bit).")
 @click.option("--weight-symmetric/--weight-asymmetric", default=DEFAULT_RECIPE.weights.symmetric, show_default=True)
 @click.option("--act-symmetric/--act-asymmetric", default=None, help="Default: symmetric for tensorrt/ort-cuda, asymmetric otherwise.")
 @click.option("--keep-ends-8bit/--no-keep-ends-8bit", default=DEFAULT_RECIPE.keep_ends_8bit, show_default=True, help="First conv and last linear at 8 bits.")

@@ -81,3 +81,16 @@ class Device(enum.StrEnum):
 
     CUDA = "cuda"
     """The first CUDA device (torch's, or ORT's CUDA execution provider)."""
+
+
+class WeightLevels(enum.StrEnum):
+    """The levels a weight quantizer rounds to (``convert --weight-quantizer``)."""
+
+    UNIFORM = "uniform"
+    """Evenly spaced integer levels times a scale: QuantizeLinear/DequantizeLinear, integer kernels."""
+
+    POST = "post"
+    """ASQ's powers of sqrt(2), {0, +-alpha (sqrt 2)^-i}: k-bit codes and a lookup table, float kernels."""
+
+    POT = "pot"
+    """Powers of two, {0, +-alpha 2^-i}: k-bit codes and a lookup table, float kernels."""

@@ -22,6 +22,7 @@ from zsq_onnx.errors import BadInputError
 from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.float_path_weights import FloatPathWeightsPass
 from zsq_onnx.passes.fold_constants import KEPT_OPS, FoldConstantsPass
+from zsq_onnx.passes.lut_weights import DECODING_OPS, LutWeightsPass
 from zsq_onnx.passes.name_quantized_weights import NameQuantizedWeightsPass
 from zsq_onnx.passes.narrow_weights import NarrowWeightContainersPass
 from zsq_onnx.passes.unsigned_weights import UnsignedWeightsPass
@@ -89,6 +90,8 @@ class Profile:
             raise BadInputError(f"profile {self.name}: --search-activations chooses 4-bit activations per layer, which only --profile sim runs as such")
         if not self.symmetric_int8_only:
             return
+        if recipe.weights.lookup_table:
+            raise BadInputError(f"profile {self.name} runs int8 QDQ only: --weight-quantizer {recipe.weights.levels} needs --profile sim or ort-cpu")
         if recipe.mixed_precision.enabled:
             raise BadInputError(f"profile {self.name} runs int8 only: --mixed-precision needs --profile sim or ort-cpu")
         weights, activations = recipe.weights, recipe.activations
@@ -109,6 +112,11 @@ class Profile:
         if recipe.mixed_precision.enabled:
             notes.append("mixed precision: weights at 2-4 bits are stored as int4, 5-7 bits in int8" if self.use_4bit_types else
                          f"mixed precision: {self.name} stores every weight width in an int8 container (its integer kernels take no int4), so sizes on disk do not shrink below 8 bits")
+        if recipe.weights.lookup_table:
+            notes.append(f"{recipe.weights.levels} weights are stored as {recipe.weights.bits}-bit codes "
+                         f"({'uint4' if self.use_4bit_types and recipe.weights.bits <= 4 else 'uint8'} on disk) into a table of "
+                         f"{(1 << recipe.weights.bits) - 1} levels times a per-channel alpha, decoded once by Gather when ORT loads the model: "
+                         "their layers run float kernels (no integer QDQ kernel takes non-uniform levels)")
         if self.exact_on_any_cpu:
             notes.append("int8 weights that ORT CPU would fuse into saturating u8 x s8 kernels (x86 without VNNI) are stored as uint8 + 128: "
                          "exact at every ORT level, at u8 x u8 kernel speed")
@@ -161,15 +169,17 @@ class Profile:
 
 
     def emit_passes(self) -> list[ir.passes.PassBase]:
-        """The passes that lower a model with zsq quantizers for this target: inline the functions
-        to QuantizeLinear/DequantizeLinear, store quantized weights as integer initializers (as
+        """The passes that lower a model with zsq quantizers for this target: store lookup-table
+        weights as codes decoded by Gather (LutWeightsPass), inline the functions to
+        QuantizeLinear/DequantizeLinear, store quantized weights as integer initializers (as
         dequantized floats for the layers an integer-kernel target runs in float, see
         FloatPathWeightsPass; as uint8 where ORT would fuse saturating kernels, see
         UnsignedWeightsPass), and run the full checker."""
         return [
+            LutWeightsPass(self.use_4bit_types),
             InlinePass(),
             RemoveUnusedFunctionsPass(),
-            FoldConstantsPass(kept_ops=KEPT_OPS - {"QuantizeLinear"}),
+            FoldConstantsPass(kept_ops=(KEPT_OPS - {"QuantizeLinear"}) | DECODING_OPS),
             RemoveUnusedNodesPass(),
             NameQuantizedWeightsPass(),
             *([NarrowWeightContainersPass()] if self.use_4bit_types else []),

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zsq_onnx.errors import BadInputError, InternalError
-from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer
+from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, WeightLevels
 from zsq_onnx.profiles import ORT_CPU, Profile, get_profile
 from zsq_onnx.quantizers.spec import QuantSpec
 
@@ -163,6 +163,10 @@ class Recipe:
             raise BadInputError(f"--granularity-budget must be a non-negative fraction of FP32 latency, got {self.granularity_budget}")
         if self.weights.granularity == Granularity.GRANULAR:
             raise BadInputError("granular quantization applies to activations only")
+        if self.activations.lookup_table:
+            raise BadInputError(f"{self.activations.levels} levels apply to weights only (a lookup table of constant weights)")
+        if self.weights.lookup_table and self.mixed_precision.enabled:
+            raise BadInputError(f"--mixed-precision searches uniform weight widths: use it without --weight-quantizer {self.weights.levels}")
         if (self.granularity == GranularityMode.STATIC) == (self.activations.granularity == Granularity.GRANULAR):
             raise BadInputError(f"--granularity {self.granularity} does not match activation granularity {self.activations.granularity}")
         if self.finetune.activation_quantizer == ActivationQuantizer.ADAPTIVE and self.granularity != GranularityMode.STATIC:
@@ -308,6 +312,7 @@ def build_recipe(
     profile: str = DEFAULT_RECIPE.profile.name,
     weight_symmetric: bool = DEFAULT_RECIPE.weights.symmetric,
     weight_granularity: Granularity = DEFAULT_RECIPE.weights.granularity,
+    weight_quantizer: WeightLevels = DEFAULT_RECIPE.weights.levels,
     act_symmetric: bool | None = None,
     act_granularity: Granularity = DEFAULT_RECIPE.activations.granularity,
     keep_ends_8bit: bool = DEFAULT_RECIPE.keep_ends_8bit,
@@ -332,7 +337,9 @@ def build_recipe(
     per-tensor, per-channel and granular within ``granularity_budget``). ``calibration_method``
     chooses static activation ranges (see :mod:`zsq_onnx.plan.observers`; ``calibration_percentile``
     for ``percentile``); ``bias_correction`` corrects each Conv/Gemm bias, layer by layer, for the
-    mean shift quantization causes at its output (see :mod:`zsq_onnx.plan.sequential_bias`)."""
+    mean shift quantization causes at its output (see :mod:`zsq_onnx.plan.sequential_bias`).
+    ``weight_quantizer`` picks the weight levels: uniform QDQ, or ASQ's POST or powers of two
+    as codes into a lookup table (see :mod:`zsq_onnx.quantizers.lut`)."""
     weight_bits, activation_bits = parse_bits(bits) if bits else (DEFAULT_RECIPE.weights.bits, DEFAULT_RECIPE.activations.bits)
     weight_bits = wbits if wbits is not None else weight_bits
     activation_bits = abits if abits is not None else activation_bits
@@ -344,7 +351,7 @@ def build_recipe(
     if any(value <= 0 for value in overrides.values()):
         raise BadInputError(f"synthesis settings must be positive, got {overrides}")
     recipe = Recipe(
-        weights=QuantSpec(weight_bits, weight_symmetric, weight_granularity),
+        weights=QuantSpec(weight_bits, weight_symmetric, weight_granularity, weight_quantizer),
         activations=QuantSpec(activation_bits, act_symmetric, act_granularity if granularity == GranularityMode.STATIC else Granularity.GRANULAR),
         profile=target,
         keep_ends_8bit=keep_ends_8bit,

@@ -2,8 +2,8 @@
 channel's mean by eps . E[x]; subtract that shift from the Conv/Gemm bias (adding a bias where
 the node has none), so the quantized layer's mean output is the float layer's.
 
-The pass takes the input means as data and reads W_q from the node's zsq static weight
-quantizer, computed as the graph computes it (its scale, zero point and integer range): it runs
+The pass takes the input means as data and reads W_q from the node's zsq weight quantizer
+(static or lookup table), computed as the graph computes it: it runs
 after QuantizeWeightsPass and before QuantizeBiasPass rounds the corrected bias to int32. Given
 also the mean of the node's input *in the quantized graph* (``quantized_means``, E[x_q]), the
 shift is W_q . E[x_q] - W . E[x]: the mean the quantized layer adds to its output minus the
@@ -29,27 +29,18 @@ import numpy as np
 import onnx_ir as ir
 
 from zsq_onnx.passes.quantizer_nodes import new_initializer
-from zsq_onnx.quantizers.registry import Role, input_for, integer_range, is_calibrated_static
+from zsq_onnx.quantizers.registry import Role, constant_output, input_for
 
 logger = logging.getLogger(__name__)
 
 
 def quantized_weight(quantizer: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
-    """(W, W_q) of a zsq static quantizer of a constant weight, W_q as QuantizeLinear ->
-    (Clip) -> DequantizeLinear compute it (round half to even); None for anything else."""
-    if not is_calibrated_static(quantizer):
+    """(W, W_q) of a zsq quantizer of a constant weight, W_q as the graph computes it (see
+    :func:`~zsq_onnx.quantizers.registry.constant_output`); None for anything else."""
+    quantized = constant_output(quantizer)
+    if quantized is None:
         return None
-    if any(value is None or value.const_value is None for value in quantizer.inputs):
-        return None
-    weight, scale, zero_point = (input_for(quantizer, role).const_value.numpy() for role in (Role.SOURCE, Role.SCALE, Role.ZERO_POINT))
-    qmin, qmax = integer_range(quantizer)
-    shape = [1] * weight.ndim
-    if np.size(scale) > 1:
-        shape[quantizer.attributes.get_int("axis", 1)] = -1
-    scale = np.asarray(scale, np.float32).reshape(shape)
-    zero_point = np.asarray(zero_point).astype(np.int64).reshape(shape)
-    levels = np.clip(np.rint(weight.astype(np.float32) / scale) + zero_point, qmin, qmax)
-    return weight, ((levels - zero_point) * scale).astype(np.float32)
+    return input_for(quantizer, Role.SOURCE).const_value.numpy(), quantized
 
 
 def _tap_slice(size: int, tap: int, stride: int, dilation: int, pad: int, outputs: int) -> slice:

@@ -1,4 +1,5 @@
-"""Insert a zsq static quantizer on the weight of every Conv/Gemm/MatMul."""
+"""Insert a zsq weight quantizer on the weight of every Conv/Gemm/MatMul: static (uniform) or a
+lookup table, as its spec's levels say."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from zsq_onnx.errors import BadInputError
-from zsq_onnx.passes.quantizer_nodes import add_static_quantizer, ensure_quantizer_functions
+from zsq_onnx.passes.quantizer_nodes import add_lut_quantizer, add_static_quantizer, ensure_quantizer_functions
 from zsq_onnx.plan.targets import as_weight_target, weight_axis
 from zsq_onnx.quantizers.params import range_params
 from zsq_onnx.quantizers.spec import QuantSpec
@@ -27,7 +28,8 @@ def weight_params(weight: np.ndarray, spec: QuantSpec, axis: int) -> tuple[np.nd
 
 class QuantizeWeightsPass(ir.passes.InPlacePass):
     """Quantize each weighted node's weight with the spec ``specs[node name]`` (nodes not named
-    there stay float); scales come from the weight's own min/max."""
+    there stay float); uniform scales come from the weight's own min/max, lookup-table alphas
+    from a percentile of |w|."""
 
     def __init__(self, specs: Mapping[str, QuantSpec], use_4bit_types: bool = True) -> None:
         super().__init__()
@@ -53,8 +55,11 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
                 if not np.isfinite(values).all():
                     raise BadInputError(f"weight {weight.name!r} of node {node.name!r} contains NaN or inf")
                 spec = self.specs[target.node]
-                scale, zero_point = weight_params(values, spec, target.weight_axis)
-                quantizer = add_static_quantizer(graph, weight, scale, zero_point, spec, target.weight_axis, self.use_4bit_types)
+                if spec.lookup_table:
+                    quantizer = add_lut_quantizer(graph, weight, spec, target.weight_axis)
+                else:
+                    scale, zero_point = weight_params(values, spec, target.weight_axis)
+                    quantizer = add_static_quantizer(graph, weight, scale, zero_point, spec, target.weight_axis, self.use_4bit_types)
                 graph.insert_before(node, quantizer)
                 done[weight.name] = quantizer.outputs[0]
             node.replace_input_with(1, done[weight.name])

@@ -50,6 +50,8 @@ class Role(enum.Enum):
     """The step of another quantizer (a layer input's) that this one reads, not owns."""
     WEIGHT_SCALE = "weight_scale"
     """The step of another quantizer (a layer weight's) that this one reads, not owns."""
+    LEVEL_TABLE = "level_table"
+    """The sorted levels a lookup-table quantizer rounds to, in units of its scale."""
 
 
 @dataclass(frozen=True)
@@ -86,13 +88,17 @@ class QuantizerKind:
     """One zsq quantizer op: ``function`` (onnxscript) is its ONNX body, ``torch_op`` what
     TorchGraph runs instead, ``inputs`` the role of each input in order. ``calibrated_static``:
     scale and zero point are initializers that calibration sets, per tensor or per channel on
-    the ``axis`` attribute, so passes may read or replace them."""
+    the ``axis`` attribute, so passes may read or replace them. ``constant_output``: the output
+    of a node of this kind whose inputs are all constants, in numpy exactly as its ONNX body
+    computes it (bias correction reads quantized weights through it); None for kinds that
+    quantize activations."""
 
     op_type: str
     function: OnnxFunction
     torch_op: TorchOp
     inputs: tuple[InputRole, ...]
     calibrated_static: bool = False
+    constant_output: Callable[[ir.Node], np.ndarray] | None = None
 
     def positions(self, role: Role) -> tuple[int, ...]:
         """The input positions that have ``role``."""
@@ -225,3 +231,14 @@ def integer_range(node: ir.Node) -> tuple[int, int] | None:
     if levels is not None and levels.const_value is not None:
         return 0, int(np.asarray(levels.const_value.numpy()).item())
     return None
+
+
+def constant_output(node: ir.Node) -> np.ndarray | None:
+    """The output of quantizer ``node`` when all its inputs are constants and its kind can say it
+    in numpy (see :attr:`QuantizerKind.constant_output`), else None."""
+    kind = kind_of(node)
+    if kind is None or kind.constant_output is None:
+        return None
+    if any(value is None or value.const_value is None for value in node.inputs):
+        return None
+    return kind.constant_output(node)

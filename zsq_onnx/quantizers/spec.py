@@ -5,19 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from zsq_onnx.errors import BadInputError
-from zsq_onnx.options import Granularity
+from zsq_onnx.options import Granularity, WeightLevels
 
 
 @dataclass(frozen=True)
 class QuantSpec:
-    """How one kind of tensor is quantized: bit width, symmetry and granularity.
+    """How one kind of tensor is quantized: bit width, symmetry, granularity and levels.
 
     ``granular`` (activations only) is GranQ's per-sample, per-channel range computed in the
-    graph; it is always asymmetric over [min, max], so ``symmetric`` does not apply to it."""
+    graph; it is always asymmetric over [min, max], so ``symmetric`` does not apply to it.
+    ``levels`` other than uniform (weights only) are the symmetric lookup tables of
+    :mod:`zsq_onnx.quantizers.lut`: at most 2^bits - 1 levels, one alpha per channel or tensor."""
 
     bits: int = 8
     symmetric: bool = True
     granularity: Granularity = Granularity.PER_TENSOR
+    levels: WeightLevels = WeightLevels.UNIFORM
 
     def __post_init__(self) -> None:
         if not 2 <= self.bits <= 8:
@@ -26,6 +29,17 @@ class QuantSpec:
             object.__setattr__(self, "granularity", Granularity(self.granularity))
         except ValueError:
             raise BadInputError(f"unknown granularity {self.granularity!r}; expected one of {', '.join(Granularity)}") from None
+        try:
+            object.__setattr__(self, "levels", WeightLevels(self.levels))
+        except ValueError:
+            raise BadInputError(f"unknown weight quantizer {self.levels!r}; expected one of {', '.join(WeightLevels)}") from None
+        if self.levels != WeightLevels.UNIFORM and not self.symmetric:
+            raise BadInputError(f"{self.levels} weight levels are symmetric around 0: drop --weight-asymmetric")
+
+    @property
+    def lookup_table(self) -> bool:
+        """Whether the levels are a lookup table (codes, table, alpha) rather than uniform QDQ."""
+        return self.levels != WeightLevels.UNIFORM
 
     @property
     def signed(self) -> bool:

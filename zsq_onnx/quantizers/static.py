@@ -15,11 +15,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
+import onnx_ir as ir
 from onnxscript import opset21 as op
 from onnxscript import script
 
 from zsq_onnx.quantizers.common import INTEGER_RANGES, fake_quantize, learned_scale, zsq
-from zsq_onnx.quantizers.registry import InputRole, NodeInputs, QuantizerKind, Role, register
+from zsq_onnx.quantizers.registry import InputRole, NodeInputs, QuantizerKind, Role, input_for, integer_range, register
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +54,26 @@ def _static_quantize_clip(inputs: list, attrs: dict[str, Any], node: NodeInputs)
     return fake_quantize(x, learned_scale(x, scale, int(qmax), per_sample=not node.constant[0]), zero_point, int(qmin), int(qmax), attrs.get("axis", 1))
 
 
+def _dequantized_constant(node: ir.Node) -> np.ndarray:
+    """The output of a static quantizer of constants in numpy, as QuantizeLinear -> (Clip) ->
+    DequantizeLinear compute it (round half to even)."""
+    source, scale, zero_point = (input_for(node, role).const_value.numpy() for role in (Role.SOURCE, Role.SCALE, Role.ZERO_POINT))
+    qmin, qmax = integer_range(node)
+    shape = [1] * source.ndim
+    if np.size(scale) > 1:
+        shape[node.attributes.get_int("axis", 1)] = -1
+    scale = np.asarray(scale, np.float32).reshape(shape)
+    zero_point = np.asarray(zero_point).astype(np.int64).reshape(shape)
+    levels = np.clip(np.rint(source.astype(np.float32) / scale) + zero_point, qmin, qmax)
+    return ((levels - zero_point) * scale).astype(np.float32)
+
+
 _INPUTS = (InputRole("x", Role.SOURCE, trainable=True), InputRole("scale", Role.SCALE, trainable=True), InputRole("zero_point", Role.ZERO_POINT))
 
-STATIC = register(QuantizerKind("StaticQuantize", StaticQuantize, _static_quantize, _INPUTS, calibrated_static=True))
+STATIC = register(QuantizerKind("StaticQuantize", StaticQuantize, _static_quantize, _INPUTS, calibrated_static=True, constant_output=_dequantized_constant))
 STATIC_CLIP = register(QuantizerKind(
     "StaticQuantizeClip", StaticQuantizeClip, _static_quantize_clip, (*_INPUTS, InputRole("qmin", Role.QMIN), InputRole("qmax", Role.QMAX)), calibrated_static=True,
+    constant_output=_dequantized_constant,
 ))
 
 
