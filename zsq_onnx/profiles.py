@@ -22,7 +22,7 @@ from zsq_onnx.errors import BadInputError
 from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.float_path_weights import FloatPathWeightsPass
 from zsq_onnx.passes.fold_constants import KEPT_OPS, FoldConstantsPass
-from zsq_onnx.passes.lut_weights import DECODING_OPS, LutWeightsPass
+from zsq_onnx.passes.lut_weights import LutWeightsPass
 from zsq_onnx.passes.name_quantized_weights import NameQuantizedWeightsPass
 from zsq_onnx.passes.narrow_weights import NarrowWeightContainersPass
 from zsq_onnx.passes.unsigned_weights import UnsignedWeightsPass
@@ -179,7 +179,7 @@ class Profile:
             LutWeightsPass(self.use_4bit_types),
             InlinePass(),
             RemoveUnusedFunctionsPass(),
-            FoldConstantsPass(kept_ops=(KEPT_OPS - {"QuantizeLinear"}) | DECODING_OPS),
+            FoldConstantsPass(kept_ops=KEPT_OPS - {"QuantizeLinear"}),
             RemoveUnusedNodesPass(),
             NameQuantizedWeightsPass(),
             *([NarrowWeightContainersPass()] if self.use_4bit_types else []),

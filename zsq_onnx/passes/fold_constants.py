@@ -13,6 +13,9 @@ logger = logging.getLogger(__name__)
 
 MAX_ELEMENTS = 1 << 20
 KEPT_OPS = frozenset({"BatchNormalization", "QuantizeLinear", "DequantizeLinear"})
+KEEP_UNFOLDED = "zsq.keep_unfolded"
+"""A key of ``node.meta`` (not serialized): a pass that builds constant nodes the emitted model must
+keep (a lookup table's decoding) sets it, and folding leaves those nodes as they are."""
 
 
 def evaluate_node(node: ir.Node, opset: int) -> list[np.ndarray]:
@@ -37,7 +40,8 @@ class FoldConstantsPass(ir.passes.InPlacePass):
     The TorchScript exporter leaves shape arithmetic (Shape, ConstantOfShape, Concat, ...) for
     padding and reshapes; folding it gives a graph of the ops that matter. Ops in ``kept_ops``
     (BatchNormalization and Q/DQ by default) stay, and so do outputs above ``MAX_ELEMENTS``
-    (except QuantizeLinear's: integer weights of any size are smaller than their float source).
+    (except QuantizeLinear's: integer weights of any size are smaller than their float source), and
+    so do nodes marked :data:`KEEP_UNFOLDED`.
     At emission, ``kept_ops`` without QuantizeLinear turns quantized weights into integer
     initializers read by DequantizeLinear.
     """
@@ -51,7 +55,7 @@ class FoldConstantsPass(ir.passes.InPlacePass):
         opset = model.opset_imports.get("", 21)
         modified = False
         for node in list(graph):
-            if node.domain not in ("", "ai.onnx") or node.op_type in self.kept_ops or not node.inputs:
+            if node.domain not in ("", "ai.onnx") or node.op_type in self.kept_ops or not node.inputs or node.meta.get(KEEP_UNFOLDED):
                 continue
             if any(v is not None and (v.const_value is None or not v.is_initializer()) for v in node.inputs):
                 continue

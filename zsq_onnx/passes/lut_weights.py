@@ -6,23 +6,20 @@ import logging
 
 import onnx_ir as ir
 
+from zsq_onnx.passes.fold_constants import KEEP_UNFOLDED
 from zsq_onnx.passes.quantizer_nodes import new_initializer
 from zsq_onnx.quantizers.lut import LUT, codes
 from zsq_onnx.quantizers.registry import Role, input_for, kind_of
 
 logger = logging.getLogger(__name__)
 
-DECODING_OPS = frozenset({"Cast", "Gather"})
-"""The ops that decode stored codes, which constant folding must leave in the emitted graph."""
-
-
 class LutWeightsPass(ir.passes.InPlacePass):
     """Each zsq lookup-table quantizer of a constant weight becomes its codes, stored as uint4
     where the table has at most 16 levels and the target loads 4-bit types (else uint8), read
     by Cast(int32) -> Gather(table) -> Mul(alpha): the file holds k-bit codes, the 2^k - 1 table
     entries and one alpha per channel, and ORT decodes them to exactly the levels the quantizer
-    computed. Runs before the quantizer functions are inlined; folding must keep
-    :data:`DECODING_OPS`."""
+    computed. Runs before the quantizer functions are inlined, and marks the decoding
+    :data:`~zsq_onnx.passes.fold_constants.KEEP_UNFOLDED` so that folding keeps it."""
 
     def __init__(self, use_4bit_types: bool) -> None:
         super().__init__()
@@ -46,6 +43,8 @@ class LutWeightsPass(ir.passes.InPlacePass):
             scaled = ir.node("Mul", [gather.outputs[0], alpha], name=f"{node.name}/scale")
             output = node.outputs[0]
             cast.outputs[0].name, gather.outputs[0].name = f"{weight.name}.code_index", f"{weight.name}.levels"
+            for decoding in (cast, gather):
+                decoding.meta[KEEP_UNFOLDED] = True
             graph.insert_after(node, [cast, gather, scaled])
             output.replace_all_uses_with(scaled.outputs[0], replace_graph_outputs=output.is_graph_output())
             graph.remove(node, safe=True)
