@@ -272,3 +272,22 @@ def test_wrong_inputs_exit_2_with_one_line(tmp_path, monkeypatch, case):
     before = sorted(tmp_path.rglob("*"))
     _assert_bad_input(_invoke(*args), *words)
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_post_weights_convert_inspect_and_refuse_what_cannot_run_them(tmp_path):
+    import json
+
+    out = tmp_path / "post.onnx"
+    result = _invoke("convert", "digits-cnn", "-o", str(out), "--bits", "W4A8", "--profile", "sim", "--weight-quantizer", "post", "--no-keep-ends-8bit",
+                     "--samples", "16", "--synth-steps", "5", "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    notes = json.loads(result.stdout)["notes"]
+    assert any("post weights are stored as 4-bit codes (uint4 on disk)" in note and "float kernels" in note for note in notes), notes
+    inspected = _invoke("inspect", str(out))
+    assert inspected.exit_code == 0 and "table post 4-bit (x alpha): -1, -0.7071, -0.5" in inspected.stdout
+    rows = json.loads(_invoke("inspect", str(out), "--json").stdout)["quantizers"]
+    assert {row["levels"] for row in rows if row["role"] == "weight"} == {"post"}
+    _assert_bad_input(_invoke("convert", "digits-cnn", "-o", str(out), "--profile", "tensorrt", "--weight-quantizer", "pot"), "tensorrt", "int8 QDQ only")
+    _assert_bad_input(_invoke("convert", "digits-cnn", "-o", str(out), "--weight-quantizer", "post", "--weight-asymmetric"), "symmetric")
+    _assert_bad_input(_invoke("convert", "digits-cnn", "-o", str(out), "--weight-quantizer", "post", "--mixed-precision", "--avg-wbits", "4"), "--mixed-precision")
+    assert _invoke("convert", "digits-cnn", "-o", str(out), "--weight-quantizer", "apot").exit_code == 2

@@ -97,6 +97,22 @@ def test_profile_converts_model_and_it_loads(name, profile):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("profile", [profile for profile in PROFILES if not PROFILES[profile].symmetric_int8_only])
+@pytest.mark.parametrize("name", MODELS)
+def test_lookup_table_weights_convert_and_load(name, profile):
+    """POST weights (codes, Gather, Mul feeding float layers) on every profile that takes them."""
+    fp32 = _fp32(name)
+    recipe = build_recipe(bits="W4A8", profile=profile, weight_quantizer="post", bias_correction=name not in TORCHVISION)
+    emitted = emit(quantize(fp32, [_inputs(fp32, 2, 0)], recipe))
+    onnx.checker.check_model(to_proto(emitted), full_check=True)
+    assert sum(node.op_type == "Gather" for node in emitted.graph) >= 1
+    inputs = _inputs(emitted, 2, 1)
+    for level in LEVELS:
+        logits = make_session(emitted, level=level).run(None, {emitted.graph.inputs[0].name: inputs})[0]
+        assert logits.shape[0] == 2 and np.isfinite(logits).all()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("profile", ["tensorrt", "ort-cuda"])
 @pytest.mark.parametrize("name", MODELS)
 def test_tensorrt_constraints_hold(name, profile):

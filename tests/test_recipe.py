@@ -9,7 +9,7 @@ import pytest
 
 from zsq_onnx import cli
 from zsq_onnx.errors import BadInputError
-from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer
+from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, WeightLevels
 from zsq_onnx.profiles import PROFILES
 from zsq_onnx.quantizers.spec import QuantSpec
 from zsq_onnx.recipe import DEFAULT_RECIPE, RECIPE_VERSION, FinetuneConfig, MixedPrecisionConfig, Recipe, SynthConfig, build_recipe
@@ -45,18 +45,20 @@ def _leaves(data: dict, prefix: str = "") -> dict:
 def test_round_trip_of_a_recipe_with_every_field_changed():
     recipe = _every_field_changed()
     default, changed = _leaves(DEFAULT_RECIPE.to_dict()), _leaves(recipe.to_dict())
-    # adaptive activation quantizers need --granularity static: the second recipe below changes it;
-    # mixed precision takes one budget, so the other two stay unset
+    # adaptive activation quantizers need --granularity static and lookup-table weights no mixed
+    # precision: the two recipes below change them; mixed precision takes one budget, so the other
+    # two stay unset; activations always have uniform levels
     assert sorted(key for key in default if default[key] == changed[key]) == [
-        "finetune.activation_quantizer", "mixed_precision.avg_wbits", "mixed_precision.size_budget_kb", "version"]
+        "activations.levels", "finetune.activation_quantizer", "mixed_precision.avg_wbits", "mixed_precision.size_budget_kb", "version", "weights.levels"]
     adaptive = dataclasses.replace(recipe, granularity="static", activations=QuantSpec(6, True, Granularity.PER_CHANNEL),
                                    finetune=dataclasses.replace(recipe.finetune, activation_quantizer="adaptive"))
-    for each in (recipe, adaptive):
+    lookup_table = dataclasses.replace(recipe, weights=QuantSpec(3, True, Granularity.PER_TENSOR, WeightLevels.POST), mixed_precision=MixedPrecisionConfig())
+    for each in (recipe, adaptive, lookup_table):
         text = each.to_json()
         assert json.loads(text)["version"] == RECIPE_VERSION and json.loads(text)["finetune"]["optimizer"] == "sgd"
         decoded = Recipe.from_json(text)
         assert decoded == each
-        assert type(decoded.finetune.device) is Device and type(decoded.activations.granularity) is Granularity
+        assert type(decoded.finetune.device) is Device and type(decoded.activations.granularity) is Granularity and type(decoded.weights.levels) is WeightLevels
 
 
 def test_granular_round_trip():

@@ -16,6 +16,7 @@ from zsq_onnx.finetune.loop import kd_loss, trainable_names
 from zsq_onnx.pipeline import quantize, tune
 from zsq_onnx.plan.calibrate import with_outputs
 from zsq_onnx.profiles import emit
+from zsq_onnx.quantizers.lut import codes
 from zsq_onnx.quantizers.registry import Role, input_for, is_calibrated_static
 from zsq_onnx.recipe import FinetuneConfig, build_recipe
 from zsq_onnx.synth.distill import distill
@@ -111,3 +112,27 @@ def test_batchnorm_loss_targets_every_folded_layer_and_trains(setting):
     assert result.steps == 4 and np.isfinite(result.loss_curve).all()
     _, kd_only = tune(model, quantized, pool, build_recipe(bits="W4A4", profile="sim", finetune=FinetuneConfig(steps=4, batch_size=16)), progress=False)
     assert result.loss_curve[0] > kd_only.loss_curve[0], "the same first batch, plus the BN-statistics term"
+
+
+def test_lookup_table_weights_train_and_go_back_as_codes(setting):
+    model, pool = setting
+    config = FinetuneConfig(steps=10, batch_size=16, train_weights=True, lr=0.05, weight_lr=1e-3)
+    recipe = build_recipe(bits="W3A4", profile="sim", weight_quantizer="post", keep_ends_8bit=False, finetune=config)
+    quantized = quantize(model, [pool[:32]], recipe)
+    trained, _ = tune(model, quantized, pool, recipe, progress=False)
+    tables = [n for n in trained.graph if n.op_type == "LutWeightQuantize"]
+    assert tables
+    names = trainable_names(trained, train_weights=True)
+    alphas = [input_for(n, Role.SCALE).name for n in tables]
+    assert set(alphas) <= set(names.scales)
+    before, after = quantized.graph.initializers, trained.graph.initializers
+    assert all(not np.array_equal(before[name].const_value.numpy(), after[name].const_value.numpy()) for name in alphas)
+    stored = emit(trained).graph.initializers
+    for node in tables:
+        weight, alpha, table = (input_for(node, role).const_value.numpy() for role in (Role.SOURCE, Role.SCALE, Role.LEVEL_TABLE))
+        written = stored[f"{input_for(node, Role.SOURCE).name}.codes"]
+        assert written.const_value.dtype == ir.DataType.UINT4
+        np.testing.assert_array_equal(written.const_value.numpy().astype(np.int64), codes(weight, alpha, table))
+    inputs = {"input": pool[:32]}
+    deployed, written_back = (make_session(m).run(None, inputs)[0] for m in (emit(trained), trained))
+    np.testing.assert_allclose(deployed, written_back, rtol=1e-4, atol=1e-4)

@@ -46,6 +46,6 @@ def test_a_granular_quantizer_has_no_stored_scale():
     assert set(rows) == {"x", "w"}
     assert rows["x"] | {"consumer": ""} == {
         "tensor": "x", "role": "activation", "consumer": "", "bits": 4, "signed": False, "granularity": "granular",
-        "scale_min": None, "scale_max": None, "zero_points_all_zero": None,
+        "scale_min": None, "scale_max": None, "zero_points_all_zero": None, "levels": "uniform", "table": None,
     }
     assert "computed in graph" in describe(inspect_model(model))

@@ -95,8 +95,8 @@ def conv_response(weight: np.ndarray, taps: np.ndarray, group: int = 1) -> np.nd
 
 
 class BiasCorrectionPass(ir.passes.InPlacePass):
-    """Correct the bias of every Conv/Gemm named in ``means`` whose weight is a zsq static
-    quantizer of a constant: ``means`` are its input's per-channel means in the float graph,
+    """Correct the bias of every Conv/Gemm named in ``means`` whose weight is a zsq weight
+    quantizer of a constant (static or lookup table): ``means`` are its input's per-channel means in the float graph,
     ``quantized_means`` (optional, per node) in the quantized graph. After a call, ``shifts`` holds
     the largest |shift| per corrected node."""
 

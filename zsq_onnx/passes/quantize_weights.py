@@ -12,6 +12,7 @@ import onnx_ir as ir
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.passes.quantizer_nodes import add_lut_quantizer, add_static_quantizer, ensure_quantizer_functions
 from zsq_onnx.plan.targets import as_weight_target, weight_axis
+from zsq_onnx.quantizers.lut import initial_alpha
 from zsq_onnx.quantizers.params import range_params
 from zsq_onnx.quantizers.spec import QuantSpec
 
@@ -56,7 +57,8 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
                     raise BadInputError(f"weight {weight.name!r} of node {node.name!r} contains NaN or inf")
                 spec = self.specs[target.node]
                 if spec.lookup_table:
-                    quantizer = add_lut_quantizer(graph, weight, spec, target.weight_axis)
+                    alpha = initial_alpha(values, target.weight_axis if spec.granularity == "per_channel" else None)
+                    quantizer = add_lut_quantizer(graph, weight, alpha, spec)
                 else:
                     scale, zero_point = weight_params(values, spec, target.weight_axis)
                     quantizer = add_static_quantizer(graph, weight, scale, zero_point, spec, target.weight_axis, self.use_4bit_types)

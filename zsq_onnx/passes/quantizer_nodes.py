@@ -8,7 +8,7 @@ import onnx_ir as ir
 from zsq_onnx.quantizers import registry
 from zsq_onnx.quantizers.common import DOMAIN, VERSION, container_type
 from zsq_onnx.quantizers.granular import GRANULAR
-from zsq_onnx.quantizers.lut import LUT, initial_alpha, level_table
+from zsq_onnx.quantizers.lut import LUT, level_table
 from zsq_onnx.quantizers.spec import QuantSpec
 from zsq_onnx.quantizers.static import STATIC_CLIP, kind_for_range
 
@@ -66,16 +66,14 @@ def add_granular_quantizer(graph: ir.Graph, source: ir.Value, spec: QuantSpec, p
     return GRANULAR.make_node({"x": source, "levels": levels}, outputs=[output], name=f"zsq/{prefix}")
 
 
-def add_lut_quantizer(graph: ir.Graph, source: ir.Value, spec: QuantSpec, axis: int, prefix: str | None = None) -> ir.Node:
-    """Create (not yet inserted) a zsq lookup-table quantizer node reading the constant weight
-    ``source``: the table of ``spec.levels`` at ``spec.bits`` and alpha from the weight (per
-    channel along ``axis`` unless ``spec`` is per tensor)."""
+def add_lut_quantizer(graph: ir.Graph, source: ir.Value, alpha: np.ndarray, spec: QuantSpec, prefix: str | None = None) -> ir.Node:
+    """Create (not yet inserted) a zsq lookup-table quantizer node reading the weight ``source``:
+    the table of ``spec.levels`` at ``spec.bits`` and ``alpha`` (shaped to broadcast against the
+    weight, see :func:`~zsq_onnx.quantizers.lut.initial_alpha`)."""
     prefix = prefix or f"{source.name}.zsq"
-    per_channel = spec.granularity == "per_channel"
-    alpha = initial_alpha(source.const_value.numpy(), axis if per_channel else None)
     inputs = {
         "w": source,
-        "alpha": new_initializer(graph, f"{prefix}_alpha", alpha),
+        "alpha": new_initializer(graph, f"{prefix}_alpha", alpha.astype(np.float32)),
         "table": new_initializer(graph, f"{prefix}_table", level_table(spec.levels, spec.bits)),
     }
     output = ir.Value(name=f"{prefix}_out", shape=source.shape, type=source.type)

@@ -1,4 +1,5 @@
-"""What quantizers a model holds: per tensor, its role, bits, granularity and scale range."""
+"""What quantizers a model holds: per tensor, its role, bits, granularity, levels and scale range
+(alpha's range for lookup-table weights, whose table is listed too)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from zsq_onnx.options import WeightLevels
 from zsq_onnx.quantizers import registry
 from zsq_onnx.quantizers.common import INTEGER_RANGES
+from zsq_onnx.quantizers.lut import LUT, level_table
 from zsq_onnx.quantizers.registry import Role
 
 _TYPE_RANGES = {**INTEGER_RANGES, onnx.TensorProto.INT16: (-32768, 32767), onnx.TensorProto.UINT16: (0, 65535)}
@@ -35,7 +38,52 @@ def _quantizer_row(tensor: str, role: str, consumer: str, scale: np.ndarray | No
         "scale_min": float(scale.min()) if scale is not None else None,
         "scale_max": float(scale.max()) if scale is not None else None,
         "zero_points_all_zero": bool((zero_point.numpy().astype(np.int64) == 0).all()) if zero_point is not None else None,
+        "levels": WeightLevels.UNIFORM.value,
+        "table": None,
     }
+
+
+def _table_name(table: np.ndarray) -> str:
+    """The WeightLevels whose table ``table`` is, or ``custom``."""
+    bits = math.ceil(math.log2(table.size + 1))
+    for levels in WeightLevels:
+        candidate = level_table(levels, bits)
+        if candidate.shape == table.shape and np.array_equal(candidate, table.astype(np.float32)):
+            return levels.value
+    return "custom"
+
+
+def _lut_row(tensor: str, consumer: str, alpha: np.ndarray, table: np.ndarray) -> dict:
+    """The row of lookup-table weights: its levels (named when a known table) and alpha's range
+    in the scale fields; zero points do not apply."""
+    per_channel = alpha.size > 1
+    return {
+        "tensor": tensor,
+        "role": "weight",
+        "consumer": consumer,
+        "bits": math.ceil(math.log2(table.size + 1)),
+        "signed": True,
+        "granularity": f"per_channel(axis={int(np.argmax(alpha.shape))})" if per_channel else "per_tensor",
+        "scale_min": float(alpha.min()),
+        "scale_max": float(alpha.max()),
+        "zero_points_all_zero": None,
+        "levels": _table_name(table),
+        "table": [float(level) for level in table],
+    }
+
+
+def _decoded_lut(node: ir.Node) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """(weight name, alpha, table) when ``node`` is the Mul of an emitted lookup table,
+    Mul(Gather(table, Cast(codes)), alpha) with constant codes, table and alpha; else None."""
+    if node.op_type != "Mul" or len(node.inputs) != 2:
+        return None
+    gather, alpha = node.inputs[0].producer(), node.inputs[1]
+    if gather is None or gather.op_type != "Gather" or alpha.const_value is None or gather.inputs[0].const_value is None:
+        return None
+    cast = gather.inputs[1].producer()
+    if cast is None or cast.op_type != "Cast" or cast.inputs[0].const_value is None:
+        return None
+    return cast.inputs[0].name.removesuffix(".codes"), alpha.const_value.numpy(), gather.inputs[0].const_value.numpy()
 
 
 def _zsq_row(node: ir.Node, consumer: str, axis: int) -> dict | None:
@@ -72,7 +120,13 @@ def quantizer_table(model: ir.Model) -> list[dict]:
         axis = node.attributes.get_int("axis", 1)
         consumer = ", ".join(f"{r.op_type} {r.name}" for r in node.outputs[0].consumers())
         inputs = node.inputs
-        if registry.kind_of(node) is not None:
+        decoded = _decoded_lut(node)
+        if registry.kind_of(node) is LUT:
+            alpha, table = (registry.input_for(node, role).const_value.numpy() for role in (Role.SCALE, Role.LEVEL_TABLE))
+            rows.append(_lut_row(registry.input_for(node, Role.SOURCE).name, consumer, alpha, table))
+        elif decoded is not None:
+            rows.append(_lut_row(decoded[0], consumer, decoded[1], decoded[2]))
+        elif registry.kind_of(node) is not None:
             row = _zsq_row(node, consumer, axis)
             if row is not None:
                 rows.append(row)
@@ -106,9 +160,14 @@ def inspect_model(model: ir.Model) -> dict:
 def describe(result: dict) -> str:
     """The inspection as a text table."""
     lines = [f"size {result['size_bytes'] / 1024:.1f} KiB; ops " + ", ".join(f"{k} {v}" for k, v in result["ops"].items())]
-    lines.append(f"{'role':<10} {'bits':>4} {'type':<6} {'granularity':<20} {'scale range':<23} tensor")
+    lines.append(f"{'role':<10} {'bits':>4} {'type':<6} {'levels':<8} {'granularity':<20} {'scale (alpha) range':<23} tensor")
+    tables: dict[str, list[float]] = {}
     for row in result["quantizers"]:
         kind = "int" if row["signed"] else "uint"
         scales = f"{row['scale_min']:.3g}..{row['scale_max']:.3g}" if row["scale_min"] is not None else "computed in graph"
-        lines.append(f"{row['role']:<10} {row['bits']:>4} {kind:<6} {row['granularity']:<20} {scales}".ljust(66) + f" {row['tensor']}")
+        lines.append(f"{row['role']:<10} {row['bits']:>4} {kind:<6} {row['levels']:<8} {row['granularity']:<20} {scales}".ljust(75) + f" {row['tensor']}")
+        if row["table"] is not None:
+            tables.setdefault(f"{row['levels']} {row['bits']}-bit", row["table"])
+    for name, table in tables.items():
+        lines.append(f"table {name} (x alpha): " + ", ".join(f"{level:.4g}" for level in table))
     return "\n".join(lines)
