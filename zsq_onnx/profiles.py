@@ -113,10 +113,12 @@ class Profile:
             notes.append("mixed precision: weights at 2-4 bits are stored as int4, 5-7 bits in int8" if self.use_4bit_types else
                          f"mixed precision: {self.name} stores every weight width in an int8 container (its integer kernels take no int4), so sizes on disk do not shrink below 8 bits")
         if recipe.weights.lookup_table:
-            notes.append(f"{recipe.weights.levels} weights are stored as {recipe.weights.bits}-bit codes "
-                         f"({'uint4' if self.use_4bit_types and recipe.weights.bits <= 4 else 'uint8'} on disk) into a table of "
-                         f"{(1 << recipe.weights.bits) - 1} levels times a per-channel alpha, decoded once by Gather when ORT loads the model: "
-                         "their layers run float kernels (no integer QDQ kernel takes non-uniform levels)")
+            container = "uint4" if self.use_4bit_types and recipe.weights.bits <= 4 else "uint8"
+            notes.append(f"{recipe.weights.levels} weights are stored as {recipe.weights.bits}-bit codes ({container} on disk) into a table of "
+                         f"{(1 << recipe.weights.bits) - 1} levels times a per-channel alpha, decoded by Gather once when ORT loads the model "
+                         "(no QDQ kernel takes non-uniform levels): layers next to granular or adaptive activations run float kernels; "
+                         "a layer between static activation quantizers is quantized again by ORT CPU itself (EXTENDED level and above) "
+                         "to int8 per channel and fused into an integer kernel, its levels rounded to that int8 step")
         if self.exact_on_any_cpu:
             notes.append("int8 weights that ORT CPU would fuse into saturating u8 x s8 kernels (x86 without VNNI) are stored as uint8 + 128: "
                          "exact at every ORT level, at u8 x u8 kernel speed")
