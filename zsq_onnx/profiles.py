@@ -118,7 +118,7 @@ class Profile:
                          f"{(1 << recipe.weights.bits) - 1} levels times a per-channel alpha, decoded by Gather once when ORT loads the model "
                          "(no QDQ kernel takes non-uniform levels): layers next to granular or adaptive activations run float kernels; "
                          "a layer between static activation quantizers is quantized again by ORT CPU itself (EXTENDED level and above) "
-                         "to int8 per channel and fused into an integer kernel, its levels rounded to that int8 step")
+                         "to int8 per tensor and fused into an integer kernel, its levels rounded to that int8 step")
         if self.exact_on_any_cpu:
             notes.append("int8 weights that ORT CPU would fuse into saturating u8 x s8 kernels (x86 without VNNI) are stored as uint8 + 128: "
                          "exact at every ORT level, at u8 x u8 kernel speed")
