@@ -281,7 +281,9 @@ def test_post_weights_convert_inspect_and_refuse_what_cannot_run_them(tmp_path):
     result = _invoke("convert", "digits-cnn", "-o", str(out), "--bits", "W4A8", "--profile", "sim", "--weight-quantizer", "post", "--no-keep-ends-8bit",
                      "--samples", "16", "--synth-steps", "5", "--json", "--quiet")
     assert result.exit_code == 0, result.output
-    notes = json.loads(result.stdout)["notes"]
+    report = json.loads(result.stdout)
+    notes = report["notes"]
+    assert report["lookup_tables"]["layers"] >= 2 and 0 < report["lookup_tables"]["bytes"] < report["size_bytes"]["quantized"]
     assert any("post weights are stored as 4-bit codes (uint4 on disk)" in note and "float kernels" in note for note in notes), notes
     inspected = _invoke("inspect", str(out))
     assert inspected.exit_code == 0 and "table post 4-bit (x alpha): -1, -0.7071, -0.5" in inspected.stdout

@@ -72,8 +72,8 @@ def _lut_row(tensor: str, consumer: str, alpha: np.ndarray, table: np.ndarray) -
     }
 
 
-def _decoded_lut(node: ir.Node) -> tuple[str, np.ndarray, np.ndarray] | None:
-    """(weight name, alpha, table) when ``node`` is the Mul of an emitted lookup table,
+def _decoded_lut(node: ir.Node) -> tuple[ir.Value, ir.Value, ir.Value] | None:
+    """(codes, alpha, table) when ``node`` is the Mul of an emitted lookup table,
     Mul(Gather(table, Cast(codes)), alpha) with constant codes, table and alpha; else None."""
     if node.op_type != "Mul" or len(node.inputs) != 2:
         return None
@@ -83,7 +83,15 @@ def _decoded_lut(node: ir.Node) -> tuple[str, np.ndarray, np.ndarray] | None:
     cast = gather.inputs[1].producer()
     if cast is None or cast.op_type != "Cast" or cast.inputs[0].const_value is None:
         return None
-    return cast.inputs[0].name.removesuffix(".codes"), alpha.const_value.numpy(), gather.inputs[0].const_value.numpy()
+    return cast.inputs[0], alpha, gather.inputs[0]
+
+
+def lookup_table_storage(model: ir.Model) -> dict[str, int]:
+    """How many weights an emitted model stores as lookup-table codes, and the bytes their codes,
+    tables and alphas take in the file."""
+    decoded = [found for found in map(_decoded_lut, model.graph) if found is not None]
+    stored = {value.name: value for found in decoded for value in found}
+    return {"layers": len(decoded), "bytes": sum(ir.serde.serialize_tensor(value.const_value).ByteSize() for value in stored.values())}
 
 
 def _zsq_row(node: ir.Node, consumer: str, axis: int) -> dict | None:
@@ -125,7 +133,8 @@ def quantizer_table(model: ir.Model) -> list[dict]:
             alpha, table = (registry.input_for(node, role).const_value.numpy() for role in (Role.SCALE, Role.LEVEL_TABLE))
             rows.append(_lut_row(registry.input_for(node, Role.SOURCE).name, consumer, alpha, table))
         elif decoded is not None:
-            rows.append(_lut_row(decoded[0], consumer, decoded[1], decoded[2]))
+            codes, alpha, table = decoded
+            rows.append(_lut_row(codes.name.removesuffix(".codes"), consumer, alpha.const_value.numpy(), table.const_value.numpy()))
         elif registry.kind_of(node) is not None:
             row = _zsq_row(node, consumer, axis)
             if row is not None:

@@ -16,6 +16,7 @@ from zsq_onnx.io.onnx_io import write_bytes_atomic, write_text_atomic
 from zsq_onnx.plan.calibrate import recorded_calibration
 from zsq_onnx.recipe import Recipe
 from zsq_onnx.validate.evaluate import Evaluation
+from zsq_onnx.validate.inspection import lookup_table_storage
 
 if TYPE_CHECKING:
     from zsq_onnx.finetune.loop import FinetuneResult
@@ -51,6 +52,7 @@ def build(
         **evaluated,
         **diagnostics,
         "size_bytes": {"fp32": ir.serde.serialize_model(fp32).ByteSize(), "quantized": ir.serde.serialize_model(quantized).ByteSize()},
+        **({"lookup_tables": tables} if (tables := lookup_table_storage(quantized))["layers"] else {}),
         "calibration": {
             "source": calibration.source,
             "samples": sum(len(b) for b in calibration.batches),
@@ -125,6 +127,13 @@ def _chosen(precision: dict[str, Any]) -> dict[str, Any]:
     return precision["frontier"][precision["chosen"]]
 
 
+def _lookup_table_size(tables: dict[str, int] | None) -> str:
+    """The size line's part on lookup-table weights, empty without them."""
+    if tables is None:
+        return ""
+    return f" (of which {tables['layers']} lookup-table weights: {tables['bytes'] / 1024:.1f} KiB of codes, tables and alphas)"
+
+
 def summary(report: dict[str, Any]) -> str:
     """A few human-readable lines: accuracies, agreement, sizes, latency, time, warnings."""
     bits = _bits(report)
@@ -134,7 +143,7 @@ def summary(report: dict[str, Any]) -> str:
         f"{report['model']}: {bits} {report['recipe']['profile']}, calibrated on {calibration['samples']} {calibration['source']} samples, "
         f"evaluated on {report['eval']['dataset']} ({report['eval']['samples']} samples)",
         f"  top-1   FP32 {_percent(fp32['top1'])}   {bits} {_percent(quantized['top1'])}   agreement {_percent(quantized['agreement'])}   output SQNR {quantized['output_sqnr_db']:.1f} dB",
-        f"  size    FP32 {size['fp32'] / 1024:.1f} KiB   {bits} {size['quantized'] / 1024:.1f} KiB",
+        f"  size    FP32 {size['fp32'] / 1024:.1f} KiB   {bits} {size['quantized'] / 1024:.1f} KiB" + _lookup_table_size(report.get("lookup_tables")),
         f"  latency FP32 b1 {fp32['latency_ms_b1']:.2f} ms, b64 {fp32['latency_ms_b64']:.2f} ms   {bits} b1 {quantized['latency_ms_b1']:.2f} ms, b64 {quantized['latency_ms_b64']:.2f} ms",
         _calibration_line(report["activation_ranges"], report["bias_correction"]),
     ]
