@@ -26,6 +26,7 @@ from zsq_onnx.executors.runtime import latency_ms, make_session, run_batched  # 
 from zsq_onnx.io.data import load_dataset  # noqa: E402
 from zsq_onnx.profiles import emit  # noqa: E402
 from zsq_onnx.recipe import build_recipe  # noqa: E402
+from zsq_onnx.search.granularity import METADATA_KEY  # noqa: E402
 from zsq_onnx.synth.distill import distill  # noqa: E402
 from zsq_onnx.validate.metrics import top1  # noqa: E402
 
@@ -59,7 +60,7 @@ def bench_model(name: str, bits_list: list[str], budget: float, samples: int, st
                 row = {"top1": top1(run_batched(session, inputs), dataset.labels), "quantize_seconds": round(seconds, 2)}
                 if profile == "ort-cpu":
                     row["latency_vs_fp32_b64"] = _latency_ratio(fp32, session, sample)
-                choice = pipeline.granularity_choice(quantized)
+                choice = pipeline.recorded_choice(quantized, METADATA_KEY)
                 if choice is not None:
                     row["granular_tensors"] = sum(r["choice"] == "granular" for r in choice["tensors"])
                     row["auto_tensors"] = len(choice["tensors"])

@@ -129,11 +129,6 @@ def recorded_choice(model: ir.Model, key: str) -> dict | None:
     return json.loads(text) if text is not None else None
 
 
-def granularity_choice(model: ir.Model) -> dict | None:
-    """The auto granularity choice recorded by :func:`quantize`, or None."""
-    return recorded_choice(model, GRANULARITY_KEY)
-
-
 @dataclass
 class StageTimer:
     """Wall-clock seconds per named stage."""

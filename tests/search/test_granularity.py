@@ -14,10 +14,10 @@ from tests.conftest import to_proto
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.executors.runtime import make_session
 from zsq_onnx.executors.torch_graph import TorchGraph
-from zsq_onnx.pipeline import granularity_choice, quantize
+from zsq_onnx.pipeline import quantize, recorded_choice
 from zsq_onnx.profiles import emit, get_profile
 from zsq_onnx.recipe import build_recipe
-from zsq_onnx.search.granularity import candidates
+from zsq_onnx.search.granularity import METADATA_KEY, candidates
 from zsq_onnx.search.select import upgrade_order
 from zsq_onnx.synth.distill import distill
 
@@ -62,7 +62,7 @@ def test_upgrade_order_prefers_noise_removed_per_millisecond():
 def test_auto_records_a_choice_per_tensor_within_the_candidates(setting):
     model, batches = setting
     quantized = quantize(model, batches, build_recipe(bits="W4A4", profile="ort-cpu", granularity="auto", granularity_budget=100.0))
-    choice = granularity_choice(quantized)
+    choice = recorded_choice(quantized, METADATA_KEY)
     assert choice is not None and len(choice["tensors"]) >= 2
     assert all(row["choice"] in candidates(build_recipe(profile="ort-cpu").profile) for row in choice["tensors"])
     assert "per_channel" not in choice["tensors"][0]["sqnr_db"]
@@ -75,7 +75,7 @@ def test_auto_records_a_choice_per_tensor_within_the_candidates(setting):
 
 def test_sim_auto_considers_per_channel_static(setting):
     model, batches = setting
-    choice = granularity_choice(quantize(model, batches, build_recipe(bits="W4A4", profile="sim", granularity="auto", granularity_budget=0.0)))
+    choice = recorded_choice(quantize(model, batches, build_recipe(bits="W4A4", profile="sim", granularity="auto", granularity_budget=0.0)), METADATA_KEY)
     assert set(choice["tensors"][0]["sqnr_db"]) == {"per_tensor", "per_channel", "granular"}
 
 
