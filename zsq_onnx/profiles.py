@@ -113,7 +113,7 @@ class Profile:
             notes.append("mixed precision: weights at 2-4 bits are stored as int4, 5-7 bits in int8" if self.use_4bit_types else
                          f"mixed precision: {self.name} stores every weight width in an int8 container (its integer kernels take no int4), so sizes on disk do not shrink below 8 bits")
         if recipe.weights.lookup_table:
-            container = "uint4" if self.use_4bit_types and recipe.weights.bits <= 4 else "uint8"
+            container = f"uint{self.weight_container_bits(recipe.weights.bits)}"
             notes.append(f"{recipe.weights.levels} weights are stored as {recipe.weights.bits}-bit codes ({container} on disk) into a table of "
                          f"{(1 << recipe.weights.bits) - 1} levels times a per-channel alpha, decoded by Gather once when ORT loads the model "
                          "(no QDQ kernel takes non-uniform levels): layers next to granular or adaptive activations run float kernels; "
@@ -190,6 +190,11 @@ class Profile:
             RemoveUnusedOpsetsPass(),
             CheckerPass(full_check=True),
         ]
+
+    def weight_container_bits(self, bits: int) -> int:
+        """The bits a ``bits``-bit integer weight occupies on disk for this target: 4 (int4/uint4)
+        for 2-4 bits where it loads 4-bit types, else an 8-bit container."""
+        return 4 if bits <= 4 and self.use_4bit_types else 8
 
     def record(self, model: ir.Model) -> None:
         """Record in ``model``'s metadata that it is planned for this target (read by :func:`emit`)."""

@@ -153,12 +153,6 @@ def _storage_bits(spec: QuantSpec, recipe: Recipe) -> int:
     return 8 if spec.bits == 7 and recipe.profile.reduces_range(recipe) else spec.bits
 
 
-def _container_bits(bits: int, recipe: Recipe) -> int:
-    """The bits a weight of ``bits`` occupies on disk for the recipe's profile: int4 for 2-4 bits
-    where the profile stores 4-bit types, else an 8-bit container."""
-    return 4 if bits <= 4 and recipe.profile.use_4bit_types else 8
-
-
 def _budget(recipe: Recipe, layers: Sequence[_Layer]) -> dict:
     """The budget as given and as a limit on the whole model's bytes or giga BOPs."""
     config = recipe.mixed_precision
@@ -235,12 +229,11 @@ def _options(layer: _Layer, recipe: Recipe) -> list[tuple[int, int]]:
 def _point(layers: Sequence[_Layer], picks: Sequence[tuple[int, int]], sensitivity: float, search_activations: bool, recipe: Recipe) -> FrontierPoint:
     """A frontier point from the (weight, input) widths of the searched layers, in order."""
     searched = [layer for layer in layers if layer.fixed_bits is None]
-    size = sum(layer.params * layer.fixed_bits / 8 for layer in layers if layer.fixed_bits is not None)
-    disk = sum(layer.params * _container_bits(layer.fixed_bits, recipe) / 8 for layer in layers if layer.fixed_bits is not None)
-    disk += sum(layer.params * _container_bits(w, recipe) / 8 for layer, (w, _) in zip(searched, picks))
-    bops = sum(layer.macs * layer.fixed_bits * layer.activation_bits for layer in layers if layer.fixed_bits is not None)
-    size += sum(layer.params * w / 8 for layer, (w, _) in zip(searched, picks))
-    bops += sum(layer.macs * w * a for layer, (w, a) in zip(searched, picks))
+    widths = [(layer, layer.fixed_bits, layer.activation_bits) for layer in layers if layer.fixed_bits is not None]
+    widths += [(layer, w, a) for layer, (w, a) in zip(searched, picks)]
+    size = sum(layer.params * w / 8 for layer, w, _ in widths)
+    disk = sum(layer.params * recipe.profile.weight_container_bits(w) / 8 for layer, w, _ in widths)
+    bops = sum(layer.macs * w * a for layer, w, a in widths)
     params = sum(layer.params for layer in searched)
     average = sum(layer.params * w for layer, (w, _) in zip(searched, picks)) / params if params else 0.0
     bits = {layer.target.node: w for layer, (w, _) in zip(searched, picks)}
@@ -329,7 +322,7 @@ def choose_bits(
     option_cost = {
         "bops": lambda layer, w, a: layer.macs * w * a / GIGA,
         "size_bytes": lambda layer, w, a: layer.params * w / 8,
-        "disk_bytes": lambda layer, w, a: layer.params * _container_bits(w, recipe) / 8,
+        "disk_bytes": lambda layer, w, a: layer.params * recipe.profile.weight_container_bits(w) / 8,
     }[budget["cost"]]
     costs = [[option_cost(layer, w, a) for w, a in choices] for layer, choices in zip(searched, options)]
     sensitivities = [[kl.of(layer.target.node, w, a) for w, a in choices] for layer, choices in zip(searched, options)]
