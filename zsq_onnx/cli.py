@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from zsq_onnx.errors import BadInputError, ZsqError
-from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, WeightLevels
+from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, Synthesizer, WeightLevels
 from zsq_onnx.profiles import PROFILES
 from zsq_onnx.recipe import DEFAULT_RECIPE
 
@@ -91,6 +91,29 @@ def _preprocessing_options(command):
     return click.option("--input-scale", type=float, default=None, help="Factor applied to raw pixel values first (e.g. 1/255).")(command)
 
 
+_GENERATOR = DEFAULT_RECIPE.synth.generator
+
+
+def _generator_options(command):
+    """--synthesizer and the AdaDFQ generator's settings (defaults of its public code)."""
+    command = click.option("--margin-high", type=float, default=_GENERATOR.margin_high, show_default=True,
+                           help="Generator: upper margin bound on the normalized entropy of P - Q (samples above it are too easy for Q).")(command)
+    command = click.option("--margin-low", type=float, default=_GENERATOR.margin_low, show_default=True,
+                           help="Generator: lower margin bound (samples below it are too hard for Q).")(command)
+    command = click.option("--generator-lr", type=float, default=_GENERATOR.lr, show_default=True, help="Generator: Adam learning rate.")(command)
+    command = click.option("--generator-steps", type=int, default=_GENERATOR.warmup_steps, show_default=True,
+                           help="Generator: warm-up steps against the FP32 model before calibration.")(command)
+    return click.option("--synthesizer", type=_choice(Synthesizer), default=DEFAULT_RECIPE.synth.synthesizer.value, show_default=True,
+                        help="Fine-tuning data: a pool of ZeroQ-distilled inputs, or AdaDFQ's label-conditioned generator, "
+                             "trained in turn with the quantized model (one generator step per fine-tuning step).")(command)
+
+
+def _generator_config(generator_steps, generator_lr, margin_low, margin_high):
+    import dataclasses
+
+    return dataclasses.replace(_GENERATOR, warmup_steps=generator_steps, lr=generator_lr, margin_low=margin_low, margin_high=margin_high)
+
+
 def _preprocessing(input_scale, mean, std):
     from zsq_onnx.io.preprocessing import Preprocessing
 
@@ -153,7 +176,7 @@ def _preprocessing(input_scale, mean, std):
 @click.option("--samples", type=int, default=DEFAULT_RECIPE.synth.samples, show_default=True, help="Number of distilled calibration samples.")
 @click.option("--synth-steps", type=int, default=DEFAULT_RECIPE.synth.steps, show_default=True, help="Adam steps of ZeroQ distillation.")
 @click.option("--synth-batch-size", type=int, default=DEFAULT_RECIPE.synth.batch_size, show_default=True, help="Samples per distillation batch.")
-@click.option("--synthetic-data", default=None, help="Reuse distilled inputs from `zsq-onnx synth`.")
+@click.option("--synthetic-data", default=None, help="Reuse distilled inputs from `zsq-onnx synth` (.npz), or with --synthesizer generator the generator it saved.")
 @click.option("--calibration-data", default=None, help="Calibrate on REAL images (.npz or class folders) instead.")
 @click.option("--eval-data", default=None, help="Labelled images (.npz or class folders) to measure accuracy on.")
 @click.option("--report", "report_path", default=None, help="Write the JSON report here (plus .md and .png beside it).")
@@ -162,10 +185,12 @@ def _preprocessing(input_scale, mean, std):
 @click.option("--seed", type=int, default=DEFAULT_RECIPE.seed, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@_generator_options
 @_preprocessing_options
 def convert(model, output, weights, synthetic_data, calibration_data, eval_data, report_path, min_agreement, max_drop, as_json, quiet, input_scale, mean, std,
             finetune_steps, finetune_minutes, finetune_lr, finetune_samples, finetune_bn_loss, train_weights, activation_quantizer, optimizer, device,
-            mixed_precision, mp_weight_bits, avg_wbits, size_budget_kb, bops_budget, search_activations, **recipe_options) -> None:
+            mixed_precision, mp_weight_bits, avg_wbits, size_budget_kb, bops_budget, search_activations,
+            generator_steps, generator_lr, margin_low, margin_high, **recipe_options) -> None:
     """Quantize MODEL (a zoo name or an .onnx file with BatchNorm) without data."""
     from zsq_onnx import pipeline
     from zsq_onnx.recipe import build_recipe
@@ -176,7 +201,8 @@ def convert(model, output, weights, synthetic_data, calibration_data, eval_data,
         recipe_options[key] = recipe_options[key].replace("-", "_")
     recipe = build_recipe(**recipe_options, finetune=_finetune_config(finetune_steps, finetune_minutes, finetune_lr, finetune_samples, finetune_bn_loss,
                                                                       train_weights, activation_quantizer, optimizer, device),
-                          mixed_precision=_mixed_precision_config(mixed_precision, mp_weight_bits, avg_wbits, size_budget_kb, bops_budget, search_activations))
+                          mixed_precision=_mixed_precision_config(mixed_precision, mp_weight_bits, avg_wbits, size_budget_kb, bops_budget, search_activations),
+                          generator=_generator_config(generator_steps, generator_lr, margin_low, margin_high))
     result = pipeline.convert(
         model, output, recipe, weights=weights, eval_data=eval_data, report_path=report_path, progress=not quiet and sys.stderr.isatty(),
         synthetic_data=synthetic_data, calibration_data=calibration_data, preprocessing=_preprocessing(input_scale, mean, std),
@@ -231,7 +257,7 @@ def export(model, output, weights, input_scale, mean, std) -> None:
 
 @main.command()
 @click.argument("model")
-@click.option("-o", "--output", required=True, help="Where to write the distilled inputs (.npz).")
+@click.option("-o", "--output", required=True, help="Where to write the distilled inputs (.npz), or with --synthesizer generator the generator's weights.")
 @click.option("--weights", help="Weights file (state dict) for zoo models that need one.")
 @click.option("--samples", type=int, default=DEFAULT_RECIPE.synth.samples, show_default=True, help="Number of samples to distill.")
 @click.option("--steps", type=int, default=DEFAULT_RECIPE.synth.steps, show_default=True, help="Adam steps per batch.")
@@ -239,15 +265,29 @@ def export(model, output, weights, input_scale, mean, std) -> None:
 @click.option("--batch-size", type=int, default=DEFAULT_RECIPE.synth.batch_size, show_default=True, help="Samples per batch (BN statistics are matched per batch).")
 @click.option("--seed", type=int, default=DEFAULT_RECIPE.seed, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def synth(model, output, weights, samples, steps, lr, batch_size, seed, quiet) -> None:
-    """Distill calibration inputs from MODEL's BatchNorm statistics (ZeroQ) into an .npz."""
+@_generator_options
+def synth(model, output, weights, samples, steps, lr, batch_size, seed, quiet, synthesizer, generator_steps, generator_lr, margin_low, margin_high) -> None:
+    """Distill calibration inputs from MODEL's BatchNorm statistics (ZeroQ) into an .npz, or
+    train AdaDFQ's generator against MODEL and save its weights (--synthesizer generator)."""
     from zsq_onnx import pipeline
     from zsq_onnx.recipe import build_recipe
     from zsq_onnx.synth.distill import distill, save_synthetic
 
-    config = build_recipe(samples=samples, synth_steps=steps, synth_lr=lr, synth_batch_size=batch_size, seed=seed).synth
+    recipe = build_recipe(samples=samples, synth_steps=steps, synth_lr=lr, synth_batch_size=batch_size, seed=seed, synthesizer=synthesizer,
+                          generator=_generator_config(generator_steps, generator_lr, margin_low, margin_high))
+    config = recipe.synth
     loaded = pipeline.load_model(model, weights)
-    result = distill(loaded.model, loaded.input_shape, config, seed, progress=not quiet and sys.stderr.isatty(), source=str(model))
+    progress = not quiet and sys.stderr.isatty()
+    if config.synthesizer == Synthesizer.GENERATOR:
+        from zsq_onnx.synth.generator import save_generator
+
+        result = pipeline.generated_inputs(loaded, recipe, progress=progress)
+        save_generator(result.game.generator, output)
+        curve = f", loss {result.loss_curve[0]:.3f} -> {result.loss_curve[-1]:.3f}" if result.loss_curve else ""
+        click.echo(f"{loaded.name}: trained the generator {config.generator.warmup_steps} steps in {result.seconds:.1f} s{curve}")
+        click.echo(f"wrote {output}")
+        return
+    result = distill(loaded.model, loaded.input_shape, config, seed, progress=progress, source=str(model))
     save_synthetic(result, output, config, seed, loaded.name)
     click.echo(f"{loaded.name}: distilled {config.samples} samples in {result.seconds:.1f} s, BN-statistics loss {result.loss_curve[0]:.3f} -> {result.loss_curve[-1]:.3f}")
     click.echo(f"wrote {output}")

@@ -94,3 +94,13 @@ class WeightLevels(enum.StrEnum):
 
     POT = "pot"
     """Powers of two, {0, +-alpha 2^-i}: k-bit codes and a lookup table, float kernels."""
+
+
+class Synthesizer(enum.StrEnum):
+    """Where fine-tuning's inputs come from (``convert --synthesizer``)."""
+
+    POOL = "pool"
+    """A fixed pool of ZeroQ-distilled inputs, drawn with flips and shifted crops."""
+
+    GENERATOR = "generator"
+    """AdaDFQ: a label-conditioned generator, trained against the FP32 and the quantized model in turn with fine-tuning."""

@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import NameFixPass, ShapeInferencePass
 
-from zsq_onnx.errors import BadInputError
+from zsq_onnx.errors import BadInputError, InternalError
 from zsq_onnx.finetune.loop import Checkpoint, FinetuneResult, finetune
 from zsq_onnx.io import onnx_io
 from zsq_onnx.io.data import Dataset, load_dataset
@@ -33,6 +34,7 @@ from zsq_onnx.plan.insertion import calibrate_plan, quantizer_passes
 from zsq_onnx.plan.sequential_bias import SequentialBiasCorrectionPass
 from zsq_onnx.plan.targets import QuantPlan, plan_quantization
 from zsq_onnx.profiles import emit
+from zsq_onnx.options import Synthesizer
 from zsq_onnx.recipe import Recipe
 from zsq_onnx.search.granularity import METADATA_KEY as GRANULARITY_KEY
 from zsq_onnx.search.granularity import choose_granularity
@@ -162,7 +164,14 @@ def calibration_inputs(
     progress: bool = True,
 ) -> SynthResult:
     """The inputs that calibrate the quantizers: distilled now (default), reused from a
-    ``zsq-onnx synth`` file, or real images (``calibration_data``, the only path without BN)."""
+    ``zsq-onnx synth`` file, or real images (``calibration_data``, the only path without BN).
+    With the generator synthesizer they are generated, by a generator warmed up now or loaded
+    from ``synthetic_data`` (a ``zsq-onnx synth --synthesizer generator`` file), and the result
+    carries the generator's game on to fine-tuning."""
+    if recipe.synth.synthesizer == Synthesizer.GENERATOR:
+        if calibration_data is not None:
+            raise BadInputError("--calibration-data calibrates on real images and --synthesizer generator on generated ones: give one of them")
+        return generated_inputs(loaded, recipe, synthetic_data, progress)
     if calibration_data is not None:
         if loaded.preprocessing is None:
             raise BadInputError(f"{loaded.name}: carries no preprocessing metadata; pass --input-scale/--mean/--std")
@@ -174,6 +183,19 @@ def calibration_inputs(
         return load_synthetic(synthetic_data, loaded.input_shape)
     samples = max(recipe.synth.samples, recipe.finetune.samples) if recipe.finetune.enabled else recipe.synth.samples
     return distill(loaded.model, loaded.input_shape, dataclasses.replace(recipe.synth, samples=samples), recipe.seed, progress, source=loaded.name)
+
+
+def generated_inputs(loaded: LoadedModel, recipe: Recipe, generator_path: str | Path | None = None, progress: bool = True) -> SynthResult:
+    """Calibration inputs from AdaDFQ's generator: warmed up against the FP32 model for the
+    recipe's steps, or loaded from ``generator_path`` as saved (no further warm-up)."""
+    from zsq_onnx.synth.adadfq import GeneratorGame, model_classes, train_generator
+    from zsq_onnx.synth.generator import load_generator
+
+    config = recipe.synth.generator
+    generator = load_generator(generator_path, loaded.input_shape, model_classes(loaded.model, loaded.input_shape)) if generator_path is not None else None
+    game = GeneratorGame(loaded.model, loaded.input_shape, config, recipe.seed, recipe.finetune.device, generator)
+    steps = config.warmup_steps if generator is None else 0
+    return train_generator(game, steps, recipe.synth.samples, recipe.synth.batch_size, progress, loaded.name)
 
 
 def first_samples(batches: list[np.ndarray], count: int) -> list[np.ndarray]:
@@ -189,15 +211,21 @@ def first_samples(batches: list[np.ndarray], count: int) -> list[np.ndarray]:
 
 def tune(
     fp32: ir.Model, quantized: ir.Model, pool_inputs: np.ndarray, recipe: Recipe, progress: bool = True,
-    checkpoint: Checkpoint | None = None, checkpoint_seconds: float = 60.0,
+    checkpoint: Checkpoint | None = None, checkpoint_seconds: float = 60.0, game: Any = None,
 ) -> tuple[ir.Model, FinetuneResult]:
     """The fine-tuning stage: adaptive activation quantizers first when the recipe asks, then KD
-    training on the synthetic pool, trained values written back into the graph (``checkpoint``:
-    see :func:`zsq_onnx.finetune.loop.finetune`)."""
+    training on the synthetic pool, or with the generator synthesizer on batches from ``game``
+    (:class:`~zsq_onnx.synth.adadfq.GeneratorGame`, see :func:`generated_inputs`), trained values
+    written back into the graph (``checkpoint``: see :func:`zsq_onnx.finetune.loop.finetune`)."""
     if recipe.finetune.activation_quantizer == "adaptive":
         quantized = apply_passes(quantized, AdaptiveActivationsPass(recipe.seed))
-    pool = SyntheticPool(pool_inputs, recipe.seed)
-    return finetune(fp32, quantized, pool, recipe.finetune, recipe.seed, progress, checkpoint, checkpoint_seconds)
+    if recipe.synth.synthesizer == Synthesizer.GENERATOR:
+        if game is None:
+            raise InternalError("tune: the generator synthesizer needs the game that generated the calibration inputs")
+        source = game
+    else:
+        source = SyntheticPool(pool_inputs, recipe.seed)
+    return finetune(fp32, quantized, source, recipe.finetune, recipe.seed, progress, checkpoint, checkpoint_seconds)
 
 
 def convert(
@@ -233,7 +261,7 @@ def convert(
     tuned = None
     if recipe.finetune.enabled:
         with timer.stage("finetune"):
-            quantized, tuned = tune(loaded.model, quantized, calibration.inputs, recipe, progress)
+            quantized, tuned = tune(loaded.model, quantized, calibration.inputs, recipe, progress, game=calibration.game)
     with timer.stage("emit"):
         emitted = emit(quantized)
     with timer.stage("validate"):

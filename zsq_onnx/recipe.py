@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zsq_onnx.errors import BadInputError, InternalError
-from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, WeightLevels
+from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, Synthesizer, WeightLevels
 from zsq_onnx.profiles import ORT_CPU, Profile, get_profile
 from zsq_onnx.quantizers.spec import QuantSpec
 
@@ -43,16 +43,53 @@ def _set_choice(instance: Any, name: str, choices: type[enum.StrEnum], flag: str
 
 
 @dataclass(frozen=True)
+class GeneratorConfig:
+    """AdaDFQ's generator (:mod:`zsq_onnx.synth.adadfq`), with the defaults of its public code:
+    Adam at ``lr`` (betas 0.5, 0.999) on batches of ``batch_size``; ``warmup_steps`` against the
+    FP32 model alone before calibration; during fine-tuning one generator step per student step.
+    Loss weights: ``ce_weight`` (CE of P on y), ``bn_weight`` (BN statistics), ``disagreement_weight``
+    and ``agreement_weight`` (CE of P - Q and P + Q on y), and the margin hinges at
+    ``margin_low`` and ``margin_high`` of the normalized entropy of P - Q."""
+
+    warmup_steps: int = 200
+    lr: float = 1e-3
+    batch_size: int = 32
+    latent_dim: int = 100
+    margin_low: float = 0.1
+    margin_high: float = 0.8
+    disagreement_weight: float = 0.2
+    agreement_weight: float = 0.1
+    ce_weight: float = 1.0
+    bn_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.warmup_steps < 0 or min(self.lr, self.batch_size, self.latent_dim) <= 0:
+            raise BadInputError(f"--generator-steps must be >= 0 and the generator's lr positive, got {self.warmup_steps} and {self.lr}")
+        if not 0 <= self.margin_low < self.margin_high <= 1:
+            raise BadInputError(f"the margin bounds need 0 <= --margin-low < --margin-high <= 1, got {self.margin_low} and {self.margin_high}")
+        if min(self.disagreement_weight, self.agreement_weight, self.ce_weight, self.bn_weight) < 0:
+            raise BadInputError("the generator's loss weights must be >= 0")
+
+
+@dataclass(frozen=True)
 class SynthConfig:
-    """ZeroQ distillation settings. ZeroQ uses Adam at lr 0.5 for 500 steps on batches of 32-64;
-    the default here (32 samples, 20 steps) is what bench/w8a8_cifar.py and bench/efficientnet.py
-    measured as enough for W8A8 once inputs are optimized in natural-image units within the
-    pixel range (see :func:`zsq_onnx.synth.distill.distill`; the README has the tables)."""
+    """Synthetic data: ZeroQ distillation settings, and the synthesizer that feeds fine-tuning.
+    ZeroQ uses Adam at lr 0.5 for 500 steps on batches of 32-64; the default here (32 samples,
+    20 steps) is what bench/w8a8_cifar.py and bench/efficientnet.py measured as enough for W8A8
+    once inputs are optimized in natural-image units within the pixel range (see
+    :func:`zsq_onnx.synth.distill.distill`; the README has the tables). With ``synthesizer``
+    ``generator`` an AdaDFQ generator (``generator``) makes the calibration inputs and the
+    fine-tuning batches instead."""
 
     samples: int = 32
     steps: int = 20
     batch_size: int = 32
     lr: float = 0.5
+    synthesizer: Synthesizer = Synthesizer.POOL
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+
+    def __post_init__(self) -> None:
+        _set_choice(self, "synthesizer", Synthesizer, "--synthesizer")
 
 
 @dataclass(frozen=True)
@@ -321,6 +358,8 @@ def build_recipe(
     synth_steps: int | None = None,
     synth_lr: float | None = None,
     synth_batch_size: int | None = None,
+    synthesizer: Synthesizer = DEFAULT_RECIPE.synth.synthesizer,
+    generator: GeneratorConfig | None = None,
     seed: int = DEFAULT_RECIPE.seed,
     granularity: GranularityMode = DEFAULT_RECIPE.granularity,
     granularity_budget: float = DEFAULT_RECIPE.granularity_budget,
@@ -339,7 +378,9 @@ def build_recipe(
     for ``percentile``); ``bias_correction`` corrects each Conv/Gemm bias, layer by layer, for the
     mean shift quantization causes at its output (see :mod:`zsq_onnx.plan.sequential_bias`).
     ``weight_quantizer`` picks the weight levels: uniform QDQ, or ASQ's POST or powers of two
-    as codes into a lookup table (see :mod:`zsq_onnx.quantizers.lut`)."""
+    as codes into a lookup table (see :mod:`zsq_onnx.quantizers.lut`). ``synthesizer`` picks
+    where fine-tuning's inputs come from: the distilled pool, or AdaDFQ's generator
+    (``generator`` its settings; see :mod:`zsq_onnx.synth.adadfq`)."""
     weight_bits, activation_bits = parse_bits(bits) if bits else (DEFAULT_RECIPE.weights.bits, DEFAULT_RECIPE.activations.bits)
     weight_bits = wbits if wbits is not None else weight_bits
     activation_bits = abits if abits is not None else activation_bits
@@ -356,7 +397,7 @@ def build_recipe(
         profile=target,
         keep_ends_8bit=keep_ends_8bit,
         reduce_range=reduce_range,
-        synth=dataclasses.replace(DEFAULT_RECIPE.synth, **overrides),
+        synth=dataclasses.replace(DEFAULT_RECIPE.synth, **overrides, synthesizer=synthesizer, generator=generator or DEFAULT_RECIPE.synth.generator),
         seed=seed,
         granularity=granularity,
         granularity_budget=granularity_budget,

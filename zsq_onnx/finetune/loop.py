@@ -1,6 +1,11 @@
 """Fine-tuning: the quantized graph (TorchGraph student) learns from the FP32 graph (teacher) by
 KD on synthetic inputs; trained step sizes, adapters and weights go back into its initializers.
 
+The inputs come from a :class:`BatchSource`: the distilled pool
+(:class:`~zsq_onnx.synth.pool.SyntheticPool`), or AdaDFQ's generator
+(:class:`~zsq_onnx.synth.adadfq.GeneratorGame`), which takes one step of its own against the
+current student before each batch it hands out.
+
 Trainable, by initializer name: the inputs that each quantizer kind marks trainable
 (:func:`zsq_onnx.quantizers.registry.trainable_inputs`): scales (LSQ gradient scaling is in the
 torch quantizers), adapters, and with ``train_weights`` the float weights and biases that
@@ -14,7 +19,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import onnx_ir as ir
@@ -23,9 +29,21 @@ from zsq_onnx.errors import BadInputError
 from zsq_onnx.quantizers.registry import Role, trainable_inputs
 from zsq_onnx.recipe import FinetuneConfig
 from zsq_onnx.synth.distill import batchnorm_stats, stat_loss
-from zsq_onnx.synth.pool import SyntheticPool
 
 _GROUPS = {Role.SCALE: "scales", Role.ADAPTER: "adapters", Role.SOURCE: "weights"}  # optimizer group of each trainable role
+
+
+class BatchSource(Protocol):
+    """Where fine-tuning's batches come from; ``loss_curve`` is the source's own training loss
+    (a generator's), empty for a fixed pool."""
+
+    loss_curve: list[float]
+
+    def next_batch(self, size: int, student: Any) -> Any:
+        """``size`` inputs (a numpy array or a torch tensor) for the next step of ``student``."""
+
+    def status(self) -> dict[str, str]:
+        """What the progress bar shows about the source."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +71,7 @@ class FinetuneResult:
     agreement_curve: list[float]
     trained: dict[str, int]
     device: str
+    source_loss_curve: list[float] = field(default_factory=list)
 
 
 def trainable_names(model: ir.Model, train_weights: bool) -> TrainableNames:
@@ -126,10 +145,10 @@ Checkpoint = Callable[[int, float, ir.Model], None]
 
 
 def finetune(
-    fp32: ir.Model, quantized: ir.Model, pool: SyntheticPool, config: FinetuneConfig, seed: int = 0, progress: bool = True,
+    fp32: ir.Model, quantized: ir.Model, source: BatchSource, config: FinetuneConfig, seed: int = 0, progress: bool = True,
     checkpoint: Checkpoint | None = None, checkpoint_seconds: float = 60.0,
 ) -> tuple[ir.Model, FinetuneResult]:
-    """Train ``quantized`` against ``fp32`` on batches from ``pool``; return the model with the
+    """Train ``quantized`` against ``fp32`` on batches from ``source``; return the model with the
     trained initializers written back, and what happened. ``checkpoint(step, seconds, model)``
     is called with the written-back model every ``checkpoint_seconds`` of training and at the
     end; the time it takes does not count against ``config.minutes``."""
@@ -152,6 +171,7 @@ def finetune(
     budget = config.minutes * 60 if config.minutes is not None else math.inf
     total = config.steps if config.steps > 0 else None
     losses, agreements = [], []
+    source_start = len(source.loss_curve)
     start = time.perf_counter()
     paused, next_checkpoint = 0.0, checkpoint_seconds
     bar = tqdm(total=total, desc="finetune", disable=not progress, leave=False, unit="step")
@@ -166,7 +186,7 @@ def finetune(
         done = max(step / total if total else 0.0, elapsed / budget)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
-        inputs = torch.from_numpy(pool.batch(config.batch_size)).to(device)
+        inputs = torch.as_tensor(source.next_batch(config.batch_size, student)).to(device)
         with torch.no_grad():
             target = teacher(inputs)
         values = student.run({student.input_names[0]: inputs}, [output_name, *(name for name, _, _ in bn_targets)])
@@ -184,11 +204,11 @@ def finetune(
         agreements.append(float((output.argmax(1) == target.argmax(1)).float().mean()))
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", agreement=f"{np.mean(agreements[-20:]):.3f}")
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", agreement=f"{np.mean(agreements[-20:]):.3f}", **source.status())
     bar.close()
     seconds = time.perf_counter() - start - paused
     trained = student.cpu().write_back(quantized)
     if checkpoint is not None:
         checkpoint(step, seconds, trained)
     counts = {"scales": len(names.scales), "adapters": len(names.adapters), "weights": len(names.weights)}
-    return trained, FinetuneResult(step, seconds, losses, agreements, counts, str(device))
+    return trained, FinetuneResult(step, seconds, losses, agreements, counts, str(device), source.loss_curve[source_start:])

@@ -8,6 +8,7 @@ import time
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -41,13 +42,15 @@ class BatchNormStat:
 @dataclass(frozen=True)
 class SynthResult:
     """Calibration inputs (normalized NCHW float32, one array per batch) and how they were made:
-    the distillation loss curve and final per-BN losses (empty for real images)."""
+    the distillation (or generator) loss curve and final per-BN losses (empty for real images);
+    ``game`` is the generator game that made them, which fine-tuning goes on playing."""
 
     batches: list[np.ndarray]
     loss_curve: list[float]
     final_bn_losses: dict[str, float]
     seconds: float
     source: str = "distilled"
+    game: Any = None
 
     @property
     def inputs(self) -> np.ndarray:

@@ -12,7 +12,8 @@ logger = logging.getLogger(__name__)
 class SyntheticPool:
     """Distilled inputs (normalized NCHW float32); each batch is drawn without replacement from a
     reshuffled pool, flipped left-right at random and shifted by a random crop of the input
-    padded with zeros by 1/8 of its size, so the student sees new views of the few images."""
+    padded with zeros by 1/8 of its size, so the student sees new views of the few images. As a
+    fine-tuning source it has no training of its own (``loss_curve`` stays empty)."""
 
     def __init__(self, inputs: np.ndarray, seed: int = 0, flip: bool = True, shift: bool = True) -> None:
         if len(inputs) == 0:
@@ -21,6 +22,7 @@ class SyntheticPool:
         self.rng = np.random.default_rng(seed)
         self.flip, self.shift = flip, shift
         self._order: list[int] = []
+        self.loss_curve: list[float] = []
         logger.debug("synthetic pool: %d inputs of shape %s, flip %s, shift %s", len(inputs), tuple(inputs.shape[1:]), flip, shift)
 
     def __len__(self) -> int:
@@ -45,3 +47,11 @@ class SyntheticPool:
             for index, (top, left) in enumerate(self.rng.integers(0, 2 * pad + 1, size=(size, 2))):
                 batch[index] = padded[index, :, top : top + height, left : left + width]
         return batch
+
+    def next_batch(self, size: int, student: object = None) -> np.ndarray:
+        """The fine-tuning source (:class:`zsq_onnx.finetune.loop.BatchSource`): a batch, whatever the student."""
+        return self.batch(size)
+
+    def status(self) -> dict[str, str]:
+        """Nothing to show beside fine-tuning's own loss."""
+        return {}

@@ -82,7 +82,8 @@ def observer_sections(recipe: Recipe, quantized: ir.Model) -> dict[str, Any]:
 
 
 def finetune_section(result: FinetuneResult) -> dict[str, Any]:
-    """The fine-tuning part of the report: steps, time, loss and agreement at start and end."""
+    """The fine-tuning part of the report: steps, time, loss and agreement at start and end, and
+    a generator's loss at start and end when the batches came from one."""
     head, tail = slice(0, 20), slice(-20, None)
     mean = lambda values: float(sum(values) / len(values)) if values else None  # noqa: E731
     return {
@@ -94,6 +95,8 @@ def finetune_section(result: FinetuneResult) -> dict[str, Any]:
         "loss_end": mean(result.loss_curve[tail]),
         "batch_agreement_start": mean(result.agreement_curve[head]),
         "batch_agreement_end": mean(result.agreement_curve[tail]),
+        "generator_loss_start": mean(result.source_loss_curve[head]),
+        "generator_loss_end": mean(result.source_loss_curve[tail]),
     }
 
 
@@ -160,7 +163,8 @@ def summary(report: dict[str, Any]) -> str:
     tuned = report.get("finetune")
     if tuned is not None:
         lines.append(f"  finetune {tuned['steps']} steps in {tuned['seconds']:.0f} s on {tuned['device']}: KD loss {tuned['loss_start']:.4f} -> {tuned['loss_end']:.4f}, "
-                     f"batch agreement {_percent(tuned['batch_agreement_start'])} -> {_percent(tuned['batch_agreement_end'])}")
+                     f"batch agreement {_percent(tuned['batch_agreement_start'])} -> {_percent(tuned['batch_agreement_end'])}"
+                     + (f", generator loss {tuned['generator_loss_start']:.3f} -> {tuned['generator_loss_end']:.3f}" if tuned.get("generator_loss_start") is not None else ""))
     fusion = report.get("ort_cpu_fusion")
     if fusion is not None:
         lines.append(f"  ORT CPU weighted layers: {fusion['fused']} integer kernels, {fusion['unfused']} float")
