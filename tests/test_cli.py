@@ -261,6 +261,12 @@ WRONG_INPUTS = {
     "zero-weight-bits": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--wbits", "0"), ("bit width", "got 0")),
     "zero-input-scale": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--input-scale", "0", "--mean", "0", "--std", "1"), ("--input-scale",)),
     "agreement-in-percent": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--min-agreement", "95"), ("--min-agreement", "0.95")),
+    "generator-and-real-calibration-data": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--synthesizer", "generator", "--calibration-data", "small.npz"),
+                                            ("--calibration-data", "--synthesizer generator")),
+    "generator-file-not-a-generator": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--synthesizer", "generator", "--synthetic-data", "other.pt"),
+                                       ("other.pt", "not a generator")),
+    "generator-margins-reversed": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--synthesizer", "generator", "--margin-low", "0.9", "--margin-high", "0.2"),
+                                   ("--margin-low", "--margin-high")),
 }
 
 
@@ -293,3 +299,19 @@ def test_post_weights_convert_inspect_and_refuse_what_cannot_run_them(tmp_path):
     _assert_bad_input(_invoke("convert", "digits-cnn", "-o", str(out), "--weight-quantizer", "post", "--weight-asymmetric"), "symmetric")
     _assert_bad_input(_invoke("convert", "digits-cnn", "-o", str(out), "--weight-quantizer", "post", "--mixed-precision", "--avg-wbits", "4"), "--mixed-precision")
     assert _invoke("convert", "digits-cnn", "-o", str(out), "--weight-quantizer", "apot").exit_code == 2
+
+
+def test_generator_is_saved_by_synth_and_reused_by_convert(tmp_path):
+    import json
+
+    generator = tmp_path / "gen.pt"
+    result = _invoke("synth", "digits-cnn", "-o", str(generator), "--synthesizer", "generator", "--generator-steps", "3", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "trained the generator 3 steps" in result.stdout and generator.is_file()
+    out = tmp_path / "q.onnx"
+    result = _invoke("convert", "digits-cnn", "-o", str(out), "--bits", "W4A4", "--profile", "sim", "--synthesizer", "generator", "--synthetic-data", str(generator),
+                     "--samples", "8", "--finetune-steps", "3", "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["calibration"]["source"] == "generated" and report["recipe"]["synth"]["synthesizer"] == "generator"
+    assert report["finetune"]["steps"] == 3 and report["finetune"]["generator_loss_end"] is not None

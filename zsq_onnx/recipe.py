@@ -46,12 +46,13 @@ def _set_choice(instance: Any, name: str, choices: type[enum.StrEnum], flag: str
 class GeneratorConfig:
     """AdaDFQ's generator (:mod:`zsq_onnx.synth.adadfq`), with the defaults of its public code:
     Adam at ``lr`` (betas 0.5, 0.999) on batches of ``batch_size``; ``warmup_steps`` against the
-    FP32 model alone before calibration; during fine-tuning one generator step per student step.
+    FP32 model alone before calibration (400 at 32 samples: the 4 warm-up epochs of 200 steps at
+    16 samples there); during fine-tuning one generator step per student step.
     Loss weights: ``ce_weight`` (CE of P on y), ``bn_weight`` (BN statistics), ``disagreement_weight``
     and ``agreement_weight`` (CE of P - Q and P + Q on y), and the margin hinges at
     ``margin_low`` and ``margin_high`` of the normalized entropy of P - Q."""
 
-    warmup_steps: int = 200
+    warmup_steps: int = 400
     lr: float = 1e-3
     batch_size: int = 32
     latent_dim: int = 100

@@ -136,3 +136,24 @@ def test_lookup_table_weights_train_and_go_back_as_codes(setting):
     inputs = {"input": pool[:32]}
     deployed, written_back = (make_session(m).run(None, inputs)[0] for m in (emit(trained), trained))
     np.testing.assert_allclose(deployed, written_back, rtol=1e-4, atol=1e-4)
+
+
+def test_generator_feeds_fine_tuning_one_generator_step_per_student_step(digits):
+    from zsq_onnx.pipeline import LoadedModel, generated_inputs
+    from zsq_onnx.recipe import GeneratorConfig
+
+    _, model, entry = digits
+    config = FinetuneConfig(steps=6, batch_size=8, train_weights=True, lr=0.05, weight_lr=1e-3)
+    recipe = build_recipe(bits="W4A4", profile="sim", samples=16, synthesizer="generator", generator=GeneratorConfig(warmup_steps=4, batch_size=8), finetune=config)
+    loaded = LoadedModel(model, entry.name, entry.input_shape, entry.preprocessing)
+    calibration = generated_inputs(loaded, recipe, progress=False)
+    assert len(calibration.loss_curve) == 4 and calibration.inputs.shape == (16, *entry.input_shape)
+    quantized = quantize(model, calibration.batches, recipe)
+    trained, result = tune(model, quantized, calibration.inputs, recipe, progress=False, game=calibration.game)
+    assert result.steps == 6 and len(result.source_loss_curve) == 6 and len(calibration.game.loss_curve) == 10
+    names = trainable_names(trained, train_weights=True)
+    before, after = quantized.graph.initializers, trained.graph.initializers
+    assert any(not np.array_equal(before[name].const_value.numpy(), after[name].const_value.numpy()) for name in names.weights)
+    _assert_emitted_equals_student(trained, calibration.inputs)
+    with pytest.raises(Exception, match="game"):
+        tune(model, quantized, calibration.inputs, recipe, progress=False)

@@ -48,11 +48,15 @@ def normalized_entropy(teacher_logits: torch.Tensor, student_logits: torch.Tenso
     return (entropy - entropy.min()) / (most - entropy.min()).clamp_min(1e-8)
 
 
-def margin_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    """Hinges that keep each sample's normalized entropy of P - Q within [low, high]: below
-    ``low`` the sample is too hard for Q (pushed up), above ``high`` too easy (pushed down)."""
-    entropy = normalized_entropy(teacher_logits, student_logits)
+def margin_hinges(entropy: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Hinges that keep each normalized entropy within [low, high]: below ``low`` a sample is too
+    hard for Q (descent pushes it up), above ``high`` too easy (pushed down), zero in between."""
     return F.relu(low - entropy).mean() + F.relu(entropy - high).mean()
+
+
+def margin_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """AdaDFQ's margin term: :func:`margin_hinges` of the normalized entropy of P - Q."""
+    return margin_hinges(normalized_entropy(teacher_logits, student_logits), low, high)
 
 
 def adaptability_losses(teacher_logits: torch.Tensor, student_logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
