@@ -9,10 +9,10 @@ import pytest
 
 from zsq_onnx import cli
 from zsq_onnx.errors import BadInputError
-from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, WeightLevels
+from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, Synthesizer, WeightLevels
 from zsq_onnx.profiles import PROFILES
 from zsq_onnx.quantizers.spec import QuantSpec
-from zsq_onnx.recipe import DEFAULT_RECIPE, RECIPE_VERSION, FinetuneConfig, MixedPrecisionConfig, Recipe, SynthConfig, build_recipe
+from zsq_onnx.recipe import DEFAULT_RECIPE, RECIPE_VERSION, FinetuneConfig, GeneratorConfig, MixedPrecisionConfig, Recipe, SynthConfig, build_recipe
 
 
 def _every_field_changed() -> Recipe:
@@ -22,7 +22,9 @@ def _every_field_changed() -> Recipe:
         profile=PROFILES["sim"],
         keep_ends_8bit=False,
         reduce_range=True,
-        synth=SynthConfig(samples=7, steps=3, batch_size=5, lr=0.25),
+        synth=SynthConfig(samples=7, steps=3, batch_size=5, lr=0.25, synthesizer=Synthesizer.GENERATOR,
+                          generator=GeneratorConfig(warmup_steps=5, lr=0.01, batch_size=8, latent_dim=20, margin_low=0.2, margin_high=0.7,
+                                                    disagreement_weight=0.3, agreement_weight=0.2, ce_weight=0.5, bn_weight=2.0)),
         seed=11,
         granularity=GranularityMode.AUTO,
         granularity_budget=0.5,
@@ -59,6 +61,7 @@ def test_round_trip_of_a_recipe_with_every_field_changed():
         decoded = Recipe.from_json(text)
         assert decoded == each
         assert type(decoded.finetune.device) is Device and type(decoded.activations.granularity) is Granularity and type(decoded.weights.levels) is WeightLevels
+        assert type(decoded.synth.synthesizer) is Synthesizer
 
 
 def test_granular_round_trip():
@@ -94,6 +97,8 @@ def test_missing_keys_take_the_field_defaults():
         ({"synth": [1, 2]}, ("synth", "object")),
         ({"version": 3}, ("version 3",)),
         ({"profile": "gpu"}, ("unknown profile", "gpu")),
+        ({"synth": {"synthesizer": "gan"}}, ("synth.synthesizer", "gan", "'generator'")),
+        ({"synth": {"generator": {"margin_low": 0.9}}}, ("--margin-low", "--margin-high")),
     ],
 )
 def test_bad_recipes_are_refused_with_exit_2(data, words):
@@ -126,6 +131,7 @@ def test_cli_choices_are_the_enum_values():
     assert _choices("activation_quantizer") == [m.value for m in ActivationQuantizer]
     assert _choices("optimizer") == [m.value for m in Optimizer]
     assert _choices("device") == [m.value for m in Device]
+    assert _choices("synthesizer") == [m.value for m in Synthesizer]
     assert _choices("profile") == list(PROFILES)
     static = [m.value.replace("_", "-") for m in Granularity if m is not Granularity.GRANULAR]
     assert _choices("weight_granularity") == _choices("act_granularity") == static
@@ -137,3 +143,6 @@ def test_cli_defaults_are_the_field_defaults():
     assert defaults["calibration_method"] == DEFAULT_RECIPE.calibration_method
     assert defaults["weight_granularity"] == DEFAULT_RECIPE.weights.granularity.replace("_", "-")
     assert defaults["finetune_lr"] == DEFAULT_RECIPE.finetune.lr and defaults["samples"] == DEFAULT_RECIPE.synth.samples
+    generator = DEFAULT_RECIPE.synth.generator
+    assert (defaults["generator_steps"], defaults["generator_lr"], defaults["margin_low"], defaults["margin_high"]) == (
+        generator.warmup_steps, generator.lr, generator.margin_low, generator.margin_high)

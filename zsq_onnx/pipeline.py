@@ -25,6 +25,7 @@ from zsq_onnx.finetune.loop import Checkpoint, FinetuneResult, finetune
 from zsq_onnx.io import onnx_io
 from zsq_onnx.io.data import Dataset, load_dataset
 from zsq_onnx.io.preprocessing import Preprocessing
+from zsq_onnx.options import Synthesizer
 from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.adaptive_activations import AdaptiveActivationsPass
 from zsq_onnx.passes.fold_batchnorm import FoldBatchNormPass
@@ -34,7 +35,6 @@ from zsq_onnx.plan.insertion import calibrate_plan, quantizer_passes
 from zsq_onnx.plan.sequential_bias import SequentialBiasCorrectionPass
 from zsq_onnx.plan.targets import QuantPlan, plan_quantization
 from zsq_onnx.profiles import emit
-from zsq_onnx.options import Synthesizer
 from zsq_onnx.recipe import Recipe
 from zsq_onnx.search.granularity import METADATA_KEY as GRANULARITY_KEY
 from zsq_onnx.search.granularity import choose_granularity

@@ -93,10 +93,10 @@ def test_finetune_settings_fail_clearly():
 
         get_profile("tensorrt").check(build_recipe(profile="tensorrt", finetune=FinetuneConfig(steps=1, activation_quantizer="adaptive")))
     if not torch.cuda.is_available():
-        from zsq_onnx.finetune.loop import _device
+        from zsq_onnx.executors.torch_graph import torch_device
 
         with pytest.raises(BadInputError, match="CUDA"):
-            _device("cuda")
+            torch_device("cuda")
 
 
 def test_batchnorm_loss_targets_every_folded_layer_and_trains(setting):

@@ -19,7 +19,7 @@ import numpy as np
 import onnx_ir as ir
 import torch
 
-from zsq_onnx.errors import UnsupportedOpError
+from zsq_onnx.errors import BadInputError, UnsupportedOpError
 from zsq_onnx.executors.torch_ops import OPS, OpFn
 from zsq_onnx.quantizers import registry
 
@@ -61,6 +61,13 @@ def _to_torch(tensor: ir.TensorProtocol) -> torch.Tensor:
     if tensor.dtype in (ir.DataType.INT4, ir.DataType.UINT4):
         array = array.astype(np.int8 if tensor.dtype == ir.DataType.INT4 else np.uint8)
     return torch.from_numpy(np.array(array, copy=True))
+
+
+def torch_device(name: str) -> torch.device:
+    """The torch device of a ``--device`` choice; BadInputError when CUDA is asked for and absent."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BadInputError("--device cuda: torch sees no CUDA device here (this torch build or machine has none)")
+    return torch.device(name)
 
 
 class TorchGraph(torch.nn.Module):

@@ -88,14 +88,6 @@ def trainable_names(model: ir.Model, train_weights: bool) -> TrainableNames:
     return TrainableNames(unique(groups["scales"]), unique(groups["adapters"]), unique(groups["weights"]) if train_weights else ())
 
 
-def _device(name: str):
-    import torch
-
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BadInputError("--device cuda: torch sees no CUDA device here (this torch build or machine has none)")
-    return torch.device(name)
-
-
 def _optimizer(student, names: TrainableNames, config: FinetuneConfig):
     """Parameter groups: each scale at lr x its initial mean magnitude, adapters at lr / 10,
     weights at weight_lr; every group keeps its base lr for the schedule."""
@@ -155,9 +147,9 @@ def finetune(
     import torch
     from tqdm import tqdm
 
-    from zsq_onnx.executors.torch_graph import TorchGraph
+    from zsq_onnx.executors.torch_graph import TorchGraph, torch_device
 
-    device = _device(config.device)
+    device = torch_device(config.device)
     torch.manual_seed(seed)
     names = trainable_names(quantized, config.train_weights)
     if not names.all:

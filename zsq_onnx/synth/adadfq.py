@@ -29,7 +29,7 @@ import onnx_ir as ir
 import torch
 import torch.nn.functional as F
 
-from zsq_onnx.executors.torch_graph import TorchGraph
+from zsq_onnx.executors.torch_graph import TorchGraph, torch_device
 from zsq_onnx.recipe import GeneratorConfig
 from zsq_onnx.synth.distill import SynthResult, batchnorm_stats, input_prior, stat_loss
 from zsq_onnx.synth.generator import ConditionalGenerator
@@ -93,7 +93,7 @@ class GeneratorGame:
 
     def __init__(self, fp32: ir.Model, input_shape: tuple[int, ...], config: GeneratorConfig, seed: int = 0,
                  device: str | torch.device = "cpu", generator: ConditionalGenerator | None = None) -> None:
-        self.config, self.device = config, torch.device(device)
+        self.config, self.device = config, torch_device(str(device))
         torch.manual_seed(seed)
         self.draws = torch.Generator().manual_seed(seed)
         if generator is None:
