@@ -265,6 +265,9 @@ WRONG_INPUTS = {
                                             ("--calibration-data", "--synthesizer generator")),
     "generator-file-not-a-generator": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--synthesizer", "generator", "--synthetic-data", "other.pt"),
                                        ("other.pt", "not a generator")),
+    "generator-for-a-model-that-is-not-a-classifier": (("convert", "model.onnx", "-o", "out.onnx", *TINY, *RAW, "--synthesizer", "generator"),
+                                                       ("--synthesizer generator", "(N, classes)")),
+    "generator-read-as-a-pool": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--synthetic-data", "other.pt"), ("other.pt", "--synthesizer generator")),
     "generator-margins-reversed": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--synthesizer", "generator", "--margin-low", "0.9", "--margin-high", "0.2"),
                                    ("--margin-low", "--margin-high")),
 }

@@ -29,6 +29,7 @@ import onnx_ir as ir
 import torch
 import torch.nn.functional as F
 
+from zsq_onnx.errors import BadInputError
 from zsq_onnx.executors.torch_graph import TorchGraph, torch_device
 from zsq_onnx.recipe import GeneratorConfig
 from zsq_onnx.synth.distill import SynthResult, batchnorm_stats, input_prior, stat_loss
@@ -65,14 +66,16 @@ def adaptability_losses(teacher_logits: torch.Tensor, student_logits: torch.Tens
 
 
 def model_classes(fp32: ir.Model, input_shape: tuple[int, ...]) -> int:
-    """How many classes the model's first output scores (its last dimension, run once when the
-    graph does not declare it)."""
+    """How many classes the model's first output scores: C of its (N, C) shape, run once when
+    the graph does not declare it; BadInputError for a model that is not a classifier."""
     dims = fp32.graph.outputs[0].shape
-    if dims is not None and len(dims) >= 2 and isinstance(dims[-1], int):
-        return dims[-1]
-    graph = TorchGraph(fp32).eval()
-    with torch.no_grad():
-        return int(graph(torch.zeros(1, *input_shape)).shape[-1])
+    if dims is None or len(dims) != 2 or not isinstance(dims[1], int):
+        graph = TorchGraph(fp32).eval()
+        with torch.no_grad():
+            dims = tuple(graph(torch.zeros(1, *input_shape)).shape)
+    if len(dims) != 2 or dims[1] < 2:
+        raise BadInputError(f"--synthesizer generator conditions on class labels: the model's output has shape {tuple(dims)}, not (N, classes)")
+    return int(dims[1])
 
 
 @contextmanager

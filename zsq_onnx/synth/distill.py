@@ -87,7 +87,8 @@ def load_synthetic(path: str | Path, input_shape: tuple[int, ...]) -> SynthResul
             curve, names, losses = archive["loss_curve"], archive["bn_names"], archive["bn_losses"]
             seconds = float(json.loads(str(archive["settings"])).get("seconds", 0.0))
     except (OSError, ValueError, KeyError, AttributeError, TypeError, zipfile.BadZipFile) as exc:
-        raise BadInputError(f"{path}: not a synthetic-data file written by `zsq-onnx synth` ({exc})") from None
+        hint = "; a generator saved by `zsq-onnx synth --synthesizer generator` is read with --synthesizer generator" if path.suffix == ".pt" else ""
+        raise BadInputError(f"{path}: not a synthetic-data file written by `zsq-onnx synth` ({exc}){hint}") from None
     if tuple(inputs.shape[1:]) != tuple(input_shape):
         raise BadInputError(f"{path}: inputs have shape {tuple(inputs.shape[1:])}, the model expects {tuple(input_shape)}")
     if len(inputs) == 0:
