@@ -37,6 +37,29 @@ def size_bytes(model: ir.Model | onnx.ModelProto) -> int:
     return (ir.serde.serialize_model(model) if isinstance(model, ir.Model) else model).ByteSize()
 
 
+def plot_top1_curves(panels: dict[str, dict[str, list[tuple[float, float]]]], fp32_top1: float, xlabel: str, title: str, path: Path) -> None:
+    """One panel per key of ``panels``, each a line per label of (minutes, top-1 %) points, with
+    FP32's top-1 (%) dashed; written to ``path`` as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(panels), figsize=(max(7.0, 4.5 * len(panels)), 4.5), squeeze=False)
+    for axis, (panel, curves) in zip(axes[0], panels.items()):
+        for label, points in curves.items():
+            axis.plot([m for m, _ in points], [t for _, t in points], marker="o", markersize=3, label=label)
+        axis.axhline(fp32_top1, color="black", linestyle="--", label="FP32")
+        axis.set_title(panel, fontsize=10)
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel("top-1 (%), emitted model in ORT")
+        axis.legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def emit_json(record: dict) -> None:
     """Print the bench's result as one JSON line (the last line of its output)."""
     print(json.dumps(record), flush=True)

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import asset, cifar_weights, emit_json  # noqa: E402
+from common import asset, cifar_weights, emit_json, plot_top1_curves  # noqa: E402
 
 from zsq_onnx import pipeline  # noqa: E402
 from zsq_onnx.executors.runtime import make_session, run_batched  # noqa: E402
@@ -48,25 +48,6 @@ def _torch_top1(model, inputs: np.ndarray, labels: np.ndarray, batch: int = 500)
     with torch.no_grad():
         logits = np.concatenate([graph(torch.from_numpy(inputs[i : i + batch])).numpy() for i in range(0, len(inputs), batch)])
     return top1(logits, labels)
-
-
-def _plot(curves: dict[str, list[tuple[float, float]]], fp32: float, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for label, points in curves.items():
-        axes.plot([m for m, _ in points], [100 * t for _, t in points], marker="o", label=label)
-    axes.axhline(100 * fp32, color="black", linestyle="--", label="FP32")
-    axes.set_xlabel("fine-tuning minutes")
-    axes.set_ylabel("top-1 (%), emitted model in ORT")
-    axes.set_title(title)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def main() -> None:
@@ -122,7 +103,8 @@ def main() -> None:
                 "curve": [(round(m, 2), t) for m, t in curves[label]],
             }
             print(label, {k: v for k, v in record[label].items() if k != "curve"}, file=sys.stderr, flush=True)
-    _plot(curves, fp32, Path(args.png), f"{args.model} fine-tuning on {args.device}, data-free")
+    percent = {label: [(minutes, 100 * top) for minutes, top in points] for label, points in curves.items()}
+    plot_top1_curves({"": percent}, 100 * fp32, "fine-tuning minutes", f"{args.model} fine-tuning on {args.device}, data-free", Path(args.png))
     record["png"] = args.png
     emit_json(record)
 

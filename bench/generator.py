@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import asset, cifar_weights, emit_json  # noqa: E402
+from common import asset, cifar_weights, emit_json, plot_top1_curves  # noqa: E402
 
 MODEL = "resnet20-cifar10"
 # Best published zero-shot drops on CIFAR-10 ResNet-20, papers' protocol (ALGORITHMS.md).
@@ -122,25 +122,12 @@ def _summary(records: list[dict]) -> dict:
 
 
 def _plot(records: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = sorted({(r["protocol"], r["bits"]) for r in records})
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
-    for axis, (protocol, bits) in zip(axes[0], panels):
-        for record in (r for r in records if (r["protocol"], r["bits"]) == (protocol, bits)):
-            axis.plot(*zip(*record["curve"]), marker="o", markersize=3, label=f"{record['synthesizer']} ({record['minutes']:g} min)")
-        axis.axhline(records[0]["fp32_top1"], color="black", linestyle="--", label="FP32")
-        axis.set_title(f"{bits}, {protocol} protocol", fontsize=10)
-        axis.set_xlabel("minutes, synthesis included")
-        axis.set_ylabel("top-1 (%), emitted model in ORT")
-        axis.legend(fontsize=7)
-    figure.suptitle(f"{MODEL}: distilled pool vs AdaDFQ generator (sim, granular, weights trained)", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    panels: dict[str, dict] = {}
+    for record in records:
+        panel = panels.setdefault(f"{record['bits']}, {record['protocol']} protocol", {})
+        panel[f"{record['synthesizer']} ({record['minutes']:g} min)"] = record["curve"]
+    plot_top1_curves(dict(sorted(panels.items())), records[0]["fp32_top1"], "minutes, synthesis included",
+                     f"{MODEL}: distilled pool vs AdaDFQ generator (sim, granular, weights trained)", path)
 
 
 def main() -> None:
