@@ -75,17 +75,28 @@ def test_disagreement_term_lowers_and_agreement_term_raises_the_student_logit_of
     assert (gradient[torch.arange(4), labels] < 0).all(), "descent raises Q's score of y with P's: an agreement sample"
 
 
+def _terms(game: GeneratorGame) -> tuple[float, float]:
+    """The CE and BN-statistics terms of the game's generator on one fixed batch."""
+    z, labels = game.generator.sample(64, torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        _, cross_entropy, bn = game.teacher_terms(game.generator(z, labels), labels)
+    return cross_entropy.item(), bn.item()
+
+
 @pytest.fixture(scope="module")
 def warm_game(digits):
     _, model, entry = digits
     game = GeneratorGame(model, entry.input_shape, GeneratorConfig(batch_size=16), seed=0)
+    before = _terms(game)
     result = train_generator(game, 100, samples=20, batch_size=16, progress=False)
-    return game, result, model, entry
+    return game, result, model, entry, before
 
 
-def test_warm_up_lowers_the_generator_loss_and_yields_calibration_batches(warm_game):
-    game, result, model, entry = warm_game
+def test_warm_up_lowers_each_loss_term_and_yields_calibration_batches(warm_game):
+    game, result, model, entry, before = warm_game
     assert np.mean(result.loss_curve[-10:]) < 0.7 * np.mean(result.loss_curve[:10])
+    after = _terms(game)
+    assert after[0] < before[0] and after[1] < before[1], (before, after)
     assert [len(batch) for batch in result.batches] == [16, 4] and result.inputs.shape[1:] == entry.input_shape
     low, high = input_prior(model, 1)[2:]
     assert result.inputs.min() >= low.min() - 1e-6 and result.inputs.max() <= high.max() + 1e-6
@@ -93,7 +104,7 @@ def test_warm_up_lowers_the_generator_loss_and_yields_calibration_batches(warm_g
 
 
 def test_warm_up_makes_samples_that_the_fp32_model_recognises_as_their_label(warm_game):
-    game, _, model, entry = warm_game
+    game, _, model, entry, _ = warm_game
     untrained = GeneratorGame(model, entry.input_shape, GeneratorConfig(batch_size=16), seed=0).generator
     z, labels = game.generator.sample(64, torch.Generator().manual_seed(5))
     teacher = TorchGraph(model)
@@ -131,7 +142,7 @@ def test_same_seed_same_generator_and_batches(digits):
 
 
 def test_save_and_load_round_trip(warm_game, tmp_path):
-    game, _, model, entry = warm_game
+    game, _, model, entry, _ = warm_game
     path = save_generator(game.generator, tmp_path / "gen.pt")
     loaded = load_generator(path, entry.input_shape, model_classes(model, entry.input_shape))
     z, labels = game.generator.sample(6, torch.Generator().manual_seed(9))

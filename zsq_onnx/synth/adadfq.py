@@ -112,18 +112,20 @@ class GeneratorGame:
         self.output_name = self.teacher.output_names[0]
         self.loss_curve: list[float] = []
 
-    def _teacher_terms(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """P's logits and its CE + BN-statistics loss on a generated batch."""
+    def teacher_terms(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """P's logits, its cross-entropy on ``labels`` and the BN-statistics loss (mean over
+        BatchNorm layers) on a generated batch."""
         values = self.teacher.run({self.teacher.input_names[0]: images}, [self.output_name, *(name for name, *_ in self.bn_targets)])
         logits = values[self.output_name]
         bn = torch.stack([stat_loss(values[name], mean, std, eps) for name, mean, std, eps in self.bn_targets]).mean()
-        return logits, self.config.ce_weight * F.cross_entropy(logits, labels) + self.config.bn_weight * bn
+        return logits, F.cross_entropy(logits, labels), bn
 
     def step(self, student: TorchGraph | None = None) -> float:
         """One generator update: against P alone, or with ``student`` (Q) the whole game."""
         z, labels = self.generator.sample(self.config.batch_size, self.draws, self.device)
         images = self.generator(z, labels)
-        teacher_logits, loss = self._teacher_terms(images, labels)
+        teacher_logits, cross_entropy, bn = self.teacher_terms(images, labels)
+        loss = self.config.ce_weight * cross_entropy + self.config.bn_weight * bn
         if student is not None:
             with _frozen(student):
                 student_logits = student.run({student.input_names[0]: images}, [student.output_names[0]])[student.output_names[0]]
