@@ -45,10 +45,11 @@ def plot_top1_curves(panels: dict[str, dict[str, list[tuple[float, float]]]], fp
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colors = {label: f"C{index}" for index, label in enumerate(sorted({label for curves in panels.values() for label in curves}))}
     figure, axes = plt.subplots(1, len(panels), figsize=(max(7.0, 4.5 * len(panels)), 4.5), squeeze=False)
     for axis, (panel, curves) in zip(axes[0], panels.items()):
-        for label, points in curves.items():
-            axis.plot([m for m, _ in points], [t for _, t in points], marker="o", markersize=3, label=label)
+        for label, points in sorted(curves.items()):
+            axis.plot([m for m, _ in points], [t for _, t in points], marker="o", markersize=3, label=label, color=colors[label])
         axis.axhline(fp32_top1, color="black", linestyle="--", label="FP32")
         axis.set_title(panel, fontsize=10)
         axis.set_xlabel(xlabel)
