@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.executors.torch_graph import TorchGraph, torch_device
 from zsq_onnx.recipe import GeneratorConfig
-from zsq_onnx.synth.distill import SynthResult, batchnorm_stats, input_prior, stat_loss
+from zsq_onnx.synth.distill import SynthResult, batchnorm_input_targets, batchnorm_stats, input_prior, stat_loss
 from zsq_onnx.synth.generator import ConditionalGenerator
 
 logger = logging.getLogger(__name__)
@@ -105,10 +105,7 @@ class GeneratorGame:
         self.generator = generator.to(self.device).train()
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=ADAM_BETAS)
         self.teacher = TorchGraph(fp32).eval().to(self.device)
-        stats = batchnorm_stats(fp32)
-        self.bn_targets = [
-            (stat.input, self.teacher.parameter(stat.mean).detach(), torch.sqrt(self.teacher.parameter(stat.var).detach() + stat.epsilon), stat.epsilon) for stat in stats
-        ]
+        self.bn_targets = batchnorm_input_targets(self.teacher, batchnorm_stats(fp32))
         self.output_name = self.teacher.output_names[0]
         self.loss_curve: list[float] = []
 

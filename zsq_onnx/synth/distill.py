@@ -151,7 +151,7 @@ def distill(model: ir.Model, input_shape: tuple[int, ...], config: SynthConfig, 
 
     stats = batchnorm_stats(model, source)
     graph = TorchGraph(model, trainable=False).eval()
-    targets = [(s.input, graph.parameter(s.mean).detach(), torch.sqrt(graph.parameter(s.var).detach() + s.epsilon), s.epsilon) for s in stats]
+    targets = batchnorm_input_targets(graph, stats)
     names = tuple(s.input for s in stats)
     channels = input_shape[0]
     view = (1, channels, *[1] * (len(input_shape) - 1))
@@ -191,6 +191,14 @@ def distill(model: ir.Model, input_shape: tuple[int, ...], config: SynthConfig, 
     seconds = time.perf_counter() - start_time
     logger.info("%s: distilled %d samples in %.1f s, BN-statistics loss %.3f -> %.3f", source, config.samples, seconds, curve[0], curve[-1])
     return SynthResult(batches, curve.tolist(), last_losses, seconds)
+
+
+def batchnorm_input_targets(graph, stats: list[BatchNormStat]) -> list[tuple]:
+    """(BN input name, running mean, sqrt(running var + eps), eps) of each BatchNorm in ``stats``,
+    read from the TorchGraph ``graph`` of the FP32 model: what ZeroQ's loss matches."""
+    import torch
+
+    return [(s.input, graph.parameter(s.mean).detach(), torch.sqrt(graph.parameter(s.var).detach() + s.epsilon), s.epsilon) for s in stats]
 
 
 def micro_batch_size(input_shape: tuple[int, ...]) -> int:
