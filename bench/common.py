@@ -37,6 +37,21 @@ def size_bytes(model: ir.Model | onnx.ModelProto) -> int:
     return (ir.serde.serialize_model(model) if isinstance(model, ir.Model) else model).ByteSize()
 
 
+def emitted_scores(model: ir.Model, inputs: np.ndarray, labels: np.ndarray, fp32_logits: np.ndarray | None = None) -> dict:
+    """Top-1 (%) of ``model`` emitted and run in ORT on ``inputs``, agreement (%) with
+    ``fp32_logits`` when given, and the emitted file's size."""
+    from zsq_onnx.executors.runtime import make_session, run_batched
+    from zsq_onnx.profiles import emit
+    from zsq_onnx.validate.metrics import agreement, top1
+
+    emitted = emit(model)
+    logits = run_batched(make_session(emitted), inputs)
+    scores = {"top1": round(100 * top1(logits, labels), 2)}
+    if fp32_logits is not None:
+        scores["agreement"] = round(100 * agreement(fp32_logits, logits), 2)
+    return {**scores, "size_bytes": size_bytes(emitted)}
+
+
 def plot_top1_curves(panels: dict[str, dict[str, list[tuple[float, float]]]], fp32_top1: float, xlabel: str, title: str, path: Path) -> None:
     """One panel per key of ``panels``, each a line per label of (minutes, top-1 %) points, with
     FP32's top-1 (%) dashed; written to ``path`` as a PNG."""

@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import asset, cifar_weights, emit_json, plot_top1_curves  # noqa: E402
+from common import asset, cifar_weights, emit_json, emitted_scores, plot_top1_curves  # noqa: E402
 
 MODEL = "resnet20-cifar10"
 # Best published zero-shot drops on CIFAR-10 ResNet-20, papers' protocol (ALGORITHMS.md).
@@ -47,18 +47,6 @@ class Run:
     @property
     def label(self) -> str:
         return f"{self.protocol} {self.bits} {self.synthesizer} {self.minutes:g} min"
-
-
-def _evaluate(model, inputs: np.ndarray, labels: np.ndarray, fp32_logits: np.ndarray | None = None) -> dict:
-    from zsq_onnx.executors.runtime import make_session, run_batched
-    from zsq_onnx.profiles import emit
-    from zsq_onnx.validate.metrics import agreement, top1
-
-    logits = run_batched(make_session(emit(model)), inputs)
-    scores = {"top1": round(100 * top1(logits, labels), 2)}
-    if fp32_logits is not None:
-        scores["agreement"] = round(100 * agreement(fp32_logits, logits), 2)
-    return scores
 
 
 def run_one(run: Run, args: argparse.Namespace) -> dict:
@@ -88,14 +76,14 @@ def run_one(run: Run, args: argparse.Namespace) -> dict:
     setup = time.perf_counter() - start
     remaining = max(budget - setup, 1.0)
     recipe = dataclasses.replace(recipe, finetune=dataclasses.replace(finetune, minutes=remaining / 60))
-    curve = [(setup / 60, _evaluate(quantized, inputs[subset], labels[subset])["top1"])]
+    curve = [(setup / 60, emitted_scores(quantized, inputs[subset], labels[subset])["top1"])]
 
     def checkpoint(step: int, seconds: float, model) -> None:
-        curve.append(((setup + seconds) / 60, _evaluate(model, inputs[subset], labels[subset])["top1"]))
+        curve.append(((setup + seconds) / 60, emitted_scores(model, inputs[subset], labels[subset])["top1"]))
 
     tuned, result = pipeline.tune(loaded.model, quantized, calibration.inputs, recipe, progress=False, checkpoint=checkpoint,
                                   checkpoint_seconds=remaining / args.checkpoints, game=calibration.game)
-    final = _evaluate(tuned, inputs, labels, fp32_logits)
+    final = emitted_scores(tuned, inputs, labels, fp32_logits)
     fp32 = round(100 * top1(fp32_logits, labels), 2)
     record = {
         **dataclasses.asdict(run), "fp32_top1": fp32, **final, "drop": round(fp32 - final["top1"], 2), "synth_seconds": round(synth_seconds, 1),

@@ -20,25 +20,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import asset, cifar_weights, emit_json, size_bytes  # noqa: E402
+from common import asset, cifar_weights, emit_json, emitted_scores, size_bytes  # noqa: E402
 
 from zsq_onnx import pipeline  # noqa: E402
 from zsq_onnx.executors.runtime import make_session, run_batched  # noqa: E402
 from zsq_onnx.io.data import load_dataset  # noqa: E402
-from zsq_onnx.profiles import emit  # noqa: E402
 from zsq_onnx.recipe import FinetuneConfig, build_recipe  # noqa: E402
 from zsq_onnx.synth.distill import distill  # noqa: E402
-from zsq_onnx.validate.metrics import agreement, top1  # noqa: E402
-
-
-def _scores(model, inputs: np.ndarray, labels: np.ndarray, fp32_logits: np.ndarray) -> dict:
-    emitted = emit(model)
-    logits = run_batched(make_session(emitted), inputs)
-    return {"top1": round(100 * top1(logits, labels), 2), "agreement": round(100 * agreement(fp32_logits, logits), 2), "size_bytes": size_bytes(emitted)}
+from zsq_onnx.validate.metrics import top1  # noqa: E402
 
 
 def bench_model(name: str, args: argparse.Namespace) -> dict:
@@ -57,9 +48,9 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
         for quantizer in args.quantizers:
             recipe = build_recipe(bits=bits, profile="sim", granularity="granular", weight_quantizer=quantizer, finetune=finetune, seed=args.seed)
             quantized = pipeline.quantize(loaded.model, batches, recipe)
-            row = {"no_finetune": _scores(quantized, inputs, dataset.labels, fp32_logits)}
+            row = {"no_finetune": emitted_scores(quantized, inputs, dataset.labels, fp32_logits)}
             tuned, result = pipeline.tune(loaded.model, quantized, distilled.inputs, recipe, progress=False)
-            row["finetuned"] = {**_scores(tuned, inputs, dataset.labels, fp32_logits), "steps": result.steps, "seconds": round(result.seconds, 1)}
+            row["finetuned"] = {**emitted_scores(tuned, inputs, dataset.labels, fp32_logits), "steps": result.steps, "seconds": round(result.seconds, 1)}
             record["settings"][f"{bits} {quantizer}"] = row
             print(name, bits, quantizer, row, file=sys.stderr, flush=True)
     record["summary"] = _summary(record, args)
