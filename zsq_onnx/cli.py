@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -23,15 +24,22 @@ LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 logger = logging.getLogger(__name__)
 
 
+_ARGV_KEY = "zsq.argv"
+
+
 class _Group(click.Group):
-    """Turns ZsqError into one line on stderr and its exit code; anything else into exit 1."""
+    """Turns ZsqError into one line on stderr and its exit code; anything else into exit 1. It
+    keeps the command line it parsed, which ``--nproc`` hands to its workers."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_ARGV_KEY] = list(args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except ZsqError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+            _fail(ctx, f"error: {exc}", exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except KeyboardInterrupt:
@@ -41,8 +49,55 @@ class _Group(click.Group):
             logger.debug("traceback of the internal error", exc_info=exc)
             cause = exc.__cause__ or exc
             text = str(cause).strip()
-            click.echo(f"internal error: {type(cause).__name__}: {text.splitlines()[0] if text else ''}", err=True)
-            ctx.exit(1)
+            _fail(ctx, f"internal error: {type(cause).__name__}: {text.splitlines()[0] if text else ''}", 1)
+
+
+def _fail(ctx: click.Context, line: str, code: int) -> None:
+    """Print the failure's one line and exit with ``code``; a worker of ``--nproc`` leaves the
+    line to its launcher (see :func:`zsq_onnx.distributed.report_failure`)."""
+    from zsq_onnx.distributed import report_failure, requested_size
+
+    if requested_size() <= 1 or not report_failure(line):
+        click.echo(line, err=True)
+    ctx.exit(code)
+
+
+def _launched(nproc: int) -> bool:
+    """With ``--nproc N`` > 1 outside a torch.distributed group, run this command as N workers
+    (torch's launcher) and exit with their outcome; False when this process is to do the work."""
+    from zsq_onnx.distributed import launch, requested_size
+
+    if nproc < 1:
+        raise BadInputError(f"--nproc takes a number of processes >= 1, got {nproc}")
+    if nproc == 1 or requested_size() > 1:
+        return False
+    ctx = click.get_current_context()
+    argv = ctx.find_root().meta[_ARGV_KEY]
+    code, line = launch(nproc, _without_nproc(argv), verbose=logging.getLogger("zsq_onnx").level <= logging.INFO)
+    if line is not None:
+        click.echo(line, err=True)
+    ctx.exit(code)
+    return True
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` less its ``--nproc N`` (or ``--nproc=N``)."""
+    kept, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--nproc":
+            skip = True
+        elif not token.startswith("--nproc="):
+            kept.append(token)
+    return kept
+
+
+def _nproc_option(command):
+    """--nproc: data-parallel workers on this node (torchrun does the same across nodes)."""
+    return click.option("--nproc", type=int, default=1, show_default=True,
+                        help="Run as N data-parallel processes on this node (torch.distributed, gloo on CPU, nccl with --device cuda); "
+                             "across nodes use torchrun ... -m zsq_onnx instead.")(command)
 
 
 @click.group(cls=_Group)
@@ -57,7 +112,8 @@ def _configure_logging(verbose: int) -> None:
     """The zsq_onnx loggers write to stderr at WARNING, INFO (-v) or DEBUG (-vv and more), for
     the duration of the command: a process that runs several (tests) keeps no stale handler."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    rank = os.environ.get("RANK") if os.environ.get("WORLD_SIZE", "1") != "1" else None
+    handler.setFormatter(logging.Formatter(LOG_FORMAT if rank is None else f"[rank {rank}] {LOG_FORMAT}"))
     package = logging.getLogger("zsq_onnx")
     level = package.level
     package.addHandler(handler)
@@ -187,12 +243,13 @@ def _preprocessing(input_scale, mean, std):
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_generator_options
 @_preprocessing_options
+@_nproc_option
 def convert(model, output, weights, synthetic_data, calibration_data, eval_data, report_path, min_agreement, max_drop, as_json, quiet, input_scale, mean, std,
             finetune_steps, finetune_minutes, finetune_lr, finetune_samples, finetune_bn_loss, train_weights, activation_quantizer, optimizer, device,
             mixed_precision, mp_weight_bits, avg_wbits, size_budget_kb, bops_budget, search_activations,
-            generator_steps, generator_lr, margin_low, margin_high, **recipe_options) -> None:
+            generator_steps, generator_lr, margin_low, margin_high, nproc, **recipe_options) -> None:
     """Quantize MODEL (a zoo name or an .onnx file with BatchNorm) without data."""
-    from zsq_onnx import pipeline
+    from zsq_onnx import distributed, pipeline
     from zsq_onnx.recipe import build_recipe
     from zsq_onnx.validate import report
 
@@ -203,10 +260,15 @@ def convert(model, output, weights, synthetic_data, calibration_data, eval_data,
                                                                       train_weights, activation_quantizer, optimizer, device),
                           mixed_precision=_mixed_precision_config(mixed_precision, mp_weight_bits, avg_wbits, size_budget_kb, bops_budget, search_activations),
                           generator=_generator_config(generator_steps, generator_lr, margin_low, margin_high))
-    result = pipeline.convert(
-        model, output, recipe, weights=weights, eval_data=eval_data, report_path=report_path, progress=not quiet and sys.stderr.isatty(),
-        synthetic_data=synthetic_data, calibration_data=calibration_data, preprocessing=_preprocessing(input_scale, mean, std),
-    )
+    if _launched(nproc):
+        return
+    with distributed.joined(recipe.finetune.device) as group:
+        result = pipeline.convert(
+            model, output, recipe, weights=weights, eval_data=eval_data, report_path=report_path, progress=not quiet and sys.stderr.isatty() and group.main,
+            synthetic_data=synthetic_data, calibration_data=calibration_data, preprocessing=_preprocessing(input_scale, mean, std),
+        )
+    if not group.main:
+        return
     click.echo(report.to_json(result.report) if as_json else report.summary(result.report))
     if not as_json:
         click.echo(f"wrote {output}" + (f" and {report_path}" if report_path else ""))
@@ -266,30 +328,39 @@ def export(model, output, weights, input_scale, mean, std) -> None:
 @click.option("--seed", type=int, default=DEFAULT_RECIPE.seed, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_generator_options
-def synth(model, output, weights, samples, steps, lr, batch_size, seed, quiet, synthesizer, generator_steps, generator_lr, margin_low, margin_high) -> None:
+@_nproc_option
+def synth(model, output, weights, samples, steps, lr, batch_size, seed, quiet, synthesizer, generator_steps, generator_lr, margin_low, margin_high, nproc) -> None:
     """Distill calibration inputs from MODEL's BatchNorm statistics (ZeroQ) into an .npz, or
     train AdaDFQ's generator against MODEL and save its weights (--synthesizer generator)."""
-    from zsq_onnx import pipeline
+    from zsq_onnx import distributed, pipeline
     from zsq_onnx.recipe import build_recipe
     from zsq_onnx.synth.distill import distill, save_synthetic
 
     recipe = build_recipe(samples=samples, synth_steps=steps, synth_lr=lr, synth_batch_size=batch_size, seed=seed, synthesizer=synthesizer,
                           generator=_generator_config(generator_steps, generator_lr, margin_low, margin_high))
+    if _launched(nproc):
+        return
     config = recipe.synth
-    loaded = pipeline.load_model(model, weights)
-    progress = not quiet and sys.stderr.isatty()
+    with distributed.joined() as group:
+        loaded = pipeline.load_model(model, weights)
+        progress = not quiet and sys.stderr.isatty() and group.main
+        if config.synthesizer == Synthesizer.GENERATOR:
+            result = pipeline.generated_inputs(loaded, recipe, progress=progress)
+        else:
+            result = distill(loaded.model, loaded.input_shape, config, seed, progress=progress, source=str(model))
+        distributed.all_succeeded()
+    if not group.main:
+        return
     if config.synthesizer == Synthesizer.GENERATOR:
         from zsq_onnx.synth.generator import save_generator
 
-        result = pipeline.generated_inputs(loaded, recipe, progress=progress)
         save_generator(result.game.generator, output)
         curve = f", loss {result.loss_curve[0]:.3f} -> {result.loss_curve[-1]:.3f}" if result.loss_curve else ""
         click.echo(f"{loaded.name}: trained the generator {config.generator.warmup_steps} steps in {result.seconds:.1f} s{curve}")
-        click.echo(f"wrote {output}")
-        return
-    result = distill(loaded.model, loaded.input_shape, config, seed, progress=progress, source=str(model))
-    save_synthetic(result, output, config, seed, loaded.name)
-    click.echo(f"{loaded.name}: distilled {config.samples} samples in {result.seconds:.1f} s, BN-statistics loss {result.loss_curve[0]:.3f} -> {result.loss_curve[-1]:.3f}")
+    else:
+        save_synthetic(result, output, config, seed, loaded.name)
+        click.echo(f"{loaded.name}: distilled {config.samples} samples in {result.seconds:.1f} s, "
+                   f"BN-statistics loss {result.loss_curve[0]:.3f} -> {result.loss_curve[-1]:.3f}")
     click.echo(f"wrote {output}")
 
 

@@ -31,3 +31,10 @@ class AccuracyGateError(ZsqError):
 
 class InternalError(ZsqError):
     """A broken internal invariant: a bug in zsq-onnx, not in the user's input (exit code 1)."""
+
+
+class PeerFailedError(ZsqError):
+    """Another rank of a torch.distributed group failed, so this one stopped too: exit code 4
+    (the failing rank reports the cause)."""
+
+    exit_code = 4

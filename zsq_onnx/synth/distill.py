@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from zsq_onnx import distributed
 from zsq_onnx.errors import BadInputError, NoBatchNormError
 from zsq_onnx.io import onnx_io
 from zsq_onnx.io.preprocessing import Preprocessing
@@ -143,7 +144,11 @@ def distill(model: ir.Model, input_shape: tuple[int, ...], config: SynthConfig, 
     learning rate and input loss (z against N(0, 1)) then mean the same for a model normalized
     to [-1, 1] as for one standardized per channel, and z is clamped after every step so that
     x stays in the range real pixels reach (the quantizer of the model input is calibrated on
-    it: unbounded inputs spread to +-15 on EfficientNet-Lite0, 16x its real range)."""
+    it: unbounded inputs spread to +-15 on EfficientNet-Lite0, 16x its real range).
+
+    Each batch starts from noise seeded by its index (:func:`~zsq_onnx.distributed.batch_seed`);
+    in a torch.distributed group each rank distills its :func:`~zsq_onnx.distributed.shard` of
+    the batches and every rank gets all of them, the same as one process would distill."""
     import torch
     from tqdm import tqdm
 
@@ -152,45 +157,60 @@ def distill(model: ir.Model, input_shape: tuple[int, ...], config: SynthConfig, 
     stats = batchnorm_stats(model, source)
     graph = TorchGraph(model, trainable=False).eval()
     targets = batchnorm_input_targets(graph, stats)
-    names = tuple(s.input for s in stats)
     channels = input_shape[0]
     view = (1, channels, *[1] * (len(input_shape) - 1))
     mean, std, low, high = (torch.from_numpy(v).reshape(view) for v in input_prior(model, channels))
     z_low, z_high = (low - mean) / std, (high - mean) / std
     micro = micro_batch_size(input_shape)
-    generator = torch.Generator().manual_seed(seed)
     sizes = [min(config.batch_size, config.samples - start) for start in range(0, config.samples, config.batch_size)]
-    curve = np.zeros(config.steps)
-    batches, last_losses = [], {}
-    logger.debug("%s: distilling %d samples in %d batch(es) from %d BatchNorm layers, %d Adam steps at lr %g, micro-batches of %d",
-                 source, config.samples, len(sizes), len(stats), config.steps, config.lr, micro)
+    mine = distributed.shard(len(sizes))
+    logger.debug("%s: distilling %d samples in %d batch(es) (%d here) from %d BatchNorm layers, %d Adam steps at lr %g, micro-batches of %d",
+                 source, config.samples, len(sizes), len(mine), len(stats), config.steps, config.lr, micro)
     start_time = time.perf_counter()
-    bar = tqdm(total=len(sizes) * config.steps, desc="synth", disable=not progress, leave=False, unit="step")
-    for size in sizes:
-        z = torch.randn(size, *input_shape, generator=generator).clamp_(z_low, z_high).requires_grad_(True)
-        optimizer = torch.optim.Adam([z], lr=config.lr)
-        for step in range(config.steps):
-            optimizer.zero_grad(set_to_none=True)
-            if size <= micro:
-                values = graph.run({graph.input_names[0]: mean + std * z}, outputs=names)
-                losses = [stat_loss(values[name], target_mean, target_std, eps) for name, target_mean, target_std, eps in targets]
-                loss = torch.stack(losses).sum() + stat_loss(z, torch.zeros(channels), torch.ones(channels), 0.0)
-                loss.backward()
-            else:
-                loss, losses = _micro_batched_backward(graph, z, mean, std, targets, micro)
-            optimizer.step()
-            with torch.no_grad():
-                z.clamp_(z_low, z_high)
-            curve[step] += loss.item() / len(sizes)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        last_losses = {s.node: v.item() for s, v in zip(stats, losses)}
-        batches.append((mean + std * z).detach().numpy().astype(np.float32))
-        logger.debug("%s: batch %d of %d distilled, loss %.3f", source, len(batches), len(sizes), loss.item())
+    bar = tqdm(total=len(mine) * config.steps, desc="synth", disable=not progress, leave=False, unit="step")
+    local = {}
+    for index in mine:
+        z = torch.randn(sizes[index], *input_shape, generator=torch.Generator().manual_seed(distributed.batch_seed(seed, index)))
+        local[index] = _distill_batch(graph, targets, z.clamp_(z_low, z_high), (mean, std, z_low, z_high), config, micro, bar)
+        logger.debug("%s: batch %d of %d distilled, loss %.3f", source, index + 1, len(sizes), local[index][1][-1])
     bar.close()
+    distilled = distributed.gather_shards(local, len(sizes))
+    curve = np.zeros(config.steps)
+    for _, batch_curve, _ in distilled:
+        curve += batch_curve / len(sizes)
     seconds = time.perf_counter() - start_time
     logger.info("%s: distilled %d samples in %.1f s, BN-statistics loss %.3f -> %.3f", source, config.samples, seconds, curve[0], curve[-1])
-    return SynthResult(batches, curve.tolist(), last_losses, seconds)
+    last_losses = dict(zip((s.node for s in stats), distilled[-1][2]))
+    return SynthResult([inputs for inputs, _, _ in distilled], curve.tolist(), last_losses, seconds)
+
+
+def _distill_batch(graph, targets: list[tuple], z, prior: tuple, config: SynthConfig, micro: int, bar) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """One batch distilled from its starting point ``z`` (standardized units): the inputs, the
+    loss after every step and the final loss of each BN layer."""
+    import torch
+
+    mean, std, z_low, z_high = prior
+    names = tuple(name for name, *_ in targets)
+    channels = z.shape[1]
+    z.requires_grad_(True)
+    optimizer = torch.optim.Adam([z], lr=config.lr)
+    curve = np.zeros(config.steps)
+    for step in range(config.steps):
+        optimizer.zero_grad(set_to_none=True)
+        if len(z) <= micro:
+            values = graph.run({graph.input_names[0]: mean + std * z}, outputs=names)
+            losses = [stat_loss(values[name], target_mean, target_std, eps) for name, target_mean, target_std, eps in targets]
+            loss = torch.stack(losses).sum() + stat_loss(z, torch.zeros(channels), torch.ones(channels), 0.0)
+            loss.backward()
+        else:
+            loss, losses = _micro_batched_backward(graph, z, mean, std, targets, micro)
+        optimizer.step()
+        with torch.no_grad():
+            z.clamp_(z_low, z_high)
+        curve[step] = loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    return (mean + std * z).detach().numpy().astype(np.float32), curve, [value.item() for value in losses]
 
 
 def batchnorm_input_targets(graph, stats: list[BatchNormStat]) -> list[tuple]:

@@ -1,0 +1,249 @@
+"""Data parallelism over torch.distributed: the one place that knows rank, world size, per-rank
+and per-batch seeds, collectives and which rank writes.
+
+A process belongs to a group when torchrun (or :func:`launch`, behind ``--nproc N``) set
+``WORLD_SIZE`` > 1 in its environment; :func:`joined` then joins that group (gloo for CPU
+tensors, nccl for CUDA ones) for the duration of a command. Outside a group every function
+here is the single-process identity: one rank, :func:`gather` returns ``[value]``, every shard
+is everything, so the stages call them unconditionally and never import torch for it.
+
+Results do not depend on the world size where the issue asks for equality: work is split by
+batch or sample index and seeded per batch (:func:`batch_seed`), never per rank, so a gathered
+pool equals the single-process pool sample for sample; min/max and histogram counts reduce
+exactly. A rank that fails makes the next collective of every other rank fail: that surfaces
+as :class:`~zsq_onnx.errors.PeerFailedError`, and only rank 0 writes, after every rank has
+reached :func:`all_succeeded`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import numpy as np
+
+from zsq_onnx.errors import BadInputError, PeerFailedError
+
+logger = logging.getLogger(__name__)
+
+LAUNCHED_ENV = "ZSQ_LAUNCHED"  # set by launch(): the launcher prints the failing rank's line, the workers do not
+ERROR_FILE_ENV = "TORCHELASTIC_ERROR_FILE"  # where torch's elastic agent reads a worker's failure message
+COLLECTIVE_TIMEOUT = timedelta(minutes=30)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in the group: its rank, how many ranks there are, its rank on this
+    node and the backend (None outside a group)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def main(self) -> bool:
+        """Whether this is rank 0: the one that shows progress and writes files."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """Whether there is more than one rank."""
+        return self.size > 1
+
+
+_world = World()
+
+
+def world() -> World:
+    """The group this process has joined (one rank when none)."""
+    return _world
+
+
+def requested_size() -> int:
+    """The world size torchrun or :func:`launch` put in the environment (1 when none)."""
+    text = os.environ.get("WORLD_SIZE", "1")
+    try:
+        return int(text)
+    except ValueError:
+        raise BadInputError(f"WORLD_SIZE={text!r} in the environment is not a number of processes") from None
+
+
+@contextmanager
+def joined(device: str = "cpu") -> Iterator[World]:
+    """Join the process group the environment describes (WORLD_SIZE > 1) for the enclosed block,
+    with gloo for CPU tensors and, when ``device`` is cuda, nccl for CUDA ones; one rank
+    otherwise."""
+    global _world
+    size = requested_size()
+    if size <= 1 or _world.distributed:
+        yield _world
+        return
+    import torch
+    import torch.distributed as dist
+
+    backend = "cpu:gloo,cuda:nccl" if device == "cuda" else "gloo"
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "cuda" and torch.cuda.is_available():
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+    try:
+        dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
+    except (ValueError, RuntimeError) as exc:
+        raise BadInputError(f"cannot join the torch.distributed group of {size} processes (run under torchrun, or use --nproc N): {exc}".splitlines()[0]) from None
+    _world = World(dist.get_rank(), dist.get_world_size(), local_rank, backend)
+    logger.info("rank %d of %d joined (%s)", _world.rank, _world.size, backend)
+    try:
+        yield _world
+    finally:
+        _world = World()
+        dist.destroy_process_group()
+
+
+def _collective(operation: Callable[[], T]) -> T:
+    """Run one collective; a peer that died or failed first surfaces as PeerFailedError."""
+    try:
+        return operation()
+    except RuntimeError as exc:
+        logger.debug("collective failed on rank %d: %s", _world.rank, exc)
+        raise PeerFailedError(f"rank {_world.rank}: stopped because another rank failed") from None
+
+
+def gather(value: T) -> list[T]:
+    """Every rank's ``value`` (any picklable object), in rank order, on every rank."""
+    if not _world.distributed:
+        return [value]
+    import torch.distributed as dist
+
+    values: list[Any] = [None] * _world.size
+    _collective(lambda: dist.all_gather_object(values, value))
+    return values
+
+
+def broadcast(value: T) -> T:
+    """Rank 0's ``value`` on every rank."""
+    return gather(value if _world.main else None)[0]
+
+
+def all_succeeded() -> None:
+    """Return on every rank once all of them got here; PeerFailedError when one failed before."""
+    gather(True)
+
+
+def sum_tensor(tensor):
+    """``tensor`` (a torch tensor, in place) summed over ranks."""
+    if _world.distributed:
+        import torch.distributed as dist
+
+        _collective(lambda: dist.all_reduce(tensor))
+    return tensor
+
+
+def average_gradients(parameters) -> None:
+    """Average the gradients of ``parameters`` (torch) over ranks, as DistributedDataParallel
+    does, for modules trained outside it (the generator)."""
+    if not _world.distributed:
+        return
+    for parameter in parameters:
+        if parameter.grad is not None:
+            sum_tensor(parameter.grad).div_(_world.size)
+
+
+def shard(count: int) -> range:
+    """The indices in ``range(count)`` this rank works on: every size-th from its rank, so
+    batches of unequal cost spread evenly."""
+    return range(_world.rank, count, _world.size)
+
+
+def part(count: int) -> slice:
+    """This rank's contiguous slice of ``count`` samples (sizes differ by at most one)."""
+    start = _world.rank * count // _world.size
+    return slice(start, (_world.rank + 1) * count // _world.size)
+
+
+def gather_shards(local: dict[int, T], count: int) -> list[T]:
+    """The items ``0..count-1`` that the ranks made for their :func:`shard`, in index order, on every rank."""
+    merged: dict[int, T] = {}
+    for items in gather(local):
+        merged.update(items)
+    if sorted(merged) != list(range(count)):
+        raise PeerFailedError(f"rank {_world.rank}: the ranks returned items {sorted(merged)} of {count}")
+    return [merged[index] for index in range(count)]
+
+
+def gather_parts(local: np.ndarray) -> np.ndarray:
+    """The ranks' :func:`part` arrays concatenated in rank order, on every rank."""
+    return np.concatenate(gather(local)) if _world.distributed else local
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """The seed of batch (or sample) ``index`` under the global ``seed``: what any rank working
+    on that index uses, so results do not depend on the number of ranks."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def rank_seed(seed: int) -> int:
+    """A seed of this rank's own under ``seed`` (for streams that are meant to differ per rank,
+    such as the samples a generator draws)."""
+    return seed if not _world.distributed else int(np.random.SeedSequence([seed, 1 << 20, _world.rank]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def report_failure(line: str) -> bool:
+    """Record a worker's one-line failure where the elastic agent reads it; True when the
+    launcher of ``--nproc`` will print it, so the worker should not."""
+    path = os.environ.get(ERROR_FILE_ENV)
+    if path:
+        try:
+            with open(path, "w") as handle:
+                json.dump({"message": line, "timestamp": int(time.time())}, handle)
+        except OSError as exc:
+            logger.debug("cannot write the error file %s: %s", path, exc)
+    return bool(os.environ.get(LAUNCHED_ENV)) and bool(path)
+
+
+def launch(nproc: int, args: Sequence[str], verbose: bool = False) -> tuple[int, str | None]:
+    """Run ``python -m zsq_onnx *args`` as ``nproc`` workers on this node through torch's
+    elastic launcher (what torchrun --standalone does); return the exit code and, on failure,
+    the one line that says why (the first rank that failed on its own, before the ones it
+    stopped)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if nproc < 1:
+        raise BadInputError(f"--nproc takes a number of processes >= 1, got {nproc}")
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    os.environ[LAUNCHED_ENV] = "1"
+    if not verbose:
+        logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, rdzv_backend="c10d", rdzv_endpoint="localhost:0",
+                          run_id=f"zsq-{os.getpid()}", max_restarts=0)
+    try:
+        elastic_launch(config, sys.executable)("-m", "zsq_onnx", *args)
+    except ChildFailedError as exc:
+        return _root_failure(exc.failures)
+    finally:
+        os.environ.pop(LAUNCHED_ENV, None)
+    return 0, None
+
+
+def _root_failure(failures: dict) -> tuple[int, str]:
+    """The exit code and line of the failure that caused the others: a rank that failed on its
+    own (not stopped by a peer, not killed by the agent) first, then the earliest."""
+    def caused(item) -> tuple:
+        rank, failure = item
+        stopped = failure.exitcode == PeerFailedError.exit_code or failure.exitcode < 0
+        return stopped, failure.timestamp, rank
+
+    rank, failure = min(failures.items(), key=caused)
+    if failure.exitcode < 0:
+        return 1, f"error: rank {rank} was killed by signal {-failure.exitcode}"
+    message = failure.message if isinstance(failure.message, str) and failure.error_file_data else f"error: rank {rank} exited with code {failure.exitcode}"
+    return failure.exitcode, message
