@@ -157,6 +157,16 @@ def average_gradients(parameters) -> None:
             sum_tensor(parameter.grad).div_(_world.size)
 
 
+def data_parallel(module, device):
+    """``module`` (torch) wrapped in DistributedDataParallel in a group, so that each backward
+    averages its gradients over ranks; ``module`` itself on one rank."""
+    if not _world.distributed:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def shard(count: int) -> range:
     """The indices in ``range(count)`` this rank works on: every size-th from its rank, so
     batches of unequal cost spread evenly."""

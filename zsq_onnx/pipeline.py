@@ -20,6 +20,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import NameFixPass, ShapeInferencePass
 
+from zsq_onnx import distributed
 from zsq_onnx.errors import BadInputError, InternalError
 from zsq_onnx.finetune.loop import Checkpoint, FinetuneResult, finetune
 from zsq_onnx.io import onnx_io
@@ -245,6 +246,10 @@ def convert(
     ``eval_data`` (an .npz path, a class folder or a Dataset of raw images) measures accuracy;
     without it the zoo model's own test split is used, or the calibration inputs (agreement
     and SQNR only). ``preprocessing`` replaces what the model's metadata records.
+
+    In a torch.distributed group (:mod:`zsq_onnx.distributed`) every rank runs every stage on
+    its share of the work; rank 0 alone writes, once every rank has finished, and returns the
+    report (the other ranks return an empty one).
     """
     recipe = recipe or Recipe()
     timer = StageTimer()
@@ -268,11 +273,15 @@ def convert(
         inputs = loaded.preprocessing.apply(dataset.images) if dataset is not None else calibration.inputs
         labels = dataset.labels if dataset is not None else None
         evaluation = evaluate(loaded.model, emitted, inputs, labels, dataset.name if dataset is not None else calibration.source)
-        found = diagnose(emitted, inputs, recipe)
+        group = distributed.world()
+        found = diagnose(emitted, inputs, recipe) if group.main else {}
     timer.seconds["total"] = time.perf_counter() - start
+    distributed.all_succeeded()
+    if not group.main:
+        return ConversionResult(emitted, evaluation, {})
     if tuned is not None:
         found["finetune"] = report.finetune_section(tuned)
-    content = report.build(loaded.name, recipe, evaluation, calibration, loaded.model, emitted, found, timer.seconds)
+    content = report.build(loaded.name, recipe, evaluation, calibration, loaded.model, emitted, found, timer.seconds, group)
     onnx_io.save_onnx(emitted, output)
     if report_path is not None:
         report.write(content, report_path)

@@ -165,3 +165,17 @@ class TorchGraph(torch.nn.Module):
             array = self.params[key].detach().cpu().numpy().astype(value.const_value.dtype.numpy())
             value.const_value = ir.tensor(array, name=name)
         return result
+
+
+class GraphOutputs(torch.nn.Module):
+    """The values ``names`` of ``graph`` on its first input, as a module whose ``forward`` returns
+    them by name: what a wrapper that drives ``forward`` (DistributedDataParallel) trains."""
+
+    def __init__(self, graph: TorchGraph, names: Sequence[str]) -> None:
+        super().__init__()
+        self.graph = graph
+        self.names = tuple(names)
+
+    def forward(self, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The named values for ``inputs``."""
+        return self.graph.run({self.graph.input_names[0]: inputs}, self.names)

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import onnx_ir as ir
 
+from zsq_onnx import distributed
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.quantizers.registry import Role, trainable_inputs
 from zsq_onnx.recipe import FinetuneConfig
@@ -147,7 +148,7 @@ def finetune(
     import torch
     from tqdm import tqdm
 
-    from zsq_onnx.executors.torch_graph import TorchGraph, torch_device
+    from zsq_onnx.executors.torch_graph import GraphOutputs, TorchGraph, torch_device
 
     device = torch_device(config.device)
     torch.manual_seed(seed)
@@ -159,6 +160,9 @@ def finetune(
     optimizer = _optimizer(student, names, config)
     bn_targets = [(name, mean.to(device), std.to(device)) for name, mean, std in batchnorm_output_targets(fp32, teacher, student)] if config.bn_loss > 0 else []
     output_name = student.output_names[0]
+    trainer = distributed.data_parallel(GraphOutputs(student, (output_name, *(name for name, _, _ in bn_targets))), device)
+    share = distributed.part(config.batch_size)
+    weight = (share.stop - share.start) * distributed.world().size / config.batch_size  # this rank's share of the global batch mean
     scales = [student.parameter(name) for name in names.scales]
     budget = config.minutes * 60 if config.minutes is not None else math.inf
     total = config.steps if config.steps > 0 else None
@@ -168,39 +172,52 @@ def finetune(
     paused, next_checkpoint = 0.0, checkpoint_seconds
     bar = tqdm(total=total, desc="finetune", disable=not progress, leave=False, unit="step")
     step = 0
-    while (total is None or step < total) and time.perf_counter() - start - paused < budget:
+    while True:
         elapsed = time.perf_counter() - start - paused
-        if checkpoint is not None and elapsed >= next_checkpoint:
+        if checkpoint is not None and elapsed >= next_checkpoint and distributed.world().main:
             pause = time.perf_counter()
             checkpoint(step, elapsed, student.write_back(quantized))
             paused += time.perf_counter() - pause
             next_checkpoint += checkpoint_seconds
-        done = max(step / total if total else 0.0, elapsed / budget)
+            elapsed = time.perf_counter() - start - paused
+        go_on, done = distributed.broadcast(((total is None or step < total) and elapsed < budget, max(step / total if total else 0.0, elapsed / budget)))
+        if not go_on:
+            break
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
         inputs = torch.as_tensor(source.next_batch(config.batch_size, student)).to(device)
         with torch.no_grad():
             target = teacher(inputs)
-        values = student.run({student.input_names[0]: inputs}, [output_name, *(name for name, _, _ in bn_targets)])
+        values = trainer(inputs)
         output = values[output_name]
         loss = kd_loss(output, target, config.temperature)
         if bn_targets:
             loss = loss + config.bn_loss * sum(stat_loss(values[name], mean, std, 0.0) for name, mean, std in bn_targets)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * weight).backward()
         optimizer.step()
         with torch.no_grad():
             for scale in scales:
                 scale.clamp_(min=1e-8)
-        losses.append(loss.item())
-        agreements.append(float((output.argmax(1) == target.argmax(1)).float().mean()))
+        batch_loss, batch_agreement = batch_means(loss.detach(), (output.argmax(1) == target.argmax(1)).float().sum(), len(inputs))
+        losses.append(batch_loss)
+        agreements.append(batch_agreement)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", agreement=f"{np.mean(agreements[-20:]):.3f}", **source.status())
     bar.close()
     seconds = time.perf_counter() - start - paused
     trained = student.cpu().write_back(quantized)
-    if checkpoint is not None:
+    if checkpoint is not None and distributed.world().main:
         checkpoint(step, seconds, trained)
     counts = {"scales": len(names.scales), "adapters": len(names.adapters), "weights": len(names.weights)}
     return trained, FinetuneResult(step, seconds, losses, agreements, counts, str(device), source.loss_curve[source_start:])
+
+
+def batch_means(loss, agreeing, count: int) -> tuple[float, float]:
+    """The loss and teacher agreement of the whole (global) batch from this rank's mean loss,
+    agreeing samples and sample count (sums over ranks)."""
+    import torch
+
+    totals = distributed.sum_tensor(torch.stack([loss.double().cpu() * count, agreeing.double().cpu(), torch.tensor(float(count), dtype=torch.float64)]))
+    return float(totals[0] / totals[2]), float(totals[1] / totals[2])

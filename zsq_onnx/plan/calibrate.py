@@ -1,17 +1,22 @@
 """Statistics of intermediate tensors over calibration batches, run in ORT and streamed batch by
 batch (no tensor is kept past its batch): min/max ranges, observer-chosen ranges with the share
-of values they clip, and the mean inputs of weighted layers (for bias correction)."""
+of values they clip, and the mean inputs of weighted layers (for bias correction).
+
+In a torch.distributed group each rank runs its :func:`~zsq_onnx.distributed.part` of every
+batch and the statistics are reduced over ranks: min/max and histogram counts exactly, means
+as float64 sums."""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import onnx_ir as ir
 
+from zsq_onnx import distributed
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.executors.runtime import make_session
 from zsq_onnx.plan.observers import Histogram, observe
@@ -34,42 +39,51 @@ def with_outputs(model: ir.Model, names: Sequence[str]) -> ir.Model:
     return result
 
 
-def stream(model: ir.Model, names: Sequence[str], batches: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-    """The tensors ``names`` of each batch, one batch at a time, computed in ORT."""
+def stream(model: ir.Model, names: Sequence[str], batches: Sequence[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    """The tensors ``names`` of this rank's part of each batch, one batch at a time, computed in ORT."""
+    if not any(len(batch) for batch in batches):
+        raise BadInputError("no calibration batches were given")
     session = make_session(with_outputs(model, names))
     input_name = session.get_inputs()[0].name
-    seen = False
     for batch in batches:
-        seen = True
-        yield dict(zip(names, session.run(list(names), {input_name: np.asarray(batch, np.float32)})))
-    if not seen:
-        raise BadInputError("no calibration batches were given")
+        mine = np.asarray(batch[distributed.part(len(batch))], np.float32)
+        if len(mine):
+            yield dict(zip(names, session.run(list(names), {input_name: mine})))
 
 
 def minmax_ranges(
-    model: ir.Model, names: Sequence[str], batches: Iterable[np.ndarray], per_channel: Collection[str] = ()
+    model: ir.Model, names: Sequence[str], batches: Sequence[np.ndarray], per_channel: Collection[str] = ()
 ) -> dict[str, Range]:
     """(min, max) of each tensor in ``names`` over all ``batches``, run in ORT: scalars, or
     vectors over axis 1 for the tensors in ``per_channel``."""
     names = list(names)
     if not names:
         return {}
-    low: dict[str, np.ndarray] = {}
-    high: dict[str, np.ndarray] = {}
+    local: dict[str, Range] = {}
     for values in stream(model, names, batches):
         for name, value in values.items():
             axes = tuple(i for i in range(value.ndim) if i != 1) if name in per_channel and value.ndim > 1 else None
-            batch_low, batch_high = value.min(axis=axes), value.max(axis=axes)
-            low[name] = np.minimum(low[name], batch_low) if name in low else batch_low
-            high[name] = np.maximum(high[name], batch_high) if name in high else batch_high
-    return {name: (np.asarray(low[name], np.float32), np.asarray(high[name], np.float32)) for name in names}
+            _widen(local, name, value.min(axis=axes), value.max(axis=axes))
+    ranges: dict[str, Range] = {}
+    for part in distributed.gather(local):
+        for name, (low, high) in part.items():
+            _widen(ranges, name, low, high)
+    return {name: (np.asarray(ranges[name][0], np.float32), np.asarray(ranges[name][1], np.float32)) for name in names}
 
 
-def histograms(model: ir.Model, empty: Mapping[str, Histogram], batches: Iterable[np.ndarray]) -> dict[str, Histogram]:
+def _widen(ranges: dict[str, Range], name: str, low: np.ndarray, high: np.ndarray) -> None:
+    """Widen ``ranges[name]`` to hold [low, high] (set it when absent)."""
+    ranges[name] = (np.minimum(ranges[name][0], low), np.maximum(ranges[name][1], high)) if name in ranges else (low, high)
+
+
+def histograms(model: ir.Model, empty: Mapping[str, Histogram], batches: Sequence[np.ndarray]) -> dict[str, Histogram]:
     """``empty`` histograms (fixed ranges) with the values of their tensors over all ``batches`` added."""
     for values in stream(model, list(empty), batches):
         for name, value in values.items():
             empty[name].add(value)
+    if distributed.world().distributed:
+        for name, counts in zip(empty, np.sum(distributed.gather([empty[name].counts for name in empty]), axis=0)):
+            empty[name].counts = counts
     return dict(empty)
 
 
@@ -128,7 +142,7 @@ def calibrate_ranges(
     return Calibration(method, ranges, clipped, percentile)
 
 
-def input_means(model: ir.Model, nodes: Collection[str], batches: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
+def input_means(model: ir.Model, nodes: Collection[str], batches: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
     """Per node named in ``nodes``, the mean over all samples of ``batches`` of its first input,
     one value per channel and position ([C, *spatial] for a Conv, [K] for a Gemm): bias correction
     averages from it exactly what each kernel tap reads."""
@@ -143,7 +157,20 @@ def input_means(model: ir.Model, nodes: Collection[str], batches: Iterable[np.nd
             total = value.sum(axis=0, dtype=np.float64)
             sums[name] = sums[name] + total if name in sums else total
             counts[name] += len(value)
+    sums, counts = _summed(distributed.gather((sums, counts)))
     return {node: sums[name] / counts[name] for node, name in inputs.items()}
+
+
+def _summed(parts: list[tuple[dict[str, np.ndarray], dict[str, int]]]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """The ranks' (sums, counts) added up, in rank order."""
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for rank_sums, rank_counts in parts:
+        for name, total in rank_sums.items():
+            sums[name] = sums[name] + total if name in sums else total
+        for name, count in rank_counts.items():
+            counts[name] = counts.get(name, 0) + count
+    return sums, counts
 
 
 def recorded_calibration(model: ir.Model) -> dict | None:

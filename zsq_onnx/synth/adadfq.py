@@ -29,6 +29,7 @@ import onnx_ir as ir
 import torch
 import torch.nn.functional as F
 
+from zsq_onnx import distributed
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.executors.torch_graph import TorchGraph, torch_device
 from zsq_onnx.recipe import GeneratorConfig
@@ -96,9 +97,9 @@ class GeneratorGame:
 
     def __init__(self, fp32: ir.Model, input_shape: tuple[int, ...], config: GeneratorConfig, seed: int = 0,
                  device: str | torch.device = "cpu", generator: ConditionalGenerator | None = None) -> None:
-        self.config, self.device = config, torch_device(str(device))
+        self.config, self.device, self.seed = config, torch_device(str(device)), seed
         torch.manual_seed(seed)
-        self.draws = torch.Generator().manual_seed(seed)
+        self.draws = torch.Generator().manual_seed(distributed.rank_seed(seed))
         if generator is None:
             prior = input_prior(fp32, input_shape[0])
             generator = ConditionalGenerator(tuple(input_shape), model_classes(fp32, input_shape), prior, config.latent_dim)
@@ -118,8 +119,11 @@ class GeneratorGame:
         return logits, F.cross_entropy(logits, labels), bn
 
     def step(self, student: TorchGraph | None = None) -> float:
-        """One generator update: against P alone, or with ``student`` (Q) the whole game."""
-        z, labels = self.generator.sample(self.config.batch_size, self.draws, self.device)
+        """One generator update: against P alone, or with ``student`` (Q) the whole game. In a
+        torch.distributed group each rank plays its :func:`~zsq_onnx.distributed.part` of the
+        batch with draws of its own and the gradients are averaged over ranks."""
+        part = distributed.part(self.config.batch_size)
+        z, labels = self.generator.sample(part.stop - part.start, self.draws, self.device)
         images = self.generator(z, labels)
         teacher_logits, cross_entropy, bn = self.teacher_terms(images, labels)
         loss = self.config.ce_weight * cross_entropy + self.config.bn_weight * bn
@@ -131,20 +135,24 @@ class GeneratorGame:
             loss = loss + self.config.disagreement_weight * disagreement + self.config.agreement_weight * agreement + margin
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.average_gradients(self.generator.parameters())
         self.optimizer.step()
         self.loss_curve.append(loss.item())
         return self.loss_curve[-1]
 
-    def generate(self, count: int) -> torch.Tensor:
-        """``count`` fresh samples (no gradient), on the game's device."""
-        z, labels = self.generator.sample(count, self.draws, self.device)
+    def generate(self, count: int, draws: torch.Generator | None = None) -> torch.Tensor:
+        """``count`` fresh samples (no gradient), on the game's device, drawn from ``draws``
+        (the game's own stream by default)."""
+        z, labels = self.generator.sample(count, draws or self.draws, self.device)
         with torch.no_grad():
             return self.generator(z, labels)
 
     def next_batch(self, size: int, student: TorchGraph) -> torch.Tensor:
-        """The fine-tuning source: a generator step against ``student``, then ``size`` fresh samples."""
+        """The fine-tuning source: a generator step against ``student``, then this rank's
+        :func:`~zsq_onnx.distributed.part` of ``size`` fresh samples."""
         self.step(student)
-        return self.generate(size)
+        part = distributed.part(size)
+        return self.generate(part.stop - part.start)
 
     def status(self) -> dict[str, str]:
         """The generator's recent loss, for the progress bar."""
@@ -153,7 +161,8 @@ class GeneratorGame:
 
 def train_generator(game: GeneratorGame, steps: int, samples: int, batch_size: int, progress: bool = True, source: str = "model") -> SynthResult:
     """Warm the generator up against P alone for ``steps`` steps, then generate ``samples``
-    calibration inputs; the loss curve is the generator's."""
+    calibration inputs, batch by batch with per-batch seeds (each rank its
+    :func:`~zsq_onnx.distributed.shard`, gathered); the loss curve is the generator's."""
     from tqdm import tqdm
 
     start = time.perf_counter()
@@ -163,7 +172,10 @@ def train_generator(game: GeneratorGame, steps: int, samples: int, batch_size: i
         bar.update(1)
         bar.set_postfix(game.status())
     bar.close()
-    batches = [game.generate(min(batch_size, samples - first)).cpu().numpy() for first in range(0, samples, batch_size)]
+    sizes = [min(batch_size, samples - first) for first in range(0, samples, batch_size)]
+    local = {index: game.generate(sizes[index], torch.Generator().manual_seed(distributed.batch_seed(game.seed, index))).cpu().numpy()
+             for index in distributed.shard(len(sizes))}
+    batches = distributed.gather_shards(local, len(sizes))
     seconds = time.perf_counter() - start
     curve = game.loss_curve[-steps:] if steps else []
     logger.info("%s: generator trained %d steps in %.1f s%s", source, steps, seconds, f", loss {curve[0]:.3f} -> {curve[-1]:.3f}" if curve else "")

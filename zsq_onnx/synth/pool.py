@@ -6,6 +6,8 @@ import logging
 
 import numpy as np
 
+from zsq_onnx import distributed
+
 logger = logging.getLogger(__name__)
 
 
@@ -49,8 +51,10 @@ class SyntheticPool:
         return batch
 
     def next_batch(self, size: int, student: object = None) -> np.ndarray:
-        """The fine-tuning source (:class:`zsq_onnx.finetune.loop.BatchSource`): a batch, whatever the student."""
-        return self.batch(size)
+        """The fine-tuning source (:class:`zsq_onnx.finetune.loop.BatchSource`): this rank's
+        :func:`~zsq_onnx.distributed.part` of a batch of ``size``, whatever the student. Every
+        rank draws the whole batch, so the ranks' parts together are the single-process batch."""
+        return self.batch(size)[distributed.part(size)]
 
     def status(self) -> dict[str, str]:
         """Nothing to show beside fine-tuning's own loss."""

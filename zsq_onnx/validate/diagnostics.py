@@ -58,16 +58,26 @@ def _run(model: ir.Model, names: list[str], inputs: np.ndarray, level: ort.Graph
 
 def layer_sqnr(reference: ir.Model, candidate: ir.Model, inputs: np.ndarray) -> list[dict]:
     """SQNR (dB) of every weighted layer's output in ``candidate`` against ``reference`` on the
-    same inputs; layers are paired by order (both must have the same weighted layers). Runs in
-    batches that hold every layer's output at once (:func:`~zsq_onnx.executors.runtime.batch_size_for`),
-    summing signal and noise power, so memory does not grow with the number of inputs."""
+    same inputs; layers are paired by order (both must have the same weighted layers)."""
+    layers, signal, noise = layer_powers(reference, candidate, inputs)
+    return [{"layer": name, "tensor": tensor, "sqnr_db": power_ratio_db(s, n)} for (name, tensor), s, n in zip(layers, signal, noise)]
+
+
+def layer_powers(reference: ir.Model, candidate: ir.Model, inputs: np.ndarray) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray]:
+    """The weighted layers (name, output tensor) of ``candidate`` and per layer the summed signal
+    and noise power of its output against ``reference``'s (none when the layers do not pair up).
+    Runs in batches that hold every layer's output at once
+    (:func:`~zsq_onnx.executors.runtime.batch_size_for`), so memory does not grow with the number
+    of inputs; sums over shards of the inputs add up."""
     ref_layers, cand_layers = layer_outputs(reference), layer_outputs(candidate)
     if len(ref_layers) != len(cand_layers):
-        return []
+        return [], np.zeros(0), np.zeros(0)
+    signal, noise = np.zeros(len(ref_layers)), np.zeros(len(ref_layers))
+    if len(inputs) == 0:
+        return cand_layers, signal, noise
     basic = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     ref_session = make_session(with_outputs(reference, [t for _, t in ref_layers]), level=basic)
     cand_session = make_session(with_outputs(candidate, [t for _, t in cand_layers]), level=basic)
-    signal, noise = np.zeros(len(ref_layers)), np.zeros(len(ref_layers))
     size = batch_size_for(inputs, LAYER_OUTPUTS_PER_INPUT)
     for start in range(0, len(inputs), size):
         batch = inputs[start : start + size]
@@ -77,7 +87,7 @@ def layer_sqnr(reference: ir.Model, candidate: ir.Model, inputs: np.ndarray) -> 
             batch_signal, batch_noise = signal_and_noise(r, c)
             signal[index] += batch_signal
             noise[index] += batch_noise
-    return [{"layer": name, "tensor": tensor, "sqnr_db": power_ratio_db(s, n)} for (name, tensor), s, n in zip(cand_layers, signal, noise)]
+    return cand_layers, signal, noise
 
 
 def ort_fusion(model: ir.Model) -> dict:

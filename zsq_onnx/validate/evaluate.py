@@ -10,15 +10,18 @@ import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 
+from zsq_onnx import distributed
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.executors.runtime import latency_ms, make_session, run_batched
 from zsq_onnx.io import onnx_io
 from zsq_onnx.io.data import load_dataset
 from zsq_onnx.io.preprocessing import Preprocessing
-from zsq_onnx.validate.diagnostics import layer_sqnr
-from zsq_onnx.validate.metrics import agreement, sqnr_db, top1, top5
+from zsq_onnx.validate.diagnostics import layer_powers, layer_sqnr
+from zsq_onnx.validate.metrics import agreement, agreement_count, power_ratio_db, signal_and_noise, sqnr_db, top1, top1_count, top5, top5_count
 
 logger = logging.getLogger(__name__)
+
+LAYER_SQNR_SAMPLES = 256
 
 
 @dataclass(frozen=True)
@@ -35,13 +38,7 @@ class Measures:
 def measure(session: ort.InferenceSession, inputs: np.ndarray, labels: np.ndarray | None) -> tuple[np.ndarray, Measures]:
     """Logits of ``session`` over ``inputs``, and its :class:`Measures`."""
     logits = run_batched(session, inputs)
-    batch = np.resize(inputs, (64, *inputs.shape[1:])).astype(np.float32)
-    return logits, Measures(
-        top1(logits, labels) if labels is not None else None,
-        top5(logits, labels) if labels is not None else None,
-        latency_ms(session, batch[:1], repeats=50),
-        latency_ms(session, batch),
-    )
+    return logits, Measures(top1(logits, labels) if labels is not None else None, top5(logits, labels) if labels is not None else None, *_latencies(session, inputs))
 
 
 @dataclass(frozen=True)
@@ -79,14 +76,44 @@ class Evaluation:
 
 
 def evaluate(fp32: ir.Model, quantized: ir.Model, inputs: np.ndarray, labels: np.ndarray | None, name: str, provider: str = "cpu") -> Evaluation:
-    """Run both models over preprocessed ``inputs`` and compare them (and with ``labels``)."""
-    fp_logits, fp_measures = measure(make_session(fp32, provider), inputs, labels)
-    q_logits, q_measures = measure(make_session(quantized, provider), inputs, labels)
-    layers = tuple(LayerSqnr(**layer) for layer in layer_sqnr(fp32, quantized, inputs[:256]))
-    evaluation = Evaluation(name, len(inputs), fp_measures, q_measures, agreement(fp_logits, q_logits), sqnr_db(fp_logits, q_logits), layers)
+    """Run both models over preprocessed ``inputs`` and compare them (and with ``labels``).
+
+    In a torch.distributed group each rank runs its :func:`~zsq_onnx.distributed.part` of the
+    inputs and the counts and power sums are added over ranks; rank 0 alone times the models."""
+    mine = distributed.part(len(inputs))
+    fp_session, q_session = make_session(fp32, provider), make_session(quantized, provider)
+    fp_logits, q_logits = (run_batched(session, inputs[mine]) if mine.stop > mine.start else None for session in (fp_session, q_session))
+    layer_inputs = inputs[:LAYER_SQNR_SAMPLES]
+    layers, layer_signal, layer_noise = layer_powers(fp32, quantized, layer_inputs[distributed.part(len(layer_inputs))])
+    local = np.concatenate([_tallies(fp_logits, q_logits, labels[mine] if labels is not None else None), layer_signal, layer_noise])
+    totals = np.sum(distributed.gather(local), axis=0)
+    count, agreeing, signal, noise, fp_top1, fp_top5, q_top1, q_top5 = totals[:8]
+    layer_signal, layer_noise = totals[8 : 8 + len(layers)], totals[8 + len(layers) :]
+    latencies = distributed.broadcast(_latencies(fp_session, inputs) + _latencies(q_session, inputs) if distributed.world().main else None)
+    fraction = (lambda value: float(value / count)) if labels is not None else (lambda value: None)
+    fp_measures = Measures(fraction(fp_top1), fraction(fp_top5), *latencies[:2])
+    q_measures = Measures(fraction(q_top1), fraction(q_top5), *latencies[2:])
+    layer_sqnrs = tuple(LayerSqnr(layer, tensor, power_ratio_db(s, n)) for (layer, tensor), s, n in zip(layers, layer_signal, layer_noise))
+    evaluation = Evaluation(name, len(inputs), fp_measures, q_measures, float(agreeing / count), power_ratio_db(signal, noise), layer_sqnrs)
     logger.info("%s (%d samples): top-1 FP32 %s, quantized %s, agreement %s, output SQNR %.1f dB", name, len(inputs),
                 _percent(fp_measures.top1), _percent(q_measures.top1), _percent(evaluation.agreement), evaluation.output_sqnr_db)
     return evaluation
+
+
+def _tallies(fp_logits: np.ndarray | None, q_logits: np.ndarray | None, labels: np.ndarray | None) -> np.ndarray:
+    """Counts and sums over one shard that add up across shards: samples, agreeing samples,
+    signal and noise power of the logits, and FP32's and the quantized model's top-1 and top-5
+    hits (0 without labels)."""
+    if fp_logits is None:
+        return np.zeros(8)
+    hits = [count(logits, labels) if labels is not None else 0 for logits in (fp_logits, q_logits) for count in (top1_count, top5_count)]
+    return np.array([len(fp_logits), agreement_count(fp_logits, q_logits), *signal_and_noise(fp_logits, q_logits), *hits], np.float64)
+
+
+def _latencies(session: ort.InferenceSession, inputs: np.ndarray) -> list[float]:
+    """Median latency of ``session`` at batch 1 and 64 (``inputs`` repeated to fill the batch), in ms."""
+    batch = np.resize(inputs, (64, *inputs.shape[1:])).astype(np.float32)
+    return [latency_ms(session, batch[:1], repeats=50), latency_ms(session, batch)]
 
 
 def evaluate_files(model_path: str, data_path: str, reference_path: str | None = None, provider: str = "cpu", preprocessing: Preprocessing | None = None) -> dict:
@@ -114,7 +141,7 @@ def evaluate_files(model_path: str, data_path: str, reference_path: str | None =
         result["reference"] = {"model": reference_path, **asdict(reference_measures), "size_bytes": Path(reference_path).stat().st_size}
         result["agreement"] = agreement(reference_logits, logits)
         result["output_sqnr_db"] = sqnr_db(reference_logits, logits)
-        result["layers"] = layer_sqnr(reference, model, inputs[:256])
+        result["layers"] = layer_sqnr(reference, model, inputs[:LAYER_SQNR_SAMPLES])
     return result
 
 

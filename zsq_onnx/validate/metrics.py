@@ -7,18 +7,33 @@ import numpy as np
 
 def top1(logits: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of samples whose arg-max equals the label."""
-    return float((logits.argmax(axis=1) == labels).mean())
+    return top1_count(logits, labels) / len(logits)
+
+
+def top1_count(logits: np.ndarray, labels: np.ndarray) -> int:
+    """Samples whose arg-max equals the label (counts over shards add up)."""
+    return int((logits.argmax(axis=1) == labels).sum())
 
 
 def top5(logits: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of samples whose label is among the five highest logits."""
+    return top5_count(logits, labels) / len(logits)
+
+
+def top5_count(logits: np.ndarray, labels: np.ndarray) -> int:
+    """Samples whose label is among the five highest logits."""
     best = np.argsort(-logits, axis=1)[:, : min(5, logits.shape[1])]
-    return float((best == labels[:, None]).any(axis=1).mean())
+    return int((best == labels[:, None]).any(axis=1).sum())
 
 
 def agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Fraction of samples where both models predict the same class."""
-    return float((reference.argmax(axis=1) == candidate.argmax(axis=1)).mean())
+    return agreement_count(reference, candidate) / len(reference)
+
+
+def agreement_count(reference: np.ndarray, candidate: np.ndarray) -> int:
+    """Samples where both models predict the same class."""
+    return int((reference.argmax(axis=1) == candidate.argmax(axis=1)).sum())
 
 
 def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:

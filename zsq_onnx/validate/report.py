@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import onnx_ir as ir
 
+from zsq_onnx.distributed import World
 from zsq_onnx.errors import AccuracyGateError, BadInputError
 from zsq_onnx.io.onnx_io import write_bytes_atomic, write_text_atomic
 from zsq_onnx.plan.calibrate import recorded_calibration
@@ -41,9 +42,11 @@ def peak_memory_mb() -> float:
 
 def build(
     name: str, recipe: Recipe, evaluation: Evaluation, calibration: SynthResult, fp32: ir.Model, quantized: ir.Model,
-    diagnostics: dict[str, Any], seconds: dict[str, float],
+    diagnostics: dict[str, Any], seconds: dict[str, float], world: World | None = None,
 ) -> dict[str, Any]:
-    """The report of one conversion (accuracies are fractions 0..1)."""
+    """The report of one conversion (accuracies are fractions 0..1); ``world``: the
+    torch.distributed group it ran in (one process by default), whose rank 0 timed the stages."""
+    world = world or World()
     evaluated = evaluation.to_dict()
     evaluated["quantized"]["quantizers"] = quantizer_counts(quantized)
     return {
@@ -61,6 +64,7 @@ def build(
         },
         **observer_sections(recipe, quantized),
         "seconds": {key: round(value, 3) for key, value in seconds.items()},
+        "distributed": {"world_size": world.size, "backend": world.backend},
         "peak_memory_mb": round(peak_memory_mb(), 1),
     }
 
@@ -173,7 +177,9 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(f"  worst layer {worst['layer']} at {worst['sqnr_db']:.1f} dB SQNR")
     lines += [f"  note: {note}" for note in report.get("notes", [])]
     lines += [f"  warning: {warning}" for warning in report.get("warnings", [])]
-    lines.append("  seconds " + "  ".join(f"{k} {v:.2f}" for k, v in report["seconds"].items()) + f"   peak memory {report['peak_memory_mb']:.0f} MiB")
+    processes = report.get("distributed", {}).get("world_size", 1)
+    lines.append("  seconds " + "  ".join(f"{k} {v:.2f}" for k, v in report["seconds"].items()) + f"   peak memory {report['peak_memory_mb']:.0f} MiB"
+                 + (f" per process, {processes} processes" if processes > 1 else ""))
     return "\n".join(lines)
 
 
