@@ -179,6 +179,12 @@ def part(count: int) -> slice:
     return slice(start, (_world.rank + 1) * count // _world.size)
 
 
+def require_parts(count: int, what: str) -> None:
+    """BadInputError when ``count`` samples leave some rank without a :func:`part`."""
+    if count < _world.size:
+        raise BadInputError(f"{what} of {count} cannot be split over {_world.size} processes: give at least {_world.size}")
+
+
 def gather_shards(local: dict[int, T], count: int) -> list[T]:
     """The items ``0..count-1`` that the ranks made for their :func:`shard`, in index order, on every rank."""
     merged: dict[int, T] = {}

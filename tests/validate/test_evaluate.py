@@ -57,7 +57,7 @@ def test_to_dict_is_the_reports_evaluation_sections(digits):
     calibration = SynthResult([np.zeros((2, 1, 8, 8), np.float32)], [2.0, 1.0], {}, 1.0)
     built = report.build("digits-cnn", Recipe(), EVALUATION, calibration, model, model, {}, {"total": 1.0})
     assert list(built) == ["model", "recipe", "eval", "fp32", "quantized", "layers", "size_bytes", "calibration", "activation_ranges", "bias_correction",
-                           "seconds", "peak_memory_mb"]
+                           "seconds", "distributed", "peak_memory_mb"]
     expected["quantized"]["quantizers"] = {"weights": 0, "biases": 0, "activations": 0}
     assert json.dumps({key: built[key] for key in expected}) == json.dumps(expected)
     assert "agreement 97.00%" in report.summary(built)

@@ -160,6 +160,7 @@ def finetune(
     optimizer = _optimizer(student, names, config)
     bn_targets = [(name, mean.to(device), std.to(device)) for name, mean, std in batchnorm_output_targets(fp32, teacher, student)] if config.bn_loss > 0 else []
     output_name = student.output_names[0]
+    distributed.require_parts(config.batch_size, "a fine-tuning batch")
     trainer = distributed.data_parallel(GraphOutputs(student, (output_name, *(name for name, _, _ in bn_targets))), device)
     share = distributed.part(config.batch_size)
     weight = (share.stop - share.start) * distributed.world().size / config.batch_size  # this rank's share of the global batch mean

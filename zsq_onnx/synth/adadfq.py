@@ -98,6 +98,7 @@ class GeneratorGame:
     def __init__(self, fp32: ir.Model, input_shape: tuple[int, ...], config: GeneratorConfig, seed: int = 0,
                  device: str | torch.device = "cpu", generator: ConditionalGenerator | None = None) -> None:
         self.config, self.device, self.seed = config, torch_device(str(device)), seed
+        distributed.require_parts(config.batch_size, "a generator batch")
         torch.manual_seed(seed)
         self.draws = torch.Generator().manual_seed(distributed.rank_seed(seed))
         if generator is None:
