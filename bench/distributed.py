@@ -10,10 +10,10 @@ Fine-tuning (W4A4, ``sim``, granular activations, weights trained, on the 2-proc
 process for ``--minutes`` gives the step count S; then one process and two processes each run
 exactly S steps (the same global batches and schedule), and their top-1 on the 10k test images
 must agree within 0.1 point. A step's communication is measured apart on two gloo ranks: the
-all-reduce of the trainable parameters (what DDP sends) and the two small collectives of the
-loop (rank 0's schedule, the batch loss); the rest of a step is compute. Prints one JSON line.
+all-reduce of the trainable parameters (what DDP sends) and the loop's small one (rank 0's
+schedule); the rest of a step is compute. Prints one JSON line.
 
-    python bench/distributed.py [--samples 256] [--synth-steps 100] [--minutes 5]
+    python bench/distributed.py [--samples 256] [--synth-steps 200] [--minutes 5]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def synthesize(folder: Path, name: str, samples: int, steps: int, nproc: int, th
     stdout, wall = zsq(["synth", MODEL, "--weights", str(cifar_weights(MODEL)), "--samples", str(samples), "--steps", str(steps),
                         "--nproc", str(nproc), "--quiet", "-o", str(output)], threads)
     seconds = float(re.search(r"in ([0-9.]+) s", stdout).group(1))
-    return {"processes": nproc, "threads": threads or os.cpu_count(), "seconds": seconds, "wall_seconds": round(wall, 1), "path": output}
+    return {"processes": nproc, "threads_per_process": threads or max(1, os.cpu_count() // nproc), "seconds": seconds, "wall_seconds": round(wall, 1), "path": output}
 
 
 def finetune(folder: Path, name: str, pool: Path, nproc: int, steps: int | None, minutes: float | None) -> dict:
@@ -104,8 +104,7 @@ def _communication_rank(rank: int, port: int, size_bytes: int, folder: str) -> N
             distributed.sum_tensor(gradients)
             timings["allreduce_ms"].append(1000 * (time.perf_counter() - start))
             start = time.perf_counter()
-            distributed.broadcast((True, 0.5))
-            distributed.sum_tensor(torch.zeros(3, dtype=torch.float64))
+            distributed.from_main([1.0, 0.5])
             timings["control_ms"].append(1000 * (time.perf_counter() - start))
     if rank == 0:
         Path(folder, "communication.json").write_text(json.dumps({key: float(np.median(values)) for key, values in timings.items()}))
@@ -113,7 +112,7 @@ def _communication_rank(rank: int, port: int, size_bytes: int, folder: str) -> N
 
 def communication(size_bytes: int, folder: Path) -> dict:
     """Median milliseconds on 2 gloo ranks of one step's collectives: the all-reduce of
-    ``size_bytes`` and the loop's two small ones."""
+    ``size_bytes`` and the loop's small one."""
     import torch.multiprocessing as mp
 
     with socket.socket() as probe:
@@ -126,7 +125,7 @@ def communication(size_bytes: int, folder: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=256)
-    parser.add_argument("--synth-steps", type=int, default=100)
+    parser.add_argument("--synth-steps", type=int, default=200)
     parser.add_argument("--minutes", type=float, default=5.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,8 +136,8 @@ def main() -> None:
         two = runs["two_processes"]["seconds"]
         synthesis = {
             "samples": args.samples, "steps": args.synth_steps, **runs,
-            "speedup_vs_one_thread": round(runs["one_process_one_thread"]["seconds"] / two, 2),
-            "speedup_vs_one_process": round(runs["one_process"]["seconds"] / two, 2),
+            "speedup_vs_one_core": round(runs["one_process_one_thread"]["seconds"] / two, 2),
+            "speedup_vs_one_process_all_cores": round(runs["one_process"]["seconds"] / two, 2),
             "pool_bit_equal": all(pools[name].tobytes() == pools["two_processes"].tobytes() for name in pools),
         }
         pool = folder / "two_processes.npz"
@@ -160,7 +159,8 @@ def main() -> None:
         "step_split_two_processes": {"trainable_bytes": size, "step_ms": round(step_ms, 2), **collectives,
                                      "communication_share": round(comm_ms / step_ms, 4), "compute_ms": round(step_ms - comm_ms, 2)},
         "targets": {"synthesis_speedup_min": 1.7, "pool_bit_equal": True, "top1_within": 0.1,
-                    "met": {"synthesis_speedup": synthesis["speedup_vs_one_process"] >= 1.7, "pool_bit_equal": synthesis["pool_bit_equal"],
+                    "met": {"synthesis_speedup_vs_one_core": synthesis["speedup_vs_one_core"] >= 1.7,
+                            "synthesis_speedup_vs_one_process_all_cores": synthesis["speedup_vs_one_process_all_cores"] >= 1.7, "pool_bit_equal": synthesis["pool_bit_equal"],
                             "top1_within": abs(both["top1"] - one["top1"]) <= 0.1}},
     })
 

@@ -133,6 +133,17 @@ def broadcast(value: T) -> T:
     return gather(value if _world.main else None)[0]
 
 
+def from_main(values: Sequence[float]) -> list[float]:
+    """Rank 0's ``values`` (a few floats) on every rank: one small all-reduce, cheap enough to
+    run every training step."""
+    if not _world.distributed:
+        return list(values)
+    import torch
+
+    tensor = torch.tensor(values if _world.main else [0.0] * len(values), dtype=torch.float64)
+    return sum_tensor(tensor).tolist()
+
+
 def all_succeeded() -> None:
     """Return on every rank once all of them got here; PeerFailedError when one failed before."""
     gather(True)

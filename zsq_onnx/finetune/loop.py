@@ -167,7 +167,7 @@ def finetune(
     scales = [student.parameter(name) for name in names.scales]
     budget = config.minutes * 60 if config.minutes is not None else math.inf
     total = config.steps if config.steps > 0 else None
-    losses, agreements = [], []
+    tallies: list[tuple[float, float, int]] = []  # per step on this rank: loss x samples, samples agreeing with the teacher, samples
     source_start = len(source.loss_curve)
     start = time.perf_counter()
     paused, next_checkpoint = 0.0, checkpoint_seconds
@@ -181,7 +181,7 @@ def finetune(
             paused += time.perf_counter() - pause
             next_checkpoint += checkpoint_seconds
             elapsed = time.perf_counter() - start - paused
-        go_on, done = distributed.broadcast(((total is None or step < total) and elapsed < budget, max(step / total if total else 0.0, elapsed / budget)))
+        go_on, done = distributed.from_main([float((total is None or step < total) and elapsed < budget), max(step / total if total else 0.0, elapsed / budget)])
         if not go_on:
             break
         for group in optimizer.param_groups:
@@ -200,13 +200,13 @@ def finetune(
         with torch.no_grad():
             for scale in scales:
                 scale.clamp_(min=1e-8)
-        batch_loss, batch_agreement = batch_means(loss.detach(), (output.argmax(1) == target.argmax(1)).float().sum(), len(inputs))
-        losses.append(batch_loss)
-        agreements.append(batch_agreement)
+        tallies.append((loss.item() * len(inputs), float((output.argmax(1) == target.argmax(1)).sum()), len(inputs)))
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", agreement=f"{np.mean(agreements[-20:]):.3f}", **source.status())
+        recent = np.sum(tallies[-20:], axis=0)
+        bar.set_postfix(loss=f"{recent[0] / recent[2]:.4f}", agreement=f"{recent[1] / recent[2]:.3f}", **source.status())
     bar.close()
+    losses, agreements = batch_means(tallies)
     seconds = time.perf_counter() - start - paused
     trained = student.cpu().write_back(quantized)
     if checkpoint is not None and distributed.world().main:
@@ -215,10 +215,10 @@ def finetune(
     return trained, FinetuneResult(step, seconds, losses, agreements, counts, str(device), source.loss_curve[source_start:])
 
 
-def batch_means(loss, agreeing, count: int) -> tuple[float, float]:
-    """The loss and teacher agreement of the whole (global) batch from this rank's mean loss,
-    agreeing samples and sample count (sums over ranks)."""
+def batch_means(tallies: list[tuple[float, float, int]]) -> tuple[list[float], list[float]]:
+    """Per step, the loss and teacher agreement of the whole (global) batch, from each rank's
+    (loss x samples, agreeing samples, samples): one sum over ranks at the end of training."""
     import torch
 
-    totals = distributed.sum_tensor(torch.stack([loss.double().cpu() * count, agreeing.double().cpu(), torch.tensor(float(count), dtype=torch.float64)]))
-    return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+    totals = distributed.sum_tensor(torch.tensor(tallies, dtype=torch.float64).reshape(-1, 3)).numpy()
+    return (totals[:, 0] / totals[:, 2]).tolist(), (totals[:, 1] / totals[:, 2]).tolist()
