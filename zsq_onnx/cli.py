@@ -62,22 +62,18 @@ def _fail(ctx: click.Context, line: str, code: int) -> None:
     ctx.exit(code)
 
 
-def _launched(nproc: int) -> bool:
+def _launch_workers(nproc: int) -> None:
     """With ``--nproc N`` > 1 outside a torch.distributed group, run this command as N workers
-    (torch's launcher) and exit with their outcome; False when this process is to do the work."""
+    (torch's launcher) and exit with their outcome; otherwise return, and this process works."""
     from zsq_onnx.distributed import launch, requested_size
 
-    if nproc < 1:
-        raise BadInputError(f"--nproc takes a number of processes >= 1, got {nproc}")
     if nproc == 1 or requested_size() > 1:
-        return False
+        return
     ctx = click.get_current_context()
-    argv = ctx.find_root().meta[_ARGV_KEY]
-    code, line = launch(nproc, _without_nproc(argv), verbose=logging.getLogger("zsq_onnx").level <= logging.INFO)
+    code, line = launch(nproc, _without_nproc(ctx.find_root().meta[_ARGV_KEY]), verbose=logging.getLogger("zsq_onnx").level <= logging.INFO)
     if line is not None:
         click.echo(line, err=True)
     ctx.exit(code)
-    return True
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -95,7 +91,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 def _nproc_option(command):
     """--nproc: data-parallel workers on this node (torchrun does the same across nodes)."""
-    return click.option("--nproc", type=int, default=1, show_default=True,
+    return click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
                         help="Run as N data-parallel processes on this node (torch.distributed, gloo on CPU, nccl with --device cuda); "
                              "across nodes use torchrun ... -m zsq_onnx instead.")(command)
 
@@ -260,8 +256,7 @@ def convert(model, output, weights, synthetic_data, calibration_data, eval_data,
                                                                       train_weights, activation_quantizer, optimizer, device),
                           mixed_precision=_mixed_precision_config(mixed_precision, mp_weight_bits, avg_wbits, size_budget_kb, bops_budget, search_activations),
                           generator=_generator_config(generator_steps, generator_lr, margin_low, margin_high))
-    if _launched(nproc):
-        return
+    _launch_workers(nproc)
     with distributed.joined(recipe.finetune.device) as group:
         result = pipeline.convert(
             model, output, recipe, weights=weights, eval_data=eval_data, report_path=report_path, progress=not quiet and sys.stderr.isatty() and group.main,
@@ -338,8 +333,7 @@ def synth(model, output, weights, samples, steps, lr, batch_size, seed, quiet, s
 
     recipe = build_recipe(samples=samples, synth_steps=steps, synth_lr=lr, synth_batch_size=batch_size, seed=seed, synthesizer=synthesizer,
                           generator=_generator_config(generator_steps, generator_lr, margin_low, margin_high))
-    if _launched(nproc):
-        return
+    _launch_workers(nproc)
     config = recipe.synth
     with distributed.joined() as group:
         loaded = pipeline.load_model(model, weights)

@@ -91,9 +91,11 @@ def joined(device: str = "cpu") -> Iterator[World]:
     import torch
     import torch.distributed as dist
 
-    backend = "cpu:gloo,cuda:nccl" if device == "cuda" else "gloo"
+    from zsq_onnx.executors.torch_graph import torch_device
+
+    backend = "cpu:gloo,cuda:nccl" if torch_device(device).type == "cuda" else "gloo"
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "cuda" and torch.cuda.is_available():
+    if backend != "gloo":
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
     try:
         dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
@@ -173,9 +175,10 @@ def data_parallel(module, device):
     averages its gradients over ranks; ``module`` itself on one rank."""
     if not _world.distributed:
         return module
+    import torch
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+    return DistributedDataParallel(module, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None)
 
 
 def shard(count: int) -> range:
@@ -204,11 +207,6 @@ def gather_shards(local: dict[int, T], count: int) -> list[T]:
     if sorted(merged) != list(range(count)):
         raise PeerFailedError(f"rank {_world.rank}: the ranks returned items {sorted(merged)} of {count}")
     return [merged[index] for index in range(count)]
-
-
-def gather_parts(local: np.ndarray) -> np.ndarray:
-    """The ranks' :func:`part` arrays concatenated in rank order, on every rank."""
-    return np.concatenate(gather(local)) if _world.distributed else local
 
 
 def batch_seed(seed: int, index: int) -> int:
@@ -246,7 +244,8 @@ def launch(nproc: int, args: Sequence[str], verbose: bool = False) -> tuple[int,
 
     if nproc < 1:
         raise BadInputError(f"--nproc takes a number of processes >= 1, got {nproc}")
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    saved = {key: os.environ.get(key) for key in ("OMP_NUM_THREADS", LAUNCHED_ENV)}
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))  # as torchrun does
     os.environ[LAUNCHED_ENV] = "1"
     if not verbose:
         logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
@@ -257,7 +256,11 @@ def launch(nproc: int, args: Sequence[str], verbose: bool = False) -> tuple[int,
     except ChildFailedError as exc:
         return _root_failure(exc.failures)
     finally:
-        os.environ.pop(LAUNCHED_ENV, None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return 0, None
 
 
