@@ -18,8 +18,44 @@ import pytest
 
 from zsq_onnx import distributed
 
-pytestmark = pytest.mark.slow
 WORLD = 2
+
+
+def test_one_process_is_the_identity() -> None:
+    assert distributed.world() == distributed.World()
+    assert list(distributed.shard(5)) == [0, 1, 2, 3, 4]
+    assert distributed.part(7) == slice(0, 7)
+    assert distributed.gather({"a": 1}) == [{"a": 1}]
+    assert distributed.from_main([1.0, 0.5]) == [1.0, 0.5]
+    assert distributed.gather_shards({1: "b", 0: "a"}, 2) == ["a", "b"]
+    assert distributed.rank_seed(7) == 7
+    with distributed.joined() as group:
+        assert not group.distributed and group.main
+
+
+def test_batch_seeds_depend_on_the_seed_and_the_index_only() -> None:
+    seeds = {distributed.batch_seed(seed, index) for seed in range(3) for index in range(50)}
+    assert len(seeds) == 150
+    assert distributed.batch_seed(1, 4) == distributed.batch_seed(1, 4)
+    assert all(0 <= seed < 2**63 for seed in seeds)
+
+
+def test_the_launcher_reports_the_rank_that_failed_on_its_own() -> None:
+    from types import SimpleNamespace
+
+    stopped = SimpleNamespace(exitcode=4, timestamp=10, message="error: rank 0: stopped because another rank failed", error_file_data={"message": "x"})
+    cause = SimpleNamespace(exitcode=2, timestamp=11, message="error: bad input", error_file_data={"message": "x"})
+    killed = SimpleNamespace(exitcode=-15, timestamp=9, message="", error_file_data={})
+    assert distributed._root_failure({0: stopped, 1: cause, 2: killed}) == (2, "error: bad input")
+    assert distributed._root_failure({0: killed}) == (1, "error: rank 0 was killed by signal 15")
+    silent = SimpleNamespace(exitcode=1, timestamp=1, message="", error_file_data={})
+    assert distributed._root_failure({3: silent}) == (1, "error: rank 3 exited with code 1")
+
+
+def test_workers_get_the_command_line_without_nproc() -> None:
+    from zsq_onnx.cli import _without_nproc
+
+    assert _without_nproc(["-v", "convert", "m", "--nproc", "2", "-o", "x.onnx", "--nproc=3"]) == ["-v", "convert", "m", "-o", "x.onnx"]
 
 
 def _free_port() -> int:
@@ -77,6 +113,7 @@ def distilled_pool(samples: int, batch_size: int) -> tuple[np.ndarray, list[floa
     return result.inputs, result.loss_curve, result.final_bn_losses
 
 
+@pytest.mark.slow
 def test_gathered_pool_equals_the_single_process_pool(tmp_path: Path) -> None:
     single = run_single(distilled_pool, 40, 16)  # batches of 16, 16 and 8: rank 0 distils two, rank 1 one
     for inputs, curve, losses in run_ranks(distilled_pool, 40, 16, folder=tmp_path):
@@ -102,6 +139,7 @@ def calibrated(method: str) -> tuple[dict, dict, dict]:
     return calibration.ranges, calibration.clipped, means
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["minmax", "entropy", "mse"])
 def test_reduced_ranges_equal_the_single_process_ranges(method: str, tmp_path: Path) -> None:
     ranges, clipped, means = calibrated(method)
@@ -129,6 +167,7 @@ def tuned_one_step(train_weights: bool) -> tuple[dict[str, np.ndarray], list[flo
     return values, result.loss_curve + result.agreement_curve
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("train_weights", [False, True])
 def test_one_ddp_step_equals_the_single_process_step(train_weights: bool, tmp_path: Path) -> None:
     values, curves = run_single(tuned_one_step, train_weights)  # a global batch of 15: 7 and 8 samples per rank
@@ -153,6 +192,7 @@ def evaluated() -> dict:
     return evaluation.to_dict()
 
 
+@pytest.mark.slow
 def test_sharded_evaluation_equals_the_single_process_one(tmp_path: Path) -> None:
     single = evaluated()
     for found in run_ranks(evaluated, folder=tmp_path):
@@ -183,6 +223,7 @@ def _cli_worker(rank: int, port: int, output: str, failing_rank: int, folder: st
     Path(folder, f"{rank}.code").write_text(str(failing_conversion(output, failing_rank)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("failing_rank", [0, 1])
 def test_a_failing_rank_stops_every_rank_without_output(failing_rank: int, tmp_path: Path) -> None:
     import torch.multiprocessing as mp
@@ -200,6 +241,7 @@ def _zsq(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "zsq_onnx", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_nproc_converts_on_two_processes(tmp_path: Path) -> None:
     output, report = tmp_path / "out.onnx", tmp_path / "report.json"
     done = _zsq("convert", "digits-cnn", "-o", str(output), "--report", str(report), "--samples", "16", "--synth-steps", "2", "--finetune-steps", "2",
@@ -212,6 +254,7 @@ def test_nproc_converts_on_two_processes(tmp_path: Path) -> None:
     assert {"synth", "quantize", "finetune", "validate"} <= content["seconds"].keys()
 
 
+@pytest.mark.slow
 def test_nproc_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     output = tmp_path / "out.onnx"
     done = _zsq("convert", "digits-cnn", "-o", str(output), "--weights", str(tmp_path / "missing.pt"), "--nproc", "2", cwd=tmp_path)
@@ -220,6 +263,7 @@ def test_nproc_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert not output.exists()
 
 
+@pytest.mark.slow
 def test_torchrun_synth_equals_one_process(tmp_path: Path) -> None:
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():

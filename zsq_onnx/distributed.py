@@ -7,10 +7,10 @@ tensors, nccl for CUDA ones) for the duration of a command. Outside a group ever
 here is the single-process identity: one rank, :func:`gather` returns ``[value]``, every shard
 is everything, so the stages call them unconditionally and never import torch for it.
 
-Results do not depend on the world size where the issue asks for equality: work is split by
-batch or sample index and seeded per batch (:func:`batch_seed`), never per rank, so a gathered
-pool equals the single-process pool sample for sample; min/max and histogram counts reduce
-exactly. A rank that fails makes the next collective of every other rank fail: that surfaces
+Synthesis and calibration do not depend on the world size: work is split by batch or sample
+index and seeded per batch (:func:`batch_seed`), never per rank, so a gathered pool equals the
+single-process pool sample for sample, and min/max and histogram counts reduce exactly;
+training steps equal the single-process ones to float rounding. A rank that fails makes the next collective of every other rank fail: that surfaces
 as :class:`~zsq_onnx.errors.PeerFailedError`, and only rank 0 writes, after every rank has
 reached :func:`all_succeeded`.
 """
