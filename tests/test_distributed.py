@@ -177,6 +177,26 @@ def test_one_ddp_step_equals_the_single_process_step(train_weights: bool, tmp_pa
             np.testing.assert_allclose(rank_values[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
 
 
+def generator_warmed_up() -> tuple[dict[str, np.ndarray], np.ndarray]:
+    from zsq_onnx import pipeline
+    from zsq_onnx.recipe import GeneratorConfig, build_recipe
+
+    recipe = build_recipe(samples=24, synth_batch_size=8, synthesizer="generator", generator=GeneratorConfig(warmup_steps=2, batch_size=6))
+    result = pipeline.generated_inputs(_digits(), recipe, progress=False)
+    parameters = {name: value.detach().numpy().copy() for name, value in result.game.generator.named_parameters()}
+    return parameters, result.inputs
+
+
+@pytest.mark.slow
+def test_generator_ranks_stay_in_step(tmp_path: Path) -> None:
+    (first, first_inputs), (second, second_inputs) = run_ranks(generator_warmed_up, folder=tmp_path)
+    assert first.keys() == second.keys()
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+    assert first_inputs.shape == (24, 1, 8, 8)
+    np.testing.assert_array_equal(first_inputs, second_inputs)
+
+
 def evaluated() -> dict:
     from zsq_onnx import pipeline
     from zsq_onnx.profiles import emit
