@@ -3,7 +3,7 @@
 ``convert`` runs every stage; ``load_model``, ``quantize`` and ``emit`` are the stages a caller
 can run one by one, configured by a ``Recipe`` (or ``build_recipe``'s CLI-style options)."""
 
-from zsq_onnx.errors import AccuracyGateError, BadInputError, NoBatchNormError, UnsupportedOpError, ZsqError
+from zsq_onnx.errors import AccuracyGateError, BadInputError, NoBatchNormError, PeerFailedError, UnsupportedOpError, ZsqError
 from zsq_onnx.io.preprocessing import Preprocessing
 from zsq_onnx.pipeline import ConversionResult, LoadedModel, convert, load_model, quantize
 from zsq_onnx.profiles import emit
@@ -13,6 +13,6 @@ from zsq_onnx.validate.evaluate import Evaluation, LayerSqnr, Measures
 
 __all__ = [
     "AccuracyGateError", "BadInputError", "ConversionResult", "Evaluation", "FinetuneConfig", "LayerSqnr", "LoadedModel", "Measures",
-    "NoBatchNormError", "Preprocessing", "QuantSpec", "Recipe", "SynthConfig", "UnsupportedOpError", "ZsqError",
+    "NoBatchNormError", "PeerFailedError", "Preprocessing", "QuantSpec", "Recipe", "SynthConfig", "UnsupportedOpError", "ZsqError",
     "build_recipe", "convert", "emit", "load_model", "quantize",
 ]
