@@ -259,7 +259,7 @@ def convert(model, output, weights, synthetic_data, calibration_data, eval_data,
     _launch_workers(nproc)
     with distributed.joined(recipe.finetune.device) as group:
         result = pipeline.convert(
-            model, output, recipe, weights=weights, eval_data=eval_data, report_path=report_path, progress=not quiet and sys.stderr.isatty() and group.main,
+            model, output, recipe, weights=weights, eval_data=eval_data, report_path=report_path, progress=not quiet and sys.stderr.isatty(),
             synthetic_data=synthetic_data, calibration_data=calibration_data, preprocessing=_preprocessing(input_scale, mean, std),
         )
     if not group.main:

@@ -248,10 +248,11 @@ def convert(
     and SQNR only). ``preprocessing`` replaces what the model's metadata records.
 
     In a torch.distributed group (:mod:`zsq_onnx.distributed`) every rank runs every stage on
-    its share of the work; rank 0 alone writes, once every rank has finished, and returns the
-    report (the other ranks return an empty one).
+    its share of the work; rank 0 alone shows progress and writes, once every rank has finished,
+    and returns the report (the other ranks return an empty one).
     """
     recipe = recipe or Recipe()
+    progress = progress and distributed.world().main
     timer = StageTimer()
     start = time.perf_counter()
     with timer.stage("load"):
