@@ -133,7 +133,7 @@ def calibrated(method: str) -> tuple[dict, dict, dict]:
     rng = np.random.default_rng(0)
     batches = [rng.normal(size=(n, *loaded.input_shape)).astype(np.float32) for n in (7, 16, 1)]
     names = [node.outputs[0].name for node in folded.graph if node.op_type in ("Conv", "Relu", "Gemm")]
-    specs = dict.fromkeys(names, QuantSpec(bits=4, symmetric=False))
+    specs = {name: QuantSpec(bits=4, symmetric=index % 2 == 0) for index, name in enumerate(names)}  # histograms of 2 bin counts
     calibration = calibrate_ranges(folded, specs, batches, method, per_channel={names[0]})
     means = input_means(folded, {node.name for node in folded.graph if node.op_type in ("Conv", "Gemm")}, batches)
     return calibration.ranges, calibration.clipped, means
@@ -195,6 +195,25 @@ def test_generator_ranks_stay_in_step(tmp_path: Path) -> None:
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
     assert first_inputs.shape == (24, 1, 8, 8)
     np.testing.assert_array_equal(first_inputs, second_inputs)
+
+
+def auto_choices() -> tuple[dict, dict]:
+    from zsq_onnx import pipeline
+    from zsq_onnx.recipe import MixedPrecisionConfig, build_recipe
+    from zsq_onnx.search.granularity import METADATA_KEY as GRANULARITY_KEY
+    from zsq_onnx.search.mixed_precision import METADATA_KEY as PRECISION_KEY
+
+    loaded = _digits()
+    recipe = build_recipe(samples=16, synth_steps=2, granularity="auto", mixed_precision=MixedPrecisionConfig(enabled=True, avg_wbits=5))
+    quantized = pipeline.quantize(loaded.model, pipeline.calibration_inputs(loaded, recipe, progress=False).batches, recipe)
+    return pipeline.recorded_choice(quantized, GRANULARITY_KEY), pipeline.recorded_choice(quantized, PRECISION_KEY)
+
+
+@pytest.mark.slow
+def test_searches_choose_alike_on_every_rank(tmp_path: Path) -> None:
+    (first_granularity, first_bits), (second_granularity, second_bits) = run_ranks(auto_choices, folder=tmp_path)
+    assert first_granularity == second_granularity  # the timings are rank 0's
+    assert [layer["bits"] for layer in first_bits["layers"]] == [layer["bits"] for layer in second_bits["layers"]]
 
 
 def evaluated() -> dict:

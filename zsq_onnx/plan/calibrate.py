@@ -82,8 +82,8 @@ def histograms(model: ir.Model, empty: Mapping[str, Histogram], batches: Sequenc
         for name, value in values.items():
             empty[name].add(value)
     if distributed.world().distributed:
-        for name, counts in zip(empty, np.sum(distributed.gather([empty[name].counts for name in empty]), axis=0)):
-            empty[name].counts = counts
+        for name, counts in zip(empty, zip(*distributed.gather([empty[name].counts for name in empty]))):
+            empty[name].counts = np.sum(counts, axis=0)
     return dict(empty)
 
 

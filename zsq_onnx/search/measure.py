@@ -1,6 +1,9 @@
 """Measurements a search scores candidates by, run in ONNX Runtime: the error a candidate
 quantizer causes at the layers reading its tensor, and the CPU time of quantized blocks and
-whole graphs (timed back to back with the FP32 graph so that load on the machine cancels out)."""
+whole graphs (timed back to back with the FP32 graph so that load on the machine cancels out).
+
+Times differ between processes, so in a torch.distributed group rank 0 alone times (the others
+wait) and every rank takes its figures: every rank then makes the same choices."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from zsq_onnx import distributed
 from zsq_onnx.executors.runtime import latency_ms, make_session
 from zsq_onnx.plan.calibrate import with_outputs
 from zsq_onnx.search.probe import OutputPairs
@@ -42,10 +46,13 @@ def reader_sqnr(probe: ir.Model, pairs: OutputPairs, batches: Sequence[np.ndarra
 
 
 def block_cost_ms(block: ir.Model, shapes: Mapping[str, tuple[int, ...]], repeats: int = 10) -> float:
-    """ORT CPU milliseconds of one run of an emitted block on random inputs of ``shapes``."""
-    session = make_session(block)
-    rng = np.random.default_rng(0)
-    return latency_ms(session, {i.name: rng.standard_normal(shapes[i.name]).astype(np.float32) for i in session.get_inputs()}, repeats)
+    """ORT CPU milliseconds of one run of an emitted block on random inputs of ``shapes`` (rank 0's)."""
+    cost = 0.0
+    if distributed.world().main:
+        session = make_session(block)
+        rng = np.random.default_rng(0)
+        cost = latency_ms(session, {i.name: rng.standard_normal(shapes[i.name]).astype(np.float32) for i in session.get_inputs()}, repeats)
+    return distributed.from_main([cost])[0]
 
 
 def batch_shapes(model: ir.Model, names: list[str], sample: np.ndarray) -> dict[str, tuple[int, ...]]:
@@ -57,11 +64,12 @@ def batch_shapes(model: ir.Model, names: list[str], sample: np.ndarray) -> dict[
 
 def latency_vs(reference: ir.Model, sample_shape: tuple[int, ...]) -> Callable[[ir.Model], float]:
     """A timer of emitted models at batch COST_BATCH, each as a ratio to ``reference`` timed
-    right after it."""
+    right after it (rank 0's)."""
     sample = np.zeros((COST_BATCH, *sample_shape), np.float32)
-    baseline = make_session(reference)
+    baseline = make_session(reference) if distributed.world().main else None
 
     def relative(model: ir.Model) -> float:
-        return latency_ms(make_session(model), sample) / latency_ms(baseline, sample)
+        ratio = latency_ms(make_session(model), sample) / latency_ms(baseline, sample) if distributed.world().main else 0.0
+        return distributed.from_main([ratio])[0]
 
     return relative
