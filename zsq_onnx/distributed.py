@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from zsq_onnx.errors import BadInputError, PeerFailedError
+from zsq_onnx.errors import BadInputError, InternalError, PeerFailedError
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ def gather_shards(local: dict[int, T], count: int) -> list[T]:
     for items in gather(local):
         merged.update(items)
     if sorted(merged) != list(range(count)):
-        raise PeerFailedError(f"rank {_world.rank}: the ranks returned items {sorted(merged)} of {count}")
+        raise InternalError(f"rank {_world.rank}: the ranks returned items {sorted(merged)} of {count}")
     return [merged[index] for index in range(count)]
 
 
