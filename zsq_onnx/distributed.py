@@ -17,6 +17,7 @@ reached :func:`all_succeeded`.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -105,9 +106,11 @@ def joined(device: str = "cpu") -> Iterator[World]:
     logger.info("rank %d of %d joined (%s)", _world.rank, _world.size, backend)
     try:
         yield _world
+        _collective(dist.barrier)  # no rank tears its connections down while another still reads from them
     finally:
         _world = World()
         dist.destroy_process_group()
+        gc.collect()  # drop what still refers to the group now, not during interpreter shutdown
 
 
 def _collective(operation: Callable[[], T]) -> T:
