@@ -26,8 +26,8 @@ def test_one_process_is_the_identity() -> None:
     assert list(distributed.shard(5)) == [0, 1, 2, 3, 4]
     assert distributed.part(7) == slice(0, 7)
     assert distributed.gather({"a": 1}) == [{"a": 1}]
-    assert distributed.from_main([1.0, 0.5]) == [1.0, 0.5]
-    assert distributed.gather_shards({1: "b", 0: "a"}, 2) == ["a", "b"]
+    assert distributed.from_main(lambda: [1.0, 0.5], 2) == [1.0, 0.5]
+    assert distributed.map_shards(2, lambda index: "ab"[index]) == ["a", "b"]
     assert distributed.rank_seed(7) == 7
     with distributed.joined() as group:
         assert not group.distributed and group.main

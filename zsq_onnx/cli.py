@@ -55,9 +55,9 @@ class _Group(click.Group):
 def _fail(ctx: click.Context, line: str, code: int) -> None:
     """Print the failure's one line and exit with ``code``; a worker of ``--nproc`` leaves the
     line to its launcher (see :func:`zsq_onnx.distributed.report_failure`)."""
-    from zsq_onnx.distributed import report_failure, requested_size
+    from zsq_onnx.distributed import report_failure
 
-    if requested_size() <= 1 or not report_failure(line):
+    if not report_failure(line):
         click.echo(line, err=True)
     ctx.exit(code)
 

@@ -10,9 +10,10 @@ is everything, so the stages call them unconditionally and never import torch fo
 Synthesis and calibration do not depend on the world size: work is split by batch or sample
 index and seeded per batch (:func:`batch_seed`), never per rank, so a gathered pool equals the
 single-process pool sample for sample, and min/max and histogram counts reduce exactly;
-training steps equal the single-process ones to float rounding. A rank that fails makes the next collective of every other rank fail: that surfaces
-as :class:`~zsq_onnx.errors.PeerFailedError`, and only rank 0 writes, after every rank has
-reached :func:`all_succeeded`.
+training steps equal the single-process ones to float rounding. A rank that fails makes the
+next collective of every other rank fail: that surfaces as
+:class:`~zsq_onnx.errors.PeerFailedError`, and only rank 0 writes, after every rank has reached
+:func:`all_succeeded`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from zsq_onnx.errors import BadInputError, InternalError, PeerFailedError
+from zsq_onnx.errors import BadInputError, PeerFailedError
 
 logger = logging.getLogger(__name__)
 
@@ -133,19 +134,15 @@ def gather(value: T) -> list[T]:
     return values
 
 
-def broadcast(value: T) -> T:
-    """Rank 0's ``value`` on every rank."""
-    return gather(value if _world.main else None)[0]
-
-
-def from_main(values: Sequence[float]) -> list[float]:
-    """Rank 0's ``values`` (a few floats) on every rank: one small all-reduce, cheap enough to
-    run every training step."""
+def from_main(figures: Callable[[], Sequence[float]], count: int) -> list[float]:
+    """The ``count`` floats that ``figures()`` returns on rank 0, on every rank; only rank 0
+    calls it (the others wait, so timings there are undisturbed). One small all-reduce, cheap
+    enough to run every training step."""
     if not _world.distributed:
-        return list(values)
+        return list(figures())
     import torch
 
-    tensor = torch.tensor(values if _world.main else [0.0] * len(values), dtype=torch.float64)
+    tensor = torch.tensor(figures() if _world.main else [0.0] * count, dtype=torch.float64)
     return sum_tensor(tensor).tolist()
 
 
@@ -202,13 +199,12 @@ def require_parts(count: int, what: str) -> None:
         raise BadInputError(f"{what} of {count} cannot be split over {_world.size} processes: give at least {_world.size}")
 
 
-def gather_shards(local: dict[int, T], count: int) -> list[T]:
-    """The items ``0..count-1`` that the ranks made for their :func:`shard`, in index order, on every rank."""
+def map_shards(count: int, make: Callable[[int], T]) -> list[T]:
+    """``[make(0), ..., make(count - 1)]`` on every rank, each rank calling ``make`` for its
+    :func:`shard` of the indices only."""
     merged: dict[int, T] = {}
-    for items in gather(local):
+    for items in gather({index: make(index) for index in shard(count)}):
         merged.update(items)
-    if sorted(merged) != list(range(count)):
-        raise InternalError(f"rank {_world.rank}: the ranks returned items {sorted(merged)} of {count}")
     return [merged[index] for index in range(count)]
 
 

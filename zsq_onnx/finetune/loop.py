@@ -181,7 +181,7 @@ def finetune(
             paused += time.perf_counter() - pause
             next_checkpoint += checkpoint_seconds
             elapsed = time.perf_counter() - start - paused
-        go_on, done = distributed.from_main([float((total is None or step < total) and elapsed < budget), max(step / total if total else 0.0, elapsed / budget)])
+        go_on, done = distributed.from_main(lambda: [float((total is None or step < total) and elapsed < budget), max(step / total if total else 0.0, elapsed / budget)], 2)
         if not go_on:
             break
         for group in optimizer.param_groups:

@@ -47,12 +47,12 @@ def reader_sqnr(probe: ir.Model, pairs: OutputPairs, batches: Sequence[np.ndarra
 
 def block_cost_ms(block: ir.Model, shapes: Mapping[str, tuple[int, ...]], repeats: int = 10) -> float:
     """ORT CPU milliseconds of one run of an emitted block on random inputs of ``shapes`` (rank 0's)."""
-    cost = 0.0
-    if distributed.world().main:
+    def cost() -> list[float]:
         session = make_session(block)
         rng = np.random.default_rng(0)
-        cost = latency_ms(session, {i.name: rng.standard_normal(shapes[i.name]).astype(np.float32) for i in session.get_inputs()}, repeats)
-    return distributed.from_main([cost])[0]
+        return [latency_ms(session, {i.name: rng.standard_normal(shapes[i.name]).astype(np.float32) for i in session.get_inputs()}, repeats)]
+
+    return distributed.from_main(cost, 1)[0]
 
 
 def batch_shapes(model: ir.Model, names: list[str], sample: np.ndarray) -> dict[str, tuple[int, ...]]:
@@ -69,7 +69,6 @@ def latency_vs(reference: ir.Model, sample_shape: tuple[int, ...]) -> Callable[[
     baseline = make_session(reference) if distributed.world().main else None
 
     def relative(model: ir.Model) -> float:
-        ratio = latency_ms(make_session(model), sample) / latency_ms(baseline, sample) if distributed.world().main else 0.0
-        return distributed.from_main([ratio])[0]
+        return distributed.from_main(lambda: [latency_ms(make_session(model), sample) / latency_ms(baseline, sample)], 1)[0]
 
     return relative

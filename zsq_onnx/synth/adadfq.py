@@ -163,7 +163,7 @@ class GeneratorGame:
 def train_generator(game: GeneratorGame, steps: int, samples: int, batch_size: int, progress: bool = True, source: str = "model") -> SynthResult:
     """Warm the generator up against P alone for ``steps`` steps, then generate ``samples``
     calibration inputs, batch by batch with per-batch seeds (each rank its
-    :func:`~zsq_onnx.distributed.shard`, gathered); the loss curve is the generator's."""
+    :func:`~zsq_onnx.distributed.shard`, gathered by :func:`~zsq_onnx.distributed.map_shards`); the loss curve is the generator's."""
     from tqdm import tqdm
 
     start = time.perf_counter()
@@ -174,9 +174,7 @@ def train_generator(game: GeneratorGame, steps: int, samples: int, batch_size: i
         bar.set_postfix(game.status())
     bar.close()
     sizes = [min(batch_size, samples - first) for first in range(0, samples, batch_size)]
-    local = {index: game.generate(sizes[index], torch.Generator().manual_seed(distributed.batch_seed(game.seed, index))).cpu().numpy()
-             for index in distributed.shard(len(sizes))}
-    batches = distributed.gather_shards(local, len(sizes))
+    batches = distributed.map_shards(len(sizes), lambda index: game.generate(sizes[index], torch.Generator().manual_seed(distributed.batch_seed(game.seed, index))).cpu().numpy())
     seconds = time.perf_counter() - start
     curve = game.loss_curve[-steps:] if steps else []
     logger.info("%s: generator trained %d steps in %.1f s%s", source, steps, seconds, f", loss {curve[0]:.3f} -> {curve[-1]:.3f}" if curve else "")

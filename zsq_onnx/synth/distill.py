@@ -168,13 +168,15 @@ def distill(model: ir.Model, input_shape: tuple[int, ...], config: SynthConfig, 
                  source, config.samples, len(sizes), len(mine), len(stats), config.steps, config.lr, micro)
     start_time = time.perf_counter()
     bar = tqdm(total=len(mine) * config.steps, desc="synth", disable=not progress, leave=False, unit="step")
-    local = {}
-    for index in mine:
+
+    def distill_batch(index: int) -> tuple[np.ndarray, np.ndarray, list[float]]:
         z = torch.randn(sizes[index], *input_shape, generator=torch.Generator().manual_seed(distributed.batch_seed(seed, index)))
-        local[index] = _distill_batch(graph, targets, z.clamp_(z_low, z_high), (mean, std, z_low, z_high), config, micro, bar)
-        logger.debug("%s: batch %d of %d distilled, loss %.3f", source, index + 1, len(sizes), local[index][1][-1])
+        result = _distill_batch(graph, targets, z.clamp_(z_low, z_high), (mean, std, z_low, z_high), config, micro, bar)
+        logger.debug("%s: batch %d of %d distilled, loss %.3f", source, index + 1, len(sizes), result[1][-1])
+        return result
+
+    distilled = distributed.map_shards(len(sizes), distill_batch)
     bar.close()
-    distilled = distributed.gather_shards(local, len(sizes))
     curve = np.zeros(config.steps)
     for _, batch_curve, _ in distilled:
         curve += batch_curve / len(sizes)

@@ -89,7 +89,7 @@ def evaluate(fp32: ir.Model, quantized: ir.Model, inputs: np.ndarray, labels: np
     totals = np.sum(distributed.gather(local), axis=0)
     count, agreeing, signal, noise, fp_top1, fp_top5, q_top1, q_top5 = totals[:8]
     layer_signal, layer_noise = totals[8 : 8 + len(layers)], totals[8 + len(layers) :]
-    latencies = distributed.broadcast(_latencies(fp_session, inputs) + _latencies(q_session, inputs) if distributed.world().main else None)
+    latencies = distributed.from_main(lambda: _latencies(fp_session, inputs) + _latencies(q_session, inputs), 4)
     fraction = (lambda value: float(value / count)) if labels is not None else (lambda value: None)
     fp_measures = Measures(fraction(fp_top1), fraction(fp_top5), *latencies[:2])
     q_measures = Measures(fraction(q_top1), fraction(q_top5), *latencies[2:])
