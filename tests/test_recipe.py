@@ -99,6 +99,14 @@ def test_missing_keys_take_the_field_defaults():
         ({"profile": "gpu"}, ("unknown profile", "gpu")),
         ({"synth": {"synthesizer": "gan"}}, ("synth.synthesizer", "gan", "'generator'")),
         ({"synth": {"generator": {"margin_low": 0.9}}}, ("--margin-low", "--margin-high")),
+        ({"synth": {"samples": 0}}, ("synthesis settings must be positive", "samples 0")),
+        ({"synth": {"steps": -3}}, ("synthesis settings must be positive", "steps -3")),
+        ({"synth": {"lr": float("nan")}}, ("synthesis settings must be positive", "lr nan")),
+        ({"finetune": {"lr": float("nan")}}, ("fine-tuning", "positive")),
+        ({"finetune": {"minutes": float("nan")}}, ("--finetune-minutes",)),
+        ({"synth": {"generator": {"lr": float("nan")}}}, ("--generator-steps",)),
+        ({"seed": -1}, ("--seed", "-1")),
+        ({"granularity_budget": float("nan")}, ("--granularity-budget",)),
     ],
 )
 def test_bad_recipes_are_refused_with_exit_2(data, words):

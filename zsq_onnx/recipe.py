@@ -64,11 +64,11 @@ class GeneratorConfig:
     bn_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.warmup_steps < 0 or min(self.lr, self.batch_size, self.latent_dim) <= 0:
+        if not self.warmup_steps >= 0 or not all(value > 0 for value in (self.lr, self.batch_size, self.latent_dim)):
             raise BadInputError(f"--generator-steps must be >= 0 and the generator's lr positive, got {self.warmup_steps} and {self.lr}")
         if not 0 <= self.margin_low < self.margin_high <= 1:
             raise BadInputError(f"the margin bounds need 0 <= --margin-low < --margin-high <= 1, got {self.margin_low} and {self.margin_high}")
-        if min(self.disagreement_weight, self.agreement_weight, self.ce_weight, self.bn_weight) < 0:
+        if not all(weight >= 0 for weight in (self.disagreement_weight, self.agreement_weight, self.ce_weight, self.bn_weight)):
             raise BadInputError("the generator's loss weights must be >= 0")
 
 
@@ -91,6 +91,9 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         _set_choice(self, "synthesizer", Synthesizer, "--synthesizer")
+        settings = {"samples": self.samples, "steps": self.steps, "batch size": self.batch_size, "lr": self.lr}
+        if not all(value > 0 for value in settings.values()):
+            raise BadInputError(f"synthesis settings must be positive, got {', '.join(f'{name} {value}' for name, value in settings.items())}")
 
 
 @dataclass(frozen=True)
@@ -120,14 +123,14 @@ class FinetuneConfig:
     device: Device = Device.CPU
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or (self.minutes is not None and self.minutes <= 0):
+        if not self.steps >= 0 or (self.minutes is not None and not self.minutes > 0):
             raise BadInputError(f"--finetune-steps must be >= 0 and --finetune-minutes > 0, got {self.steps} and {self.minutes}")
         _set_choice(self, "optimizer", Optimizer, "--optimizer")
         _set_choice(self, "activation_quantizer", ActivationQuantizer, "--activation-quantizer")
         _set_choice(self, "device", Device, "--device")
         if self.activation_quantizer == ActivationQuantizer.ADAPTIVE and not self.enabled:
             raise BadInputError("--activation-quantizer adaptive trains its adapters: add --finetune-steps N or --finetune-minutes M")
-        if min(self.batch_size, self.samples) <= 0 or min(self.lr, self.weight_lr, self.temperature) <= 0:
+        if not all(value > 0 for value in (self.batch_size, self.samples, self.lr, self.weight_lr, self.temperature)):
             raise BadInputError("fine-tuning batch size, samples, learning rates and temperature must be positive")
         if not self.bn_loss >= 0:
             raise BadInputError(f"--finetune-bn-loss must be >= 0, got {self.bn_loss}")
@@ -167,7 +170,7 @@ class MixedPrecisionConfig:
             raise BadInputError(f"--mixed-precision needs exactly one budget of {', '.join(budgets)}; got {', '.join(given) or 'none'}")
         if not self.enabled and given:
             raise BadInputError(f"{', '.join(given)} budgets the mixed-precision search: add --mixed-precision")
-        if any(value <= 0 for value in given.values()):
+        if not all(value > 0 for value in given.values()):
             raise BadInputError(f"mixed-precision budgets must be positive, got {given}")
         if self.search_activations and not self.enabled:
             raise BadInputError("--search-activations is part of the mixed-precision search: add --mixed-precision")
@@ -197,6 +200,8 @@ class Recipe:
             raise BadInputError(f"Recipe.profile takes a Profile value (zsq_onnx.profiles.PROFILES), got {self.profile!r}")
         _set_choice(self, "granularity", GranularityMode, "--granularity")
         _set_choice(self, "calibration_method", CalibrationMethod, "--calibration-method")
+        if self.seed < 0:
+            raise BadInputError(f"--seed takes a non-negative integer, got {self.seed}")
         if not self.granularity_budget >= 0:
             raise BadInputError(f"--granularity-budget must be a non-negative fraction of FP32 latency, got {self.granularity_budget}")
         if self.weights.granularity == Granularity.GRANULAR:
@@ -390,8 +395,6 @@ def build_recipe(
         act_symmetric = target.symmetric_activations_by_default
     overrides = {"samples": samples, "steps": synth_steps, "lr": synth_lr, "batch_size": synth_batch_size}
     overrides = {key: value for key, value in overrides.items() if value is not None}
-    if any(value <= 0 for value in overrides.values()):
-        raise BadInputError(f"synthesis settings must be positive, got {overrides}")
     recipe = Recipe(
         weights=QuantSpec(weight_bits, weight_symmetric, weight_granularity, weight_quantizer),
         activations=QuantSpec(activation_bits, act_symmetric, act_granularity if granularity == GranularityMode.STATIC else Granularity.GRANULAR),

@@ -1,8 +1,21 @@
-"""Accuracy and fidelity metrics over logits and tensors."""
+"""Accuracy and fidelity metrics over logits and tensors.
+
+Top-1 and top-5 need a classifier's ``(N, classes)`` scores; agreement takes any output with a
+class axis 1 (``(N, classes, ...)``: the share of positions whose arg-max matches, per sample)."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from zsq_onnx.errors import BadInputError
+
+
+def _classifier_scores(logits: np.ndarray) -> np.ndarray:
+    """``logits`` when they are (N, classes); BadInputError otherwise (labels name one class per
+    sample, so a model with other outputs cannot be scored against them)."""
+    if logits.ndim != 2:
+        raise BadInputError(f"labelled evaluation needs a classifier's (N, classes) output; this model gives {list(logits.shape[1:])} per sample")
+    return logits
 
 
 def top1(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -12,7 +25,7 @@ def top1(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def top1_count(logits: np.ndarray, labels: np.ndarray) -> int:
     """Samples whose arg-max equals the label (counts over shards add up)."""
-    return int((logits.argmax(axis=1) == labels).sum())
+    return int((_classifier_scores(logits).argmax(axis=1) == labels).sum())
 
 
 def top5(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -22,18 +35,23 @@ def top5(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def top5_count(logits: np.ndarray, labels: np.ndarray) -> int:
     """Samples whose label is among the five highest logits."""
-    best = np.argsort(-logits, axis=1)[:, : min(5, logits.shape[1])]
+    best = np.argsort(-_classifier_scores(logits), axis=1)[:, : min(5, logits.shape[1])]
     return int((best == labels[:, None]).any(axis=1).sum())
 
 
 def agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
-    """Fraction of samples where both models predict the same class."""
+    """Fraction of samples where both models predict the same class (0..1); for outputs with
+    more than a class axis, the mean over samples of the share of positions that agree."""
     return agreement_count(reference, candidate) / len(reference)
 
 
-def agreement_count(reference: np.ndarray, candidate: np.ndarray) -> int:
-    """Samples where both models predict the same class."""
-    return int((reference.argmax(axis=1) == candidate.argmax(axis=1)).sum())
+def agreement_count(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Samples where both models predict the same class, each counted by the share of its
+    positions that agree (a whole sample for (N, classes) outputs; sums over shards add up)."""
+    if not len(reference):
+        return 0.0
+    same = (reference.argmax(axis=1) == candidate.argmax(axis=1)).reshape(len(reference), -1)
+    return float(same.mean(axis=1).sum())
 
 
 def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
