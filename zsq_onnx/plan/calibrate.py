@@ -40,10 +40,11 @@ def with_outputs(model: ir.Model, names: Sequence[str]) -> ir.Model:
 
 
 def stream(model: ir.Model, names: Sequence[str], batches: Sequence[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-    """The tensors ``names`` of this rank's part of each batch, one batch at a time, computed in ORT."""
+    """The tensors ``names`` of this rank's part of each batch, one batch at a time, computed in
+    ORT as float QDQ (the same on every CPU; see :class:`~zsq_onnx.executors.runtime.Execution`)."""
     if not any(len(batch) for batch in batches):
         raise BadInputError("no calibration batches were given")
-    session = make_session(with_outputs(model, names))
+    session = make_session(with_outputs(model, names), purpose="calibration")
     input_name = session.get_inputs()[0].name
     for batch in batches:
         mine = np.asarray(batch[distributed.part(len(batch))], np.float32)

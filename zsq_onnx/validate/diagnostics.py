@@ -4,8 +4,6 @@ layers left in float, and a cross-check of executors (ORT ALL vs BASIC vs onnx.r
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections import Counter
 
 import numpy as np
@@ -15,14 +13,14 @@ import onnx_ir as ir
 import onnxruntime as ort
 from onnx.reference import ReferenceEvaluator
 
-from zsq_onnx.executors.runtime import batch_size_for, make_session
+from zsq_onnx.executors.ort_graph import integer_kernels, optimized_graph, saturating_kernels
+from zsq_onnx.executors.runtime import Execution, batch_size_for, make_session
 from zsq_onnx.plan.calibrate import with_outputs
 from zsq_onnx.validate.metrics import power_ratio_db, signal_and_noise
 
 logger = logging.getLogger(__name__)
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul")
 OTHER_INTEGER_OPS = ("QLinearAdd", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearMul", "QLinearConcat")
 LAYER_OUTPUTS_PER_INPUT = 64  # all weighted layers' outputs of a CNN hold about this many times its input
 FLOAT_WEIGHTED_OPS = ("Conv", "FusedConv", "ConvTranspose", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "NchwcConv")
@@ -52,7 +50,7 @@ def _layer_name(node: ir.Node) -> str:
 
 
 def _run(model: ir.Model, names: list[str], inputs: np.ndarray, level: ort.GraphOptimizationLevel) -> list[np.ndarray]:
-    session = make_session(with_outputs(model, names), level=level)
+    session = make_session(with_outputs(model, names), level=level, purpose="cross-check")
     return session.run(names, {session.get_inputs()[0].name: inputs})
 
 
@@ -75,9 +73,8 @@ def layer_powers(reference: ir.Model, candidate: ir.Model, inputs: np.ndarray) -
     signal, noise = np.zeros(len(ref_layers)), np.zeros(len(ref_layers))
     if len(inputs) == 0:
         return cand_layers, signal, noise
-    basic = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    ref_session = make_session(with_outputs(reference, [t for _, t in ref_layers]), level=basic)
-    cand_session = make_session(with_outputs(candidate, [t for _, t in cand_layers]), level=basic)
+    ref_session = make_session(with_outputs(reference, [t for _, t in ref_layers]), purpose="layer-sqnr")
+    cand_session = make_session(with_outputs(candidate, [t for _, t in cand_layers]), purpose="layer-sqnr")
     size = batch_size_for(inputs, LAYER_OUTPUTS_PER_INPUT)
     for start in range(0, len(inputs), size):
         batch = inputs[start : start + size]
@@ -92,19 +89,16 @@ def layer_powers(reference: ir.Model, candidate: ir.Model, inputs: np.ndarray) -
 
 def ort_fusion(model: ir.Model) -> dict:
     """What ORT CPU (ENABLE_ALL) turns the model into: weighted ops run as integer kernels
-    (QLinearConv, QLinearMatMul, ...) vs left as float kernels, from its optimized model."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "optimized.onnx")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.optimized_model_filepath = path
-        options.log_severity_level = 3
-        ort.InferenceSession(ir.serde.serialize_model(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
-        ops = Counter(node.op_type for node in onnx.load(path).graph.node)
-    fused = sum(ops[op] for op in INTEGER_OPS)
+    (QLinearConv, QLinearMatMul, ...) vs left as float kernels, and the integer kernels that can
+    saturate on x86 CPUs without VNNI, from its optimized graph."""
+    graph = optimized_graph(model, Execution.INTEGER)
+    ops = Counter(node.op_type for node in graph.graph.node)
+    fused = len(integer_kernels(graph))
     unfused = sum(ops[op] for op in FLOAT_WEIGHTED_OPS)
-    logger.info("ORT CPU runs %d weighted layers as integer kernels, %d as float kernels", fused, unfused)
-    return {"fused": fused, "unfused": unfused, "integer_ops": {op: ops[op] for op in INTEGER_OPS + OTHER_INTEGER_OPS if ops[op]}}
+    saturating = saturating_kernels(graph)
+    logger.info("ORT CPU runs %d weighted layers as integer kernels (%d can saturate without VNNI), %d as float kernels", fused, len(saturating), unfused)
+    integer_ops = sorted({node.op_type for node in integer_kernels(graph)} | {op for op in OTHER_INTEGER_OPS if ops[op]})
+    return {"fused": fused, "unfused": unfused, "integer_ops": {op: ops[op] for op in integer_ops}, "saturating_without_vnni": saturating}
 
 
 def float_layers(model: ir.Model) -> list[str]:
@@ -140,12 +134,12 @@ def _first_reader(value: ir.Value) -> ir.Node | None:
     return readers[0] if readers else None
 
 
-def cross_check(model: ir.Model, inputs: np.ndarray) -> list[str]:
+def cross_check(model: ir.Model, inputs: np.ndarray, execution: Execution = Execution.FLOAT_QDQ) -> list[str]:
     """Warnings naming each quantizer where ORT (ENABLE_BASIC) and onnx.reference, given the same
-    input tensor, differ by more than 1 LSB; and one when ORT ENABLE_ALL's output strays from
-    ENABLE_BASIC's by more than 1/128 of its range on average (fused integer kernels that round
-    differently shift most outputs; float sums in another order flip a low-bit level now and
-    then, which moves a few logits and is not a fault).
+    input tensor, differ by more than 1 LSB; and one when ORT ENABLE_ALL under ``execution`` (how
+    the model is validated) strays from ENABLE_BASIC by more than 1/128 of its range on average
+    (fused integer kernels that round differently shift most outputs; float sums in another order
+    flip a low-bit level now and then, which moves a few logits and is not a fault).
     Meant for small models: onnx.reference is slow."""
     chains = _quantizer_chains(model)
     output = model.graph.outputs[0].name
@@ -160,7 +154,7 @@ def cross_check(model: ir.Model, inputs: np.ndarray) -> list[str]:
         logger.debug("cross-check of the quantizer of %s: ORT and onnx.reference differ by %.2f LSB", source, lsb)
         if lsb > 1.0 + 1e-3:
             warnings.append(f"quantizer of {source!r}: ORT and onnx.reference differ by {lsb:.1f} LSB")
-    full = make_session(model).run([output], {model.graph.inputs[0].name: inputs})[0]
+    full = make_session(model, execution=execution, purpose="cross-check").run([output], {model.graph.inputs[0].name: inputs})[0]
     tolerance = max(1e-4, float(np.abs(basic[output]).max()) / 128)
     difference = np.abs(full - basic[output])
     if float(difference.mean()) > tolerance:
