@@ -25,6 +25,7 @@ from zsq_onnx.errors import BadInputError, InternalError
 from zsq_onnx.finetune.loop import Checkpoint, FinetuneResult, finetune
 from zsq_onnx.io import onnx_io
 from zsq_onnx.io.data import Dataset, load_dataset
+from zsq_onnx.io.foreign import ForeignOptions, prepare, restore_interface
 from zsq_onnx.io.preprocessing import Preprocessing
 from zsq_onnx.options import Synthesizer
 from zsq_onnx.passes import apply_passes
@@ -63,15 +64,17 @@ class LoadedModel:
     default_eval_data: Dataset | None = None
 
 
-def load_model(source: str | Path, weights: str | Path | None = None, preprocessing: Preprocessing | None = None) -> LoadedModel:
+def load_model(
+    source: str | Path, weights: str | Path | None = None, preprocessing: Preprocessing | None = None, foreign: ForeignOptions | None = None
+) -> LoadedModel:
     """A zoo name (exported here, BN kept) or an .onnx path, as an FP32 model ready to convert.
 
-    ``preprocessing`` overrides the recorded one and is written into the model's metadata."""
+    ``preprocessing`` overrides the recorded one and is written into the model's metadata. An
+    .onnx file of any opset and batch size is prepared by :func:`zsq_onnx.io.foreign.prepare`
+    (``foreign``: its output name and input shape)."""
     text = str(source)
     if text.endswith(".onnx") or Path(text).is_file():
-        from zsq_onnx.io.export import tidy
-
-        model = tidy(onnx_io.load_ir(text))
+        model = prepare(onnx_io.load_onnx(text), text, foreign)
         if preprocessing is not None:
             preprocessing.write_metadata(model)
         return LoadedModel(model, text, onnx_io.image_input_shape(model, text), Preprocessing.from_metadata(model.metadata_props))
@@ -240,12 +243,15 @@ def convert(
     synthetic_data: str | Path | None = None,
     calibration_data: str | Path | None = None,
     preprocessing: Preprocessing | None = None,
+    foreign: ForeignOptions | None = None,
 ) -> ConversionResult:
     """Quantize ``source`` data-free and write the deployable model to ``output``.
 
     ``eval_data`` (an .npz path, a class folder or a Dataset of raw images) measures accuracy;
     without it the zoo model's own test split is used, or the calibration inputs (agreement
     and SQNR only). ``preprocessing`` replaces what the model's metadata records.
+    ``foreign`` tells about an .onnx source (see :func:`load_model`); the emitted model keeps the
+    input and output shapes its file declared.
 
     In a torch.distributed group (:mod:`zsq_onnx.distributed`) every rank runs every stage on
     its share of the work; rank 0 alone shows progress and writes, once every rank has finished,
@@ -256,7 +262,7 @@ def convert(
     timer = StageTimer()
     start = time.perf_counter()
     with timer.stage("load"):
-        loaded = load_model(source, weights, preprocessing)
+        loaded = load_model(source, weights, preprocessing, foreign)
         dataset = load_dataset(eval_data, loaded.input_shape) if isinstance(eval_data, (str, Path)) else eval_data or loaded.default_eval_data
         if dataset is not None and loaded.preprocessing is None:
             raise BadInputError(f"{source}: carries no zsq preprocessing metadata, so raw images from {dataset.name} cannot be fed; pass --input-scale/--mean/--std")
@@ -282,6 +288,7 @@ def convert(
         return ConversionResult(emitted, evaluation, {})
     if tuned is not None:
         found["finetune"] = report.finetune_section(tuned)
+    emitted = restore_interface(emitted)
     content = report.build(loaded.name, recipe, evaluation, calibration, loaded.model, emitted, found, timer.seconds, group)
     onnx_io.save_onnx(emitted, output)
     if report_path is not None:

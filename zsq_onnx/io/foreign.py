@@ -1,0 +1,186 @@
+"""ONNX files as users bring them, made ready to convert, and their interface restored at the end.
+
+At load: the default-domain opset is converted to the quantizers' opset by ``onnx.version_converter``
+(an op it cannot convert is a BadInputError naming it); initializers listed as graph inputs stop
+being inputs; with several outputs the classifier's is chosen; the exporters' CastLike, Identity and
+Constant nodes and constant shape arithmetic are folded; a fixed batch size becomes symbolic and
+symbolic image dimensions take ``--input-shape``. The declared interface (input and output
+shapes, opset) is recorded in the model's metadata, and :func:`restore_interface` puts the
+declared shapes back on the emitted model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import onnx
+import onnx_ir as ir
+from onnx import version_converter
+from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
+
+from zsq_onnx.errors import BadInputError
+from zsq_onnx.io.export import OPSET, tidy
+from zsq_onnx.passes import apply_passes
+from zsq_onnx.passes.cast_like import CastLikeToCastPass
+from zsq_onnx.passes.free_batch import FreeBatchPass
+
+logger = logging.getLogger(__name__)
+
+INTERFACE_KEY = "zsq.declared_interface"
+CONVERSION_KEY = "zsq.opset_conversion"
+BATCH = "batch"
+Dims = list[int | str | None]
+
+
+@dataclass(frozen=True)
+class ForeignOptions:
+    """What a user tells about a foreign file: the classifier output among several
+    (``--output-name``) and the image shape (C, H, W) for symbolic dimensions (``--input-shape``)."""
+
+    output_name: str | None = None
+    input_shape: tuple[int, ...] | None = None
+
+
+def prepare(proto: onnx.ModelProto, where: str, options: ForeignOptions | None = None) -> ir.Model:
+    """A validated user model (see :func:`zsq_onnx.io.onnx_io.load_onnx`) as the stages need it:
+    opset ``OPSET``, one image input with a symbolic batch and fixed (C, H, W), one output."""
+    options = options or ForeignOptions()
+    declared = _declared_interface(proto)
+    proto = upgrade_opset(proto, where)
+    _drop_initializer_inputs(proto)
+    _select_output(proto, options.output_name, where)
+    model = tidy(apply_passes(ir.serde.deserialize_model(proto), ShapeInferencePass(check_type=False, strict_mode=False, data_prop=True), CastLikeToCastPass()))
+    if options.input_shape is not None:
+        _fix_image_dims(model, options.input_shape, where)
+    model = apply_passes(model, FreeBatchPass(BATCH), RemoveUnusedNodesPass())
+    _check_batch_is_free(model, where)
+    outputs = {value.name: declared["outputs"].get(value.name) for value in model.graph.outputs}
+    model.metadata_props[INTERFACE_KEY] = json.dumps({"inputs": declared["inputs"], "outputs": outputs, "opset": declared["opset"]})
+    return model
+
+
+def _dims(value: onnx.ValueInfoProto) -> Dims | None:
+    if not value.type.tensor_type.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in value.type.tensor_type.shape.dim]
+
+
+def _declared_interface(proto: onnx.ModelProto) -> dict:
+    initializers = {tensor.name for tensor in proto.graph.initializer}
+    return {
+        "inputs": {value.name: _dims(value) for value in proto.graph.input if value.name not in initializers},
+        "outputs": {value.name: _dims(value) for value in proto.graph.output},
+        "opset": _default_opset(proto),
+    }
+
+
+def _default_opset(proto: onnx.ModelProto) -> int:
+    return next((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), 1)
+
+
+def upgrade_opset(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """``proto`` at default-domain opset ``OPSET``, converted by ``onnx.version_converter`` when it
+    has another; the conversion is logged as a warning and recorded in the metadata."""
+    found = _default_opset(proto)
+    if found == OPSET:
+        return proto
+    try:
+        converted = version_converter.convert_version(proto, OPSET)
+    except Exception as exc:  # the converter raises RuntimeError/ValueError/onnx's own C++ errors
+        raise BadInputError(f"{where}: onnx.version_converter cannot convert it from opset {found} to {OPSET}: {_converter_reason(exc)}") from None
+    converted.ir_version = max(converted.ir_version, onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", OPSET)]))
+    entry = converted.metadata_props.add()
+    entry.key, entry.value = CONVERSION_KEY, f"ai.onnx opset {found} -> {OPSET} by onnx.version_converter (onnx {onnx.__version__})"
+    logger.warning("%s: converted from opset %d to opset %d with onnx.version_converter; the emitted model is opset %d", where, found, OPSET, OPSET)
+    return converted
+
+
+def _converter_reason(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _drop_initializer_inputs(proto: onnx.ModelProto) -> None:
+    """Initializers that old exporters also list as graph inputs are constants, not inputs."""
+    initializers = {tensor.name for tensor in proto.graph.initializer}
+    kept = [value for value in proto.graph.input if value.name not in initializers]
+    if len(kept) < len(proto.graph.input):
+        logger.info("%d initializers were also listed as graph inputs: treated as constants", len(proto.graph.input) - len(kept))
+        del proto.graph.input[:]
+        proto.graph.input.extend(kept)
+
+
+def _select_output(proto: onnx.ModelProto, name: str | None, where: str) -> None:
+    """Keep one graph output: ``name``, or the only one, or the only one of rank 2 (logits)."""
+    outputs = list(proto.graph.output)
+    names = [value.name for value in outputs]
+    if name is not None:
+        if name not in names:
+            raise BadInputError(f"{where}: --output-name {name!r} is not an output of the model; its outputs are {', '.join(names)}")
+        chosen = outputs[names.index(name)]
+    elif len(outputs) == 1:
+        return
+    else:
+        ranked = [value for value in outputs if len(_dims(value) or []) == 2]
+        if len(ranked) != 1:
+            raise BadInputError(f"{where}: has {len(outputs)} outputs ({', '.join(names)}) and no single classifier output among them: choose one with --output-name NAME")
+        chosen = ranked[0]
+        logger.warning("%s: has %d outputs; quantizing for %r, the only one of shape [batch, classes] (--output-name chooses another)", where, len(outputs), chosen.name)
+    del proto.graph.output[:]
+    proto.graph.output.append(chosen)
+
+
+def _fix_image_dims(model: ir.Model, shape: tuple[int, ...], where: str) -> None:
+    """Give the image input the (C, H, W) of ``--input-shape`` where its dimensions are symbolic;
+    a fixed dimension must agree with it."""
+    inputs = [v for v in model.graph.inputs if v.const_value is None]
+    if len(inputs) != 1:
+        raise BadInputError(f"{where}: --input-shape needs one image input, the model has {len(inputs)}")
+    value = inputs[0]
+    if value.shape is None or len(value.shape) != len(shape) + 1:
+        raise BadInputError(f"{where}: --input-shape {','.join(map(str, shape))} does not fit input {value.name!r} of shape {_text(value)}")
+    for declared, given in zip(value.shape[1:], shape):
+        if isinstance(declared, int) and declared != given:
+            raise BadInputError(f"{where}: --input-shape {','.join(map(str, shape))} contradicts input {value.name!r} of shape {_text(value)}")
+    value.shape = ir.Shape([value.shape[0], *shape])
+
+
+def _text(value: ir.Value) -> str:
+    return "[" + ", ".join(str(d) for d in value.shape) + "]" if value.shape is not None else "unknown"
+
+
+def _check_batch_is_free(model: ir.Model, where: str) -> None:
+    """BadInputError when a node still builds a fixed batch size into the graph."""
+    inputs = [value for value in model.graph.inputs if value.const_value is None]
+    if not inputs or inputs[0].shape is None or inputs[0].shape[0] != ir.SymbolicDim(BATCH):
+        return
+    for node in model.graph:
+        reads = any(v is not None and v.shape is not None and len(v.shape) > 0 and v.shape[0] == ir.SymbolicDim(BATCH) for v in node.inputs)
+        if reads and all(v.shape is not None and len(v.shape) > 0 and isinstance(v.shape[0], int) for v in node.outputs):
+            raise BadInputError(f"{where}: the batch size is built into node {node.name!r} ({node.op_type}), so the model runs only at its exported batch size; "
+                                "re-export it with a dynamic batch axis (torch.onnx.export dynamic_axes or dynamic_shapes)")
+
+
+def restore_interface(model: ir.Model) -> ir.Model:
+    """``model`` with the input and output shapes the user's file declared (a fixed batch and
+    image size, or symbolic ones fixed by ``--input-shape``), when :func:`prepare` recorded them."""
+    text = model.metadata_props.pop(INTERFACE_KEY, None)
+    if text is None:
+        return model
+    declared = json.loads(text)
+    loosened = False
+    for values, shapes in ((model.graph.inputs, declared["inputs"]), (model.graph.outputs, declared["outputs"])):
+        for value in values:
+            dims = shapes.get(value.name)
+            if dims is None or value.shape is None or len(dims) != len(value.shape):
+                continue
+            loosened |= any(not isinstance(d, int) and isinstance(w, int) for d, w in zip(dims[1:], value.shape[1:]))
+            value.shape = ir.Shape(dims)
+    if loosened:
+        for node in model.graph:
+            for value in node.outputs:
+                if not value.is_graph_output():
+                    value.shape = None
+    return model
