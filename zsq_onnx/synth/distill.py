@@ -117,8 +117,9 @@ def batchnorm_stats(model: ir.Model, source: str = "model") -> list[BatchNormSta
         stats.append(BatchNormStat(node.name, node.inputs[0].name, node.outputs[0].name, node.inputs[1].name, node.inputs[2].name, mean.name, var.name, epsilon))
     if not stats:
         raise NoBatchNormError(
-            f"{source}: has no BatchNormalization nodes (folded away at export?), so there are no statistics "
-            "to distill data from; re-export with BatchNorm kept, or pass --calibration-data DATA with real images"
+            f"{source}: has no BatchNormalization nodes (folded away at export?), so there are no statistics to distill data from; "
+            "re-export with BatchNorm kept (torch.onnx.export(..., dynamo=False, do_constant_folding=False) or training=torch.onnx.TrainingMode.PRESERVE; "
+            "dynamo=True, optimize=False; or `zsq-onnx export` for a zoo model), or pass --calibration-data DATA to calibrate on real images"
         )
     return stats
 
