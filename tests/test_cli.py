@@ -242,6 +242,7 @@ def _wrong_inputs(folder) -> None:
 
 RAW = ("--input-scale", "1", "--mean", "0", "--std", "1")
 TINY = ("--samples", "8", "--synth-steps", "2", "--quiet")
+FEW = ("--samples", "8", "--quiet")  # where nothing is distilled, --synth-steps would be refused as doing nothing
 WRONG_INPUTS = {
     "eval-data-of-another-size": (("eval", "model.onnx", "--data", "big.npz", *RAW), ("big.npz", "32x32", "4x4")),
     "eval-data-of-other-channels": (("eval", "model.onnx", "--data", "rgb.npz", *RAW), ("rgb.npz", "3 channel(s)", "takes 1")),
@@ -250,24 +251,24 @@ WRONG_INPUTS = {
     "eval-reference-of-another-input": (("eval", "model.onnx", "--data", "small.npz", "--reference", "other.onnx", *RAW), ("other.onnx", "(1, 6, 6)")),
     "eval-labels-not-class-indices": (("eval", "model.onnx", "--data", "named.npz", *RAW), ("named.npz", "class indices")),
     "eval-data-of-another-size-in-convert": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--eval-data", "big.npz"), ("big.npz", "32x32", "8x8")),
-    "calibration-data-of-another-size": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--calibration-data", "big.npz"), ("big.npz", "32x32", "8x8")),
+    "calibration-data-of-another-size": (("convert", "digits-cnn", "-o", "out.onnx", *FEW, "--calibration-data", "big.npz"), ("big.npz", "32x32", "8x8")),
     "weights-of-another-model": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--weights", "other.pt"), ("other.pt", "does not fit digits-cnn")),
     "weights-not-a-state-dict": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--weights", "other.onnx"), ("other.onnx", "weights-only checkpoint")),
     "missing-weights": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--weights", "missing.pt"), ("missing.pt", "no such weights file")),
-    "empty-synthetic-data": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--synthetic-data", "empty-synth.npz"), ("empty-synth.npz", "no inputs")),
+    "empty-synthetic-data": (("convert", "digits-cnn", "-o", "out.onnx", *FEW, "--synthetic-data", "empty-synth.npz"), ("empty-synth.npz", "no inputs")),
     "output-is-a-folder": (("convert", "digits-cnn", "-o", "folder", *TINY), ("folder", "is a folder")),
     "report-is-a-folder": (("convert", "digits-cnn", "-o", "out.onnx", "--report", "folder", *TINY), ("folder", "is a folder")),
-    "synth-output-is-a-folder": (("synth", "digits-cnn", "-o", "folder", "--samples", "2", "--steps", "1", "--quiet"), ("folder", "cannot be written")),
+    "synth-output-is-a-folder": (("synth", "digits-cnn", "-o", "folder", "--samples", "2", "--steps", "1", "--quiet"), ("folder", "is a folder")),
     "zero-weight-bits": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--wbits", "0"), ("bit width", "got 0")),
     "zero-input-scale": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--input-scale", "0", "--mean", "0", "--std", "1"), ("--input-scale",)),
     "agreement-in-percent": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--min-agreement", "95"), ("--min-agreement", "0.95")),
-    "generator-and-real-calibration-data": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--synthesizer", "generator", "--calibration-data", "small.npz"),
+    "generator-and-real-calibration-data": (("convert", "digits-cnn", "-o", "out.onnx", *FEW, "--synthesizer", "generator", "--calibration-data", "small.npz"),
                                             ("--calibration-data", "--synthesizer generator")),
-    "generator-file-not-a-generator": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--synthesizer", "generator", "--synthetic-data", "other.pt"),
+    "generator-file-not-a-generator": (("convert", "digits-cnn", "-o", "out.onnx", *FEW, "--synthesizer", "generator", "--synthetic-data", "other.pt"),
                                        ("other.pt", "not a generator")),
-    "generator-for-a-model-that-is-not-a-classifier": (("convert", "model.onnx", "-o", "out.onnx", *TINY, *RAW, "--synthesizer", "generator"),
+    "generator-for-a-model-that-is-not-a-classifier": (("convert", "model.onnx", "-o", "out.onnx", *FEW, *RAW, "--synthesizer", "generator"),
                                                        ("--synthesizer generator", "(N, classes)")),
-    "generator-read-as-a-pool": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--synthetic-data", "other.pt"), ("other.pt", "--synthesizer generator")),
+    "generator-read-as-a-pool": (("convert", "digits-cnn", "-o", "out.onnx", *FEW, "--synthetic-data", "other.pt"), ("other.pt", "--synthesizer generator")),
     "generator-margins-reversed": (("convert", "digits-cnn", "-o", "out.onnx", *TINY, "--synthesizer", "generator", "--margin-low", "0.9", "--margin-high", "0.2"),
                                    ("--margin-low", "--margin-high")),
 }

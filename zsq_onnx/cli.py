@@ -11,9 +11,13 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from zsq_onnx.errors import BadInputError, ZsqError
 from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, Synthesizer, WeightLevels
@@ -33,13 +37,22 @@ class _Group(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta[_ARGV_KEY] = list(args)
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise _OneLineUsageError(exc) from None
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except ZsqError as exc:
             _fail(ctx, f"error: {exc}", exc.exit_code)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            _fail(ctx, _OneLineUsageError(exc).line(), exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except KeyboardInterrupt:
@@ -50,6 +63,22 @@ class _Group(click.Group):
             cause = exc.__cause__ or exc
             text = str(cause).strip()
             _fail(ctx, f"internal error: {type(cause).__name__}: {text.splitlines()[0] if text else ''}", 1)
+
+
+class _OneLineUsageError(click.UsageError):
+    """A usage error (unknown option, bad value, missing argument) shown as the one line every
+    other exit 2 prints, naming the command, instead of click's usage block."""
+
+    def __init__(self, error: click.UsageError) -> None:
+        super().__init__(error.format_message(), error.ctx)
+
+    def line(self) -> str:
+        """``error: zsq-onnx convert: No such option: --bogus``, say."""
+        where = f"{self.ctx.command_path}: " if self.ctx is not None else ""
+        return f"error: {where}{self.format_message()}"
+
+    def show(self, file=None) -> None:
+        click.echo(self.line(), err=True, file=file)
 
 
 def _fail(ctx: click.Context, line: str, code: int) -> None:
@@ -146,12 +175,17 @@ def _preprocessing_options(command):
 _GENERATOR = DEFAULT_RECIPE.synth.generator
 
 
-def _generator_options(command):
-    """--synthesizer and the AdaDFQ generator's settings (defaults of its public code)."""
+def _margin_options(command):
+    """--margin-low/--margin-high: the generator's margins in its game against the quantized
+    model, which convert plays while it fine-tunes."""
     command = click.option("--margin-high", type=float, default=_GENERATOR.margin_high, show_default=True,
                            help="Generator: upper margin bound on the normalized entropy of P - Q (samples above it are too easy for Q).")(command)
-    command = click.option("--margin-low", type=float, default=_GENERATOR.margin_low, show_default=True,
-                           help="Generator: lower margin bound (samples below it are too hard for Q).")(command)
+    return click.option("--margin-low", type=float, default=_GENERATOR.margin_low, show_default=True,
+                        help="Generator: lower margin bound (samples below it are too hard for Q).")(command)
+
+
+def _generator_options(command):
+    """--synthesizer and the AdaDFQ generator's warm-up settings (defaults of its public code)."""
     command = click.option("--generator-lr", type=float, default=_GENERATOR.lr, show_default=True, help="Generator: Adam learning rate.")(command)
     command = click.option("--generator-steps", type=int, default=_GENERATOR.warmup_steps, show_default=True,
                            help="Generator: warm-up steps against the FP32 model before calibration.")(command)
@@ -160,7 +194,7 @@ def _generator_options(command):
                              "trained in turn with the quantized model (one generator step per fine-tuning step).")(command)
 
 
-def _generator_config(generator_steps, generator_lr, margin_low, margin_high):
+def _generator_config(generator_steps, generator_lr, margin_low=_GENERATOR.margin_low, margin_high=_GENERATOR.margin_high):
     import dataclasses
 
     return dataclasses.replace(_GENERATOR, warmup_steps=generator_steps, lr=generator_lr, margin_low=margin_low, margin_high=margin_high)
@@ -238,6 +272,7 @@ def _preprocessing(input_scale, mean, std):
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_generator_options
+@_margin_options
 @_preprocessing_options
 @_nproc_option
 def convert(model, output, weights, synthetic_data, calibration_data, eval_data, report_path, min_agreement, max_drop, as_json, quiet, input_scale, mean, std,
@@ -249,34 +284,136 @@ def convert(model, output, weights, synthetic_data, calibration_data, eval_data,
     from zsq_onnx.recipe import build_recipe
     from zsq_onnx.validate import report
 
-    _check_before_converting(output, report_path, min_agreement)
+    gates = report.Gates(min_agreement, max_drop)
+    preprocessing = _preprocessing(input_scale, mean, std)
     for key in ("weight_granularity", "act_granularity"):
         recipe_options[key] = recipe_options[key].replace("-", "_")
     recipe = build_recipe(**recipe_options, finetune=_finetune_config(finetune_steps, finetune_minutes, finetune_lr, finetune_samples, finetune_bn_loss,
                                                                       train_weights, activation_quantizer, optimizer, device),
                           mixed_precision=_mixed_precision_config(mixed_precision, mp_weight_bits, avg_wbits, size_budget_kb, bops_budget, search_activations),
                           generator=_generator_config(generator_steps, generator_lr, margin_low, margin_high))
+    _refuse_idle_options(_CONVERT_IDLE)
+    _check_report_name(report_path)
+    _check_outputs([("-o", output), *(("--report", path) for path in (report.paths(report_path) if report_path else []))],
+                   {"MODEL": model, "--weights": weights, "--synthetic-data": synthetic_data, "--calibration-data": calibration_data, "--eval-data": eval_data})
+    _check_device(recipe.finetune.device)
     _launch_workers(nproc)
     with distributed.joined(recipe.finetune.device) as group:
         result = pipeline.convert(
             model, output, recipe, weights=weights, eval_data=eval_data, report_path=report_path, progress=not quiet and sys.stderr.isatty(),
-            synthetic_data=synthetic_data, calibration_data=calibration_data, preprocessing=_preprocessing(input_scale, mean, std),
+            synthetic_data=synthetic_data, calibration_data=calibration_data, preprocessing=preprocessing, gates=gates,
         )
     if not group.main:
         return
     click.echo(report.to_json(result.report) if as_json else report.summary(result.report))
     if not as_json:
         click.echo(f"wrote {output}" + (f" and {report_path}" if report_path else ""))
-    report.check_gates(result.report, min_agreement, max_drop)
 
 
-def _check_before_converting(output: str, report_path: str | None, min_agreement: float | None) -> None:
-    """Mistakes in convert's options that would otherwise show only after the conversion."""
-    for path in (output, report_path):
-        if path is not None and Path(path).is_dir():
-            raise BadInputError(f"{path}: is a folder; give a file name to write")
-    if min_agreement is not None and not 0 <= min_agreement <= 1:
-        raise BadInputError(f"--min-agreement takes a fraction between 0 and 1 (0.95 for 95%), got {min_agreement}")
+def _check_report_name(report_path: str | None) -> None:
+    """BadInputError for a --report named like the files written beside it (its .md would
+    replace an .md report, its .png a .png one)."""
+    if report_path is not None and Path(report_path).suffix.lower() in (".md", ".png"):
+        raise BadInputError(f"{report_path}: --report names the JSON report, and its .md and .png are written beside it: give it a .json name")
+
+
+def _check_outputs(outputs: list[tuple[str, str | Path]], inputs: dict[str, str | None]) -> None:
+    """Before any work: each file to write (by the option that names it; a report writes several)
+    can be written, no two of them are one file, and none is a file the command reads."""
+    from zsq_onnx.io.onnx_io import check_writable
+
+    written: dict[str, str] = {}
+    for flag, path in outputs:
+        check_writable(path, flag)
+        same = written.setdefault(os.path.realpath(path), flag)
+        if same != flag:
+            raise BadInputError(f"{path}: both {same} and {flag} would write it; give them different names")
+    for flag, path in inputs.items():
+        if path is not None and os.path.realpath(path) in written:
+            raise BadInputError(f"{path}: {flag} reads it and {written[os.path.realpath(path)]} would overwrite it; write elsewhere")
+
+
+def _check_device(device: str) -> None:
+    """BadInputError for --device cuda where torch sees no CUDA device, before any work."""
+    if device == Device.CUDA:
+        from zsq_onnx.executors.torch_graph import torch_device
+
+        torch_device(device)
+
+
+@dataclass(frozen=True)
+class _Idle:
+    """Options that do nothing when ``applies(params)`` holds (``params``: the command's values by
+    name); ``reason`` completes "OPTION does nothing ..." and may name values as ``{param}``."""
+
+    options: tuple[str, ...]
+    applies: Callable[[dict[str, Any]], bool]
+    reason: str
+
+
+def _finetunes(params: dict[str, Any]) -> bool:
+    return params["finetune_steps"] > 0 or params["finetune_minutes"] is not None
+
+
+def _generates(params: dict[str, Any]) -> bool:
+    return params["synthesizer"] == Synthesizer.GENERATOR
+
+
+def _distills(params: dict[str, Any]) -> bool:
+    """Whether convert distills its inputs now (not read from a file, not generated)."""
+    return params["synthetic_data"] is None and params["calibration_data"] is None and not _generates(params)
+
+
+def _onnx_file(params: dict[str, Any]) -> bool:
+    """Whether MODEL is an .onnx file (as :func:`zsq_onnx.pipeline.load_model` decides)."""
+    return params["model"].endswith(".onnx") or Path(params["model"]).is_file()
+
+
+_WEIGHTS_IDLE = _Idle(("weights",), _onnx_file, "for an .onnx MODEL: its weights are in the file ({model})")
+_CONVERT_IDLE = (
+    _Idle(("train_weights", "optimizer", "finetune_lr", "finetune_samples", "finetune_bn_loss"), lambda p: not _finetunes(p),
+          "without fine-tuning: add --finetune-steps N or --finetune-minutes M"),
+    _Idle(("finetune_samples",), lambda p: not _distills(p),
+          "when the fine-tuning inputs are not distilled now (--synthetic-data, --calibration-data or --synthesizer generator give them)"),
+    _Idle(("calibration_percentile",), lambda p: p["calibration_method"] != CalibrationMethod.PERCENTILE,
+          "with --calibration-method {calibration_method}: it is the percentile of --calibration-method percentile"),
+    _Idle(("act_granularity",), lambda p: p["granularity"] != GranularityMode.STATIC,
+          "with --granularity {granularity}: it sets static activation scales (--granularity static)"),
+    _Idle(("granularity_budget",), lambda p: p["granularity"] != GranularityMode.AUTO, "without --granularity auto: it is the latency budget of that search"),
+    _Idle(("mp_weight_bits",), lambda p: not p["mixed_precision"], "without --mixed-precision: it lists the widths that search chooses from"),
+    _Idle(("generator_steps", "generator_lr", "margin_low", "margin_high"), lambda p: not _generates(p),
+          "with --synthesizer {synthesizer}: it sets the generator of --synthesizer generator"),
+    _Idle(("margin_low", "margin_high"), lambda p: not _finetunes(p),
+          "without fine-tuning: the margins shape the generator's game against the quantized model while it fine-tunes"),
+    _Idle(("generator_steps",), lambda p: p["synthetic_data"] is not None, "with --synthetic-data: the saved generator is used as it is, without warm-up"),
+    _Idle(("synth_steps", "synth_batch_size"), lambda p: p["synthetic_data"] is not None and not _generates(p),
+          "with --synthetic-data: its saved batches are used as they are"),
+    _Idle(("synth_steps",), lambda p: not _distills(p), "when nothing is distilled (--calibration-data or --synthesizer generator give the inputs)"),
+    _Idle(("bits",), lambda p: p["wbits"] is not None and p["abits"] is not None, "with both --wbits and --abits, which override it"),
+    _WEIGHTS_IDLE,
+)
+_SYNTH_IDLE = (
+    _Idle(("steps", "lr"), _generates, "with --synthesizer generator: it sets ZeroQ distillation; the generator has --generator-steps and --generator-lr"),
+    _Idle(("generator_steps", "generator_lr"), lambda p: not _generates(p), "with --synthesizer {synthesizer}: it sets the generator of --synthesizer generator"),
+    _WEIGHTS_IDLE,
+)
+
+
+def _refuse_idle_options(rules: tuple[_Idle, ...]) -> None:
+    """BadInputError for the first option the user gave (click's parameter source: the command
+    line or the environment, not a default) that does nothing in the combination given."""
+    ctx = click.get_current_context()
+    given = {name for name in ctx.params if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
+    for rule in rules:
+        idle = [name for name in rule.options if name in given]
+        if idle and rule.applies(ctx.params):
+            raise BadInputError(f"{_option_name(ctx, idle[0])} does nothing {rule.reason.format(**ctx.params)}")
+
+
+def _option_name(ctx: click.Context, name: str) -> str:
+    """How the user spells parameter ``name`` of the current command (its longest option)."""
+    (param,) = [param for param in ctx.command.params if param.name == name]
+    return max(param.opts, key=len)
 
 
 def _finetune_config(steps, minutes, lr, samples, bn_loss, train_weights, activation_quantizer, optimizer, device):
@@ -307,7 +444,10 @@ def export(model, output, weights, input_scale, mean, std) -> None:
     from zsq_onnx import pipeline
     from zsq_onnx.io import onnx_io
 
-    loaded = pipeline.load_model(model, weights, _preprocessing(input_scale, mean, std))
+    _refuse_idle_options((_WEIGHTS_IDLE,))
+    preprocessing = _preprocessing(input_scale, mean, std)
+    _check_outputs([("-o", output)], {"MODEL": model, "--weights": weights})
+    loaded = pipeline.load_model(model, weights, preprocessing)
     onnx_io.save_onnx(loaded.model, output)
     click.echo(f"wrote {output}")
 
@@ -324,7 +464,7 @@ def export(model, output, weights, input_scale, mean, std) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_generator_options
 @_nproc_option
-def synth(model, output, weights, samples, steps, lr, batch_size, seed, quiet, synthesizer, generator_steps, generator_lr, margin_low, margin_high, nproc) -> None:
+def synth(model, output, weights, samples, steps, lr, batch_size, seed, quiet, synthesizer, generator_steps, generator_lr, nproc) -> None:
     """Distill calibration inputs from MODEL's BatchNorm statistics (ZeroQ) into an .npz, or
     train AdaDFQ's generator against MODEL and save its weights (--synthesizer generator)."""
     from zsq_onnx import distributed, pipeline
@@ -332,7 +472,9 @@ def synth(model, output, weights, samples, steps, lr, batch_size, seed, quiet, s
     from zsq_onnx.synth.distill import distill, save_synthetic
 
     recipe = build_recipe(samples=samples, synth_steps=steps, synth_lr=lr, synth_batch_size=batch_size, seed=seed, synthesizer=synthesizer,
-                          generator=_generator_config(generator_steps, generator_lr, margin_low, margin_high))
+                          generator=_generator_config(generator_steps, generator_lr))
+    _refuse_idle_options(_SYNTH_IDLE)
+    _check_outputs([("-o", output)], {"MODEL": model, "--weights": weights})
     _launch_workers(nproc)
     config = recipe.synth
     with distributed.joined() as group:

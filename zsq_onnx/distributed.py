@@ -115,12 +115,24 @@ def joined(device: str = "cpu") -> Iterator[World]:
 
 
 def _collective(operation: Callable[[], T]) -> T:
-    """Run one collective; a peer that died or failed first surfaces as PeerFailedError."""
+    """Run one collective; a peer that died or failed first surfaces as PeerFailedError. This
+    rank's own failure inside the collective (CUDA out of memory, while it moves or reduces its
+    tensors) stays what it is, so this rank reports the cause instead of blaming a peer."""
     try:
         return operation()
     except RuntimeError as exc:
+        if _out_of_memory(exc):
+            raise
         logger.debug("collective failed on rank %d: %s", _world.rank, exc)
         raise PeerFailedError(f"rank {_world.rank}: stopped because another rank failed") from None
+
+
+def _out_of_memory(exc: RuntimeError) -> bool:
+    """Whether ``exc`` is this process running out of (CUDA) memory: torch's OutOfMemoryError,
+    or the "out of memory" that NCCL and the CUDA caching allocator put in their messages."""
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 def gather(value: T) -> list[T]:

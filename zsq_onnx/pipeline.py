@@ -47,6 +47,7 @@ from zsq_onnx.synth.pool import SyntheticPool
 from zsq_onnx.validate import report
 from zsq_onnx.validate.diagnostics import cross_check, float_layers, ort_fusion
 from zsq_onnx.validate.evaluate import Evaluation, evaluate
+from zsq_onnx.validate.metrics import require_classifier
 
 logger = logging.getLogger(__name__)
 
@@ -243,13 +244,16 @@ def convert(
     synthetic_data: str | Path | None = None,
     calibration_data: str | Path | None = None,
     preprocessing: Preprocessing | None = None,
+    gates: report.Gates | None = None,
     foreign: ForeignOptions | None = None,
 ) -> ConversionResult:
     """Quantize ``source`` data-free and write the deployable model to ``output``.
 
     ``eval_data`` (an .npz path, a class folder or a Dataset of raw images) measures accuracy;
     without it the zoo model's own test split is used, or the calibration inputs (agreement
-    and SQNR only). ``preprocessing`` replaces what the model's metadata records.
+    and SQNR only). ``preprocessing`` replaces what the model's metadata records. ``gates``
+    (:class:`~zsq_onnx.validate.report.Gates`) are checked before anything is written: when one
+    fails, the model and report are kept under rejected names and AccuracyGateError is raised.
     ``foreign`` tells about an .onnx source (see :func:`load_model`); the emitted model keeps the
     input and output shapes its file declared.
 
@@ -266,6 +270,10 @@ def convert(
         dataset = load_dataset(eval_data, loaded.input_shape) if isinstance(eval_data, (str, Path)) else eval_data or loaded.default_eval_data
         if dataset is not None and loaded.preprocessing is None:
             raise BadInputError(f"{source}: carries no zsq preprocessing metadata, so raw images from {dataset.name} cannot be fed; pass --input-scale/--mean/--std")
+        if dataset is not None:
+            require_classifier(loaded.model.graph.outputs[0].shape, str(source))
+        gates = gates or report.Gates()
+        gates.check_data(dataset is not None, str(source))
     with timer.stage("synth"):
         calibration = calibration_inputs(loaded, recipe, synthetic_data, calibration_data, progress)
     with timer.stage("quantize"):
@@ -290,9 +298,7 @@ def convert(
         found["finetune"] = report.finetune_section(tuned)
     emitted = restore_interface(emitted)
     content = report.build(loaded.name, recipe, evaluation, calibration, loaded.model, emitted, found, timer.seconds, group)
-    onnx_io.save_onnx(emitted, output)
-    if report_path is not None:
-        report.write(content, report_path)
+    report.publish(content, emitted, output, report_path, gates)
     return ConversionResult(emitted, evaluation, content)
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -159,31 +161,71 @@ def load_ir(path: str | Path) -> ir.Model:
 
 def save_onnx(model: ir.Model | onnx.ModelProto, path: str | Path) -> Path:
     """Write ``model`` to ``path`` through a temporary file and a rename: never half-written."""
-    proto = ir.serde.serialize_model(model) if isinstance(model, ir.Model) else model
-    data = proto.SerializeToString()
+    data = onnx_bytes(model)
     logger.info("writing %s (%.1f KiB)", path, len(data) / 1024)
     return write_bytes_atomic(data, path)
+
+
+def onnx_bytes(model: ir.Model | onnx.ModelProto) -> bytes:
+    """The serialized .onnx file of ``model``."""
+    proto = ir.serde.serialize_model(model) if isinstance(model, ir.Model) else model
+    return proto.SerializeToString()
 
 
 def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
     """Write a file through a temporary file and a rename; a path that cannot be written (a
     folder, no permission) is a BadInputError naming it."""
-    path = Path(path)
-    temp = None
+    return write_files_atomic({Path(path): data})[0]
+
+
+def write_files_atomic(files: Mapping[Path, bytes]) -> list[Path]:
+    """Write several files that belong together (a model and its report): each goes to a
+    temporary file beside it first, and only when all of them are written are they renamed into
+    place, so a failure (no space, no permission) leaves none of them. Each file gets the mode
+    ``open`` would give it: the existing file's, or 0666 less the umask for a new one."""
+    staged: dict[Path, str] = {}
+    path = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temp, path)
+        for path, data in files.items():
+            staged[path] = _stage(path, data)
+        for path, temp in staged.items():
+            os.replace(temp, path)
     except OSError as exc:
         raise BadInputError(f"{path}: cannot be written ({exc.strerror or exc})") from None
     finally:
-        if temp is not None and os.path.exists(temp):
-            os.unlink(temp)
-    return path
+        for temp in staged.values():
+            if os.path.exists(temp):
+                os.unlink(temp)
+    return list(files)
 
 
-def write_text_atomic(text: str, path: str | Path) -> Path:
-    """Write a text file through a temporary file and a rename."""
-    return write_bytes_atomic(text.encode(), path)
+def _stage(path: Path, data: bytes) -> str:
+    """``data`` in a new temporary file beside ``path``, with the mode ``path`` will have."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(handle, "wb") as stream:
+        os.fchmod(stream.fileno(), _mode_for(path))
+        stream.write(data)
+    return temp
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits of ``path`` when it exists, else those a new file gets under this
+    process's umask (mkstemp's own 0600 would hide the file from every other user)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def check_writable(path: str | Path, flag: str) -> None:
+    """BadInputError unless a file can be written at ``path`` (``flag`` names the option that
+    gave it): not a folder, and its folder exists and is writable, or can be created."""
+    path = Path(path)
+    if path.is_dir():
+        raise BadInputError(f"{path}: is a folder; give {flag} a file name to write")
+    folder = next((parent for parent in path.absolute().parents if parent.exists()), None)
+    if folder is None or not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise BadInputError(f"{path}: cannot be written ({folder} is not a writable folder)")

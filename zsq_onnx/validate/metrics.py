@@ -5,16 +5,25 @@ class axis 1 (``(N, classes, ...)``: the share of positions whose arg-max matche
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from zsq_onnx.errors import BadInputError
 
 
+def require_classifier(shape: Sequence[object] | None, where: str) -> None:
+    """BadInputError unless ``shape`` (a model output's, batch first) is a classifier's
+    (N, classes): labels name one class per sample, so other outputs cannot be scored against
+    them. An unknown shape (None) passes; the scores are checked when they exist."""
+    if shape is not None and len(shape) != 2:
+        dims = ", ".join(str(dim) for dim in list(shape)[1:])
+        raise BadInputError(f"{where}: labelled evaluation needs a classifier's (N, classes) output, but the model gives [{dims}] per sample")
+
+
 def _classifier_scores(logits: np.ndarray) -> np.ndarray:
-    """``logits`` when they are (N, classes); BadInputError otherwise (labels name one class per
-    sample, so a model with other outputs cannot be scored against them)."""
-    if logits.ndim != 2:
-        raise BadInputError(f"labelled evaluation needs a classifier's (N, classes) output; this model gives {list(logits.shape[1:])} per sample")
+    """``logits`` when they are (N, classes); BadInputError otherwise."""
+    require_classifier(logits.shape, "top-1")
     return logits
 
 

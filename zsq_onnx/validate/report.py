@@ -6,6 +6,7 @@ import json
 import math
 import resource
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +14,9 @@ import onnx_ir as ir
 
 from zsq_onnx.distributed import World
 from zsq_onnx.errors import AccuracyGateError, BadInputError
-from zsq_onnx.io.onnx_io import write_bytes_atomic, write_text_atomic
+from zsq_onnx.executors.ort_graph import runtime_record
+from zsq_onnx.executors.runtime import Execution, describe_execution
+from zsq_onnx.io.onnx_io import onnx_bytes, write_files_atomic
 from zsq_onnx.plan.calibrate import recorded_calibration
 from zsq_onnx.recipe import Recipe
 from zsq_onnx.validate.evaluate import Evaluation
@@ -65,7 +68,19 @@ def build(
         **observer_sections(recipe, quantized),
         "seconds": {key: round(value, 3) for key, value in seconds.items()},
         "distributed": {"world_size": world.size, "backend": world.backend},
+        "runtime": runtime_section(evaluation),
         "peak_memory_mb": round(peak_memory_mb(), 1),
+    }
+
+
+def runtime_section(evaluation: Evaluation) -> dict[str, Any]:
+    """The ORT version, the CPU features that decide its kernels, and how each kind of
+    measurement ran (optimization level, float QDQ or integer kernels)."""
+    measured = describe_execution(Execution.FLOAT_QDQ)
+    return {
+        **runtime_record(),
+        "sessions": {"calibration": measured, "bias_correction": measured, "searches": measured, **evaluation.execution,
+                     "search_latency": describe_execution(Execution.INTEGER)},
     }
 
 
@@ -288,16 +303,70 @@ def plot_frontier(report: dict[str, Any]) -> bytes:
     return _png(figure)
 
 
-def write(report: dict[str, Any], path: str | Path) -> list[Path]:
-    """Write the JSON report to ``path`` and its .md and .png beside it (each atomically), and
-    with mixed precision the frontier as ``.frontier.png``."""
+def paths(path: str | Path) -> list[Path]:
+    """Every file a report at ``path`` may write: the JSON itself, and beside it its .md, its
+    per-layer .png and, with mixed precision, the frontier's .frontier.png."""
     path = Path(path)
-    written = [write_text_atomic(to_json(report), path), write_text_atomic(markdown(report), path.with_suffix(".md"))]
+    return [path, path.with_suffix(".md"), path.with_suffix(".png"), path.with_suffix(".frontier.png")]
+
+
+def render(report: dict[str, Any], path: str | Path) -> dict[Path, bytes]:
+    """The report's files (see :func:`paths`) by path, as bytes: the .png only with layers, the
+    .frontier.png only with mixed precision."""
+    json_path, markdown_path, layers_path, frontier_path = paths(path)
+    files = {json_path: to_json(report).encode(), markdown_path: markdown(report).encode()}
     if report["layers"]:
-        written.append(write_bytes_atomic(plot_layers(report), path.with_suffix(".png")))
+        files[layers_path] = plot_layers(report)
     if report.get("mixed_precision") is not None:
-        written.append(write_bytes_atomic(plot_frontier(report), path.with_suffix(".frontier.png")))
-    return written
+        files[frontier_path] = plot_frontier(report)
+    return files
+
+
+@dataclass(frozen=True)
+class Gates:
+    """Accuracy gates of a conversion (exit 3 when one fails): top-1 agreement with FP32 of at
+    least ``min_agreement`` (a fraction), a top-1 drop of at most ``max_drop`` points (needs
+    labelled evaluation data). Checked when made, so a conversion never starts with a gate
+    that cannot be checked."""
+
+    min_agreement: float | None = None
+    max_drop: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.min_agreement is not None and not 0 <= self.min_agreement <= 1:
+            raise BadInputError(f"--min-agreement takes a fraction between 0 and 1 (0.95 for 95%), got {self.min_agreement}")
+        if self.max_drop is not None and not 0 <= self.max_drop <= 100:
+            raise BadInputError(f"--max-drop takes top-1 points between 0 and 100 (0.5 for half a point), got {self.max_drop}")
+
+    def check_data(self, labelled: bool, where: str) -> None:
+        """BadInputError when ``--max-drop`` is set and the evaluation set of ``where`` (the
+        model) has no labels."""
+        if self.max_drop is not None and not labelled:
+            raise BadInputError(f"{where}: --max-drop compares top-1 on labelled images, and this model has no evaluation set of its own: add --eval-data DATA")
+
+
+def rejected_path(path: str | Path) -> Path:
+    """Where a file of a conversion that failed its gates is kept: ``out.onnx`` as ``out.rejected.onnx``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.rejected{path.suffix}")
+
+
+def publish(content: dict[str, Any], model: ir.Model, output: str | Path, report_path: str | Path | None, gates: Gates) -> list[Path]:
+    """Write the emitted ``model`` to ``output`` and the report ``content`` to ``report_path``
+    together (all files or none) when the gates pass. When one fails nothing is written there:
+    the model and report are kept under their :func:`rejected_path` names instead, and
+    AccuracyGateError (exit 3) says so."""
+    def files(model_path: Path, json_path: Path | None) -> dict[Path, bytes]:
+        return {model_path: onnx_bytes(model), **(render(content, json_path) if json_path is not None else {})}
+
+    output, json_path = Path(output), Path(report_path) if report_path is not None else None
+    try:
+        check_gates(content, gates.min_agreement, gates.max_drop)
+    except AccuracyGateError as failed:
+        kept = write_files_atomic(files(rejected_path(output), rejected_path(json_path) if json_path is not None else None))
+        raise AccuracyGateError(f"{failed}; {output} not written, the rejected model kept as {kept[0]}"
+                                + (f" and its report as {kept[1]}" if json_path is not None else "")) from None
+    return write_files_atomic(files(output, json_path))
 
 
 def check_gates(report: dict[str, Any], min_agreement: float | None, max_drop: float | None) -> None:
