@@ -61,3 +61,15 @@ def test_report_has_the_promised_fields(converted):
     assert all(layer["sqnr_db"] > 25 for layer in report["layers"])
     assert report["ort_cpu_fusion"]["fused"] >= 2 and report["float_layers"] == [] and report["warnings"] == []
     assert (folder / "report.md").read_text().startswith("# zsq-onnx report") and (folder / "report.png").stat().st_size > 1000
+
+
+def test_report_says_how_each_measurement_ran(converted):
+    _, folder = converted
+    report = json.loads((folder / "report.json").read_text())
+    runtime = report["runtime"]
+    assert runtime["onnxruntime"] and {"avx2", "avx512", "vnni", "amx"} <= set(runtime["cpu"])
+    sessions = runtime["sessions"]
+    for kind in ("calibration", "bias_correction", "searches", "layers"):
+        assert sessions[kind] == "ORT_ENABLE_ALL, QDQ in float kernels (QDQ fusion off)", kind
+    assert sessions["accuracy"] == "ORT_ENABLE_ALL, QDQ fused into ORT CPU integer kernels", "ort-cpu with 7-bit weights deploys exact integer kernels"
+    assert report["eval"]["execution"]["why"] and report["ort_cpu_fusion"]["saturating_without_vnni"] == []

@@ -42,12 +42,13 @@ def test_evaluation_measures_both_models_in_ort(models):
 
 EVALUATION = Evaluation(
     "digits-test", 360, Measures(0.99, 1.0, 0.1, 2.0), Measures(0.98, 1.0, 0.05, 1.0), 0.97, 31.5, (LayerSqnr("0", "conv_out", 40.0), LayerSqnr("3", "fc_out", 35.0)),
+    {"accuracy": "ORT_ENABLE_ALL, QDQ fused into ORT CPU integer kernels", "why": "none can saturate"},
 )
 
 
 def test_to_dict_is_the_reports_evaluation_sections(digits):
     expected = {
-        "eval": {"dataset": "digits-test", "samples": 360},
+        "eval": {"dataset": "digits-test", "samples": 360, "execution": {"accuracy": "ORT_ENABLE_ALL, QDQ fused into ORT CPU integer kernels", "why": "none can saturate"}},
         "fp32": {"top1": 0.99, "top5": 1.0, "latency_ms_b1": 0.1, "latency_ms_b64": 2.0},
         "quantized": {"top1": 0.98, "top5": 1.0, "latency_ms_b1": 0.05, "latency_ms_b64": 1.0, "agreement": 0.97, "output_sqnr_db": 31.5},
         "layers": [{"layer": "0", "tensor": "conv_out", "sqnr_db": 40.0}, {"layer": "3", "tensor": "fc_out", "sqnr_db": 35.0}],
@@ -57,7 +58,7 @@ def test_to_dict_is_the_reports_evaluation_sections(digits):
     calibration = SynthResult([np.zeros((2, 1, 8, 8), np.float32)], [2.0, 1.0], {}, 1.0)
     built = report.build("digits-cnn", Recipe(), EVALUATION, calibration, model, model, {}, {"total": 1.0})
     assert list(built) == ["model", "recipe", "eval", "fp32", "quantized", "layers", "size_bytes", "calibration", "activation_ranges", "bias_correction",
-                           "seconds", "distributed", "peak_memory_mb"]
+                           "seconds", "distributed", "runtime", "peak_memory_mb"]
     expected["quantized"]["quantizers"] = {"weights": 0, "biases": 0, "activations": 0}
     assert json.dumps({key: built[key] for key in expected}) == json.dumps(expected)
     assert "agreement 97.00%" in report.summary(built)
@@ -70,8 +71,8 @@ def test_evaluate_files_reports_a_model_against_its_reference(models, tmp_path):
     onnx.save(to_proto(quantized), paths["quantized"])
     np.savez(paths["data"], images=digits_split("test").images[:64], labels=labels)
     result = evaluate_files(str(paths["quantized"]), str(paths["data"]), str(paths["fp32"]))
-    assert list(result) == ["model", "dataset", "samples", "provider", "top1", "top5", "latency_ms_b1", "latency_ms_b64", "size_bytes", "reference",
-                            "agreement", "output_sqnr_db", "layers"]
+    assert list(result) == ["model", "dataset", "samples", "provider", "top1", "top5", "latency_ms_b1", "latency_ms_b64", "size_bytes", "execution",
+                            "reference", "agreement", "output_sqnr_db", "layers"]
     assert list(result["reference"]) == ["model", "top1", "top5", "latency_ms_b1", "latency_ms_b64", "size_bytes"]
     assert result["samples"] == 64 and result["agreement"] == evaluate(fp32, quantized, inputs, labels, "").agreement
     assert [sorted(layer) for layer in result["layers"]] == [["layer", "sqnr_db", "tensor"]] * 4

@@ -56,7 +56,7 @@ _recording: dict[str, Path | count] = {}
 @contextmanager
 def recording_optimized_graphs(folder: str | Path) -> Iterator[Path]:
     """While active, every CPU session writes the graph ORT actually runs to ``folder`` as
-    ``NNN-<purpose>-<execution>.onnx``, so a test or a user can check which kernels ran."""
+    ``NNN.<purpose>.<execution>.onnx``, so a test or a user can check which kernels ran."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _recording.update(folder=folder, index=count())
@@ -91,7 +91,7 @@ def make_session(
         raise BadInputError(f"provider {provider!r} is not available in this onnxruntime ({', '.join(ort.get_available_providers())})")
     options = session_options(execution, level)
     if _recording and provider == "cpu":
-        options.optimized_model_filepath = str(_recording["folder"] / f"{next(_recording['index']):03d}-{purpose}-{execution}.onnx")
+        options.optimized_model_filepath = str(_recording["folder"] / f"{next(_recording['index']):03d}.{purpose}.{execution}.onnx")
     if isinstance(model, ir.Model):
         model = ir.serde.serialize_model(model)
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
