@@ -174,6 +174,11 @@ def test_usage_errors_print_one_line(folder, no_long_work, case):
     _refused(folder, args, ("error:", *words))
 
 
+def test_no_command_shows_the_help():
+    result = _invoke()
+    assert result.exit_code == 0 and "Commands:" in result.stdout and not result.stderr
+
+
 @pytest.mark.parametrize(("error", "code", "words"), [
     ("out of memory", 1, ("OutOfMemoryError", "CUDA out of memory")),
     ("peer", 4, ("rank 0", "another rank failed")),

@@ -10,9 +10,10 @@ from zsq_onnx.profiles import emit
 from zsq_onnx.quantizers.spec import QuantSpec
 from zsq_onnx.recipe import FinetuneConfig, Recipe, SynthConfig, build_recipe
 from zsq_onnx.validate.evaluate import Evaluation, LayerSqnr, Measures
+from zsq_onnx.validate.report import Gates
 
 __all__ = [
-    "AccuracyGateError", "BadInputError", "ConversionResult", "Evaluation", "FinetuneConfig", "LayerSqnr", "LoadedModel", "Measures",
+    "AccuracyGateError", "BadInputError", "ConversionResult", "Evaluation", "FinetuneConfig", "Gates", "LayerSqnr", "LoadedModel", "Measures",
     "NoBatchNormError", "PeerFailedError", "Preprocessing", "QuantSpec", "Recipe", "SynthConfig", "UnsupportedOpError", "ZsqError",
     "build_recipe", "convert", "emit", "load_model", "quantize",
 ]

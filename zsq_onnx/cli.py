@@ -39,8 +39,9 @@ class _Group(click.Group):
         ctx.meta[_ARGV_KEY] = list(args)
         try:
             return super().parse_args(ctx, args)
-        except click.exceptions.NoArgsIsHelpError:
-            raise
+        except click.exceptions.NoArgsIsHelpError:  # plain `zsq-onnx`: asking for help is no error
+            click.echo(ctx.get_help())
+            ctx.exit(0)
         except click.UsageError as exc:
             raise _OneLineUsageError(exc) from None
 
@@ -49,8 +50,6 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except ZsqError as exc:
             _fail(ctx, f"error: {exc}", exc.exit_code)
-        except click.exceptions.NoArgsIsHelpError:
-            raise
         except click.UsageError as exc:
             _fail(ctx, _OneLineUsageError(exc).line(), exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
