@@ -109,6 +109,8 @@ def test_agreement_of_outputs_with_more_than_a_class_axis():
     assert agreement(maps, flipped) == pytest.approx(2 / 3)
     logits = rng.normal(size=(4, 10))
     assert agreement(logits, logits) == 1.0
+    with pytest.raises(BadInputError, match="class axis"):
+        agreement(logits[:, 0], logits[:, 0])
 
 
 IDLE = {

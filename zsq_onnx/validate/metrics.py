@@ -57,6 +57,8 @@ def agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
 def agreement_count(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Samples where both models predict the same class, each counted by the share of its
     positions that agree (a whole sample for (N, classes) outputs; sums over shards add up)."""
+    if reference.ndim < 2:
+        raise BadInputError(f"agreement compares the arg-max over a class axis 1; the model's output has shape {list(reference.shape)}")
     if not len(reference):
         return 0.0
     same = (reference.argmax(axis=1) == candidate.argmax(axis=1)).reshape(len(reference), -1)
