@@ -23,6 +23,7 @@ from zsq_onnx.io.data import load_dataset  # noqa: E402
 from zsq_onnx.profiles import emit  # noqa: E402
 from zsq_onnx.recipe import build_recipe  # noqa: E402
 from zsq_onnx.synth.distill import distill  # noqa: E402
+from zsq_onnx.validate.evaluate import validation_session  # noqa: E402
 from zsq_onnx.validate.metrics import top1  # noqa: E402
 
 SETTINGS = ("W8A8", "W6A6", "W5A5", "W4A8", "W8A4", "W4A4", "W3A3")
@@ -50,7 +51,7 @@ def main() -> None:
     }
     for setting in SETTINGS:
         model = emit(pipeline.quantize(loaded.model, batches, build_recipe(bits=setting, profile="sim", seed=args.seed)))
-        record[setting] = {"top1": top1(run_batched(make_session(model), inputs), dataset.labels), "size_bytes": size_bytes(model)}
+        record[setting] = {"top1": top1(run_batched(validation_session(model), inputs), dataset.labels), "size_bytes": size_bytes(model)}
         print(setting, record[setting], file=sys.stderr, flush=True)
     emit_json(record)
 

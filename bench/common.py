@@ -40,12 +40,13 @@ def size_bytes(model: ir.Model | onnx.ModelProto) -> int:
 def emitted_scores(model: ir.Model, inputs: np.ndarray, labels: np.ndarray, fp32_logits: np.ndarray | None = None) -> dict:
     """Top-1 (%) of ``model`` emitted and run in ORT on ``inputs``, agreement (%) with
     ``fp32_logits`` when given, and the emitted file's size."""
-    from zsq_onnx.executors.runtime import make_session, run_batched
+    from zsq_onnx.executors.runtime import run_batched
     from zsq_onnx.profiles import emit
+    from zsq_onnx.validate.evaluate import validation_session
     from zsq_onnx.validate.metrics import agreement, top1
 
     emitted = emit(model)
-    logits = run_batched(make_session(emitted), inputs)
+    logits = run_batched(validation_session(emitted), inputs)
     scores = {"top1": round(100 * top1(logits, labels), 2)}
     if fp32_logits is not None:
         scores["agreement"] = round(100 * agreement(fp32_logits, logits), 2)

@@ -28,13 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import asset, emit_json, ort_quantize_static, size_bytes  # noqa: E402
 
 from zsq_onnx import pipeline  # noqa: E402
-from zsq_onnx.executors.runtime import latency_ms, make_session, run_batched  # noqa: E402
+from zsq_onnx.executors.runtime import Execution, latency_ms, make_session, run_batched  # noqa: E402
 from zsq_onnx.io import onnx_io  # noqa: E402
 from zsq_onnx.io.data import load_dataset  # noqa: E402
 from zsq_onnx.options import CalibrationMethod  # noqa: E402
 from zsq_onnx.profiles import emit  # noqa: E402
 from zsq_onnx.recipe import build_recipe  # noqa: E402
 from zsq_onnx.synth.distill import distill  # noqa: E402
+from zsq_onnx.validate.evaluate import validation_session  # noqa: E402
 from zsq_onnx.validate.metrics import agreement, top1  # noqa: E402
 
 MODEL = "efficientnet-lite0"
@@ -49,7 +50,7 @@ def _scores(fp32_logits: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> 
 
 def _latency_ratios(models: dict[str, onnx.ModelProto], sample: np.ndarray, rounds: int = 3) -> dict:
     """Median latency per model over ``rounds`` interleaved rounds, and FP32's over each."""
-    sessions = {key: make_session(model) for key, model in models.items()}
+    sessions = {key: make_session(model, execution=Execution.INTEGER, purpose="latency") for key, model in models.items()}
     times: dict[str, list[float]] = {key: [] for key in sessions}
     for _ in range(rounds):
         for key, session in sessions.items():
@@ -61,7 +62,7 @@ def _latency_ratios(models: dict[str, onnx.ModelProto], sample: np.ndarray, roun
 def _quantized_scores(fp32, batches, recipe, inputs, fp32_logits, labels) -> dict:
     start = time.perf_counter()
     emitted = emit(pipeline.quantize(fp32, batches, recipe))
-    return {**_scores(fp32_logits, run_batched(make_session(emitted), inputs), labels), "quantize_seconds": round(time.perf_counter() - start, 1)}
+    return {**_scores(fp32_logits, run_batched(validation_session(emitted), inputs), labels), "quantize_seconds": round(time.perf_counter() - start, 1)}
 
 
 def main() -> None:
@@ -91,7 +92,7 @@ def main() -> None:
         fp32_logits = run_batched(make_session(loaded.model), inputs)
         record["fp32_top1"] = top1(fp32_logits, dataset.labels)
         for key in ("zsq_ort_cpu", "zsq_sim", "ort_real_data"):
-            record[key] = _scores(fp32_logits, run_batched(make_session(models[key]), inputs), dataset.labels)
+            record[key] = _scores(fp32_logits, run_batched(validation_session(models[key]), inputs), dataset.labels)
             print(key, record[key], file=sys.stderr, flush=True)
         record["size_bytes"] = {key: size_bytes(model) for key, model in models.items()}
         record["size_ratio_fp32_over_zsq"] = round(record["size_bytes"]["fp32"] / record["size_bytes"]["zsq_ort_cpu"], 2)

@@ -30,6 +30,7 @@ from zsq_onnx.io.data import load_dataset  # noqa: E402
 from zsq_onnx.profiles import emit  # noqa: E402
 from zsq_onnx.recipe import FinetuneConfig, build_recipe  # noqa: E402
 from zsq_onnx.synth.distill import distill  # noqa: E402
+from zsq_onnx.validate.evaluate import validation_session  # noqa: E402
 from zsq_onnx.validate.metrics import top1  # noqa: E402
 
 
@@ -85,16 +86,16 @@ def main() -> None:
         for quantizer in args.quantizers.split(","):
             recipe = _recipe(bits, quantizer, config, args.profile, args.seed)
             quantized = pipeline.quantize(loaded.model, [pool[:32]], recipe)
-            before = top1(run_batched(make_session(emit(quantized)), inputs), labels)
+            before = top1(run_batched(validation_session(emit(quantized)), inputs), labels)
             label = f"{bits} {quantizer}"
             curve: list[tuple[float, float]] = []
 
             def checkpoint(step: int, seconds: float, model, curve=curve) -> None:
-                curve.append((seconds / 60, top1(run_batched(make_session(emit(model)), inputs[curve_subset]), labels[curve_subset])))
+                curve.append((seconds / 60, top1(run_batched(validation_session(emit(model)), inputs[curve_subset]), labels[curve_subset])))
 
             tuned, result = pipeline.tune(loaded.model, quantized, pool, recipe, progress=False, checkpoint=checkpoint,
                                           checkpoint_seconds=args.minutes * 60 / args.checkpoints)
-            after = top1(run_batched(make_session(emit(tuned)), inputs), labels)
+            after = top1(run_batched(validation_session(emit(tuned)), inputs), labels)
             student = _torch_top1(tuned, inputs, labels)
             curves[label] = [(0.0, before), *curve[:-1], (result.seconds / 60, after)]
             record[label] = {

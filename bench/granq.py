@@ -22,12 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import asset, cifar_weights, emit_json  # noqa: E402
 
 from zsq_onnx import pipeline  # noqa: E402
-from zsq_onnx.executors.runtime import latency_ms, make_session, run_batched  # noqa: E402
+from zsq_onnx.executors.runtime import Execution, latency_ms, make_session, run_batched  # noqa: E402
 from zsq_onnx.io.data import load_dataset  # noqa: E402
 from zsq_onnx.profiles import emit  # noqa: E402
 from zsq_onnx.recipe import build_recipe  # noqa: E402
 from zsq_onnx.search.granularity import METADATA_KEY  # noqa: E402
 from zsq_onnx.synth.distill import distill  # noqa: E402
+from zsq_onnx.validate.evaluate import validation_session  # noqa: E402
 from zsq_onnx.validate.metrics import top1  # noqa: E402
 
 MODES = ("static", "granular", "auto")
@@ -56,10 +57,10 @@ def bench_model(name: str, bits_list: list[str], budget: float, samples: int, st
                 start = time.perf_counter()
                 quantized = pipeline.quantize(loaded.model, batches, recipe)
                 seconds = time.perf_counter() - start
-                session = make_session(emit(quantized))
-                row = {"top1": top1(run_batched(session, inputs), dataset.labels), "quantize_seconds": round(seconds, 2)}
+                emitted = emit(quantized)
+                row = {"top1": top1(run_batched(validation_session(emitted), inputs), dataset.labels), "quantize_seconds": round(seconds, 2)}
                 if profile == "ort-cpu":
-                    row["latency_vs_fp32_b64"] = _latency_ratio(fp32, session, sample)
+                    row["latency_vs_fp32_b64"] = _latency_ratio(fp32, make_session(emitted, execution=Execution.INTEGER, purpose="latency"), sample)
                 choice = pipeline.recorded_choice(quantized, METADATA_KEY)
                 if choice is not None:
                     row["granular_tensors"] = sum(r["choice"] == "granular" for r in choice["tensors"])

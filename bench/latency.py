@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import asset, cifar_weights, emit_json, fp32_ort_and_zsq  # noqa: E402
 
 from zsq_onnx import pipeline  # noqa: E402
-from zsq_onnx.executors.runtime import make_session  # noqa: E402
+from zsq_onnx.executors.runtime import Execution, make_session  # noqa: E402
 from zsq_onnx.io.data import load_dataset  # noqa: E402
 from zsq_onnx.recipe import build_recipe  # noqa: E402
 
@@ -54,7 +54,7 @@ def main() -> None:
         inputs = pipeline.load_model(args.model, weights).preprocessing.apply(dataset.images[:512])
         recipe = build_recipe(samples=32, synth_steps=100, reduce_range=args.reduce_range)
         paths = fp32_ort_and_zsq(args.model, weights, inputs, recipe, dataset.head(64), folder)
-        sessions = {key: make_session(str(path)) for key, path in paths.items()}
+        sessions = {key: make_session(str(path), execution=Execution.INTEGER, purpose="latency") for key, path in paths.items()}
         record: dict = {"bench": "latency", "model": args.model, "reduce_range": args.reduce_range}
         for batch, per_round in ((1, 50), (64, 3)):
             times = _interleaved_ms(sessions, np.ascontiguousarray(inputs[:batch]), args.rounds, per_round)

@@ -34,6 +34,7 @@ from zsq_onnx.profiles import emit  # noqa: E402
 from zsq_onnx.recipe import FinetuneConfig, MixedPrecisionConfig, build_recipe  # noqa: E402
 from zsq_onnx.search.mixed_precision import METADATA_KEY  # noqa: E402
 from zsq_onnx.synth.distill import distill  # noqa: E402
+from zsq_onnx.validate.evaluate import validation_session  # noqa: E402
 from zsq_onnx.validate.metrics import agreement, top1  # noqa: E402
 
 DATA = {"efficientnet-lite0": "data/imagenet_sample500_224.npz"}
@@ -41,7 +42,7 @@ DATA = {"efficientnet-lite0": "data/imagenet_sample500_224.npz"}
 
 def _scores(model, inputs: np.ndarray, labels: np.ndarray, fp32_logits: np.ndarray) -> dict:
     emitted = emit(model)
-    logits = run_batched(make_session(emitted), inputs)
+    logits = run_batched(validation_session(emitted), inputs)
     return {"top1": top1(logits, labels), "agreement": agreement(fp32_logits, logits), "size_bytes": size_bytes(emitted)}
 
 

@@ -26,6 +26,7 @@ from zsq_onnx.options import CalibrationMethod  # noqa: E402
 from zsq_onnx.profiles import emit  # noqa: E402
 from zsq_onnx.recipe import build_recipe  # noqa: E402
 from zsq_onnx.synth.distill import distill  # noqa: E402
+from zsq_onnx.validate.evaluate import validation_session  # noqa: E402
 from zsq_onnx.validate.metrics import top1  # noqa: E402
 
 
@@ -43,7 +44,7 @@ def _model_rows(model: str, methods: list[str], images, labels, seed: int) -> di
             start = time.perf_counter()
             quantized = emit(pipeline.quantize(loaded.model, synthetic.batches, recipe))
             seconds = time.perf_counter() - start
-            logits = run_batched(make_session(quantized), inputs)
+            logits = run_batched(validation_session(quantized), inputs)
             rows.append({
                 "method": method,
                 "bias_correction": correction,

@@ -21,9 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import asset, cifar_weights, emit_json, fp32_ort_and_zsq  # noqa: E402
 
 from zsq_onnx import pipeline  # noqa: E402
-from zsq_onnx.executors.runtime import latency_ms, make_session, run_batched  # noqa: E402
+from zsq_onnx.executors.runtime import Execution, latency_ms, make_session, run_batched  # noqa: E402
 from zsq_onnx.io.data import load_dataset  # noqa: E402
 from zsq_onnx.recipe import build_recipe  # noqa: E402
+from zsq_onnx.validate.evaluate import validation_session  # noqa: E402
 from zsq_onnx.validate.metrics import top1  # noqa: E402
 
 
@@ -43,10 +44,10 @@ def main() -> None:
         calibration = inputs[np.random.default_rng(0).permutation(len(inputs))[: args.real_images]]
         recipe = build_recipe(samples=args.samples, synth_steps=args.steps)
         paths = fp32_ort_and_zsq(args.model, weights, calibration, recipe, dataset.head(64), folder)
-        sessions = {key: make_session(str(path)) for key, path in paths.items()}
+        sessions = {key: make_session(str(path), execution=Execution.INTEGER, purpose="latency") for key, path in paths.items()}
         record: dict = {"bench": "vs_ort", "model": args.model, "ort_real_images": args.real_images, "zsq_distilled_samples": args.samples}
         for key, session in sessions.items():
-            record[f"{key}_top1"] = top1(run_batched(session, inputs), dataset.labels)
+            record[f"{key}_top1"] = top1(run_batched(validation_session(str(paths[key])), inputs), dataset.labels)
         for batch in (1, 64):
             sample = np.ascontiguousarray(inputs[:batch])
             times = {key: latency_ms(session, sample, repeats=50 if batch == 1 else 20) for key, session in sessions.items()}

@@ -22,11 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import asset, cifar_weights, emit_json  # noqa: E402
 
 from zsq_onnx import pipeline  # noqa: E402
-from zsq_onnx.executors.runtime import make_session, run_batched  # noqa: E402
+from zsq_onnx.executors.runtime import run_batched  # noqa: E402
 from zsq_onnx.io.data import load_dataset  # noqa: E402
 from zsq_onnx.profiles import emit  # noqa: E402
 from zsq_onnx.recipe import build_recipe  # noqa: E402
 from zsq_onnx.synth.distill import distill  # noqa: E402
+from zsq_onnx.validate.evaluate import validation_session  # noqa: E402
 from zsq_onnx.validate.metrics import top1  # noqa: E402
 
 SWEEP = ((32, 50), (32, 100), (64, 100), (64, 200), (64, 500), (128, 200))
@@ -34,7 +35,7 @@ SWEEP = ((32, 50), (32, 100), (64, 100), (64, 200), (64, 500), (128, 200))
 
 def _quantized_top1(loaded, batches, recipe, inputs, labels) -> float:
     model = emit(pipeline.quantize(loaded.model, batches, recipe))
-    return top1(run_batched(make_session(model), inputs), labels)
+    return top1(run_batched(validation_session(model), inputs), labels)
 
 
 def main() -> None:

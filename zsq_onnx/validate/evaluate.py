@@ -95,8 +95,10 @@ def validation_execution(model: ir.Model) -> tuple[Execution, str]:
     return Execution.INTEGER, "the integer kernels ORT CPU deploys; none can saturate"
 
 
-def validation_session(model: ir.Model, provider: str = "cpu") -> ort.InferenceSession:
-    """A session that runs a quantized model as :func:`validation_execution` says (on the CPU)."""
+def validation_session(model: ir.Model | str, provider: str = "cpu") -> ort.InferenceSession:
+    """A session that runs a quantized model (IR or .onnx path) as :func:`validation_execution`
+    says (on the CPU)."""
+    model = ir.load(model) if isinstance(model, str) else model
     execution = validation_execution(model)[0] if provider == "cpu" else Execution.FLOAT_QDQ
     return make_session(model, provider, execution=execution, purpose="evaluate")
 
