@@ -199,6 +199,18 @@ def _generator_config(generator_steps, generator_lr, margin_low=_GENERATOR.margi
     return dataclasses.replace(_GENERATOR, warmup_steps=generator_steps, lr=generator_lr, margin_low=margin_low, margin_high=margin_high)
 
 
+def _foreign_options(command):
+    """--output-name/--input-shape: what an .onnx file from elsewhere may leave open."""
+    command = click.option("--input-shape", default=None, help="C,H,W for an .onnx model whose input has symbolic image dimensions.")(command)
+    return click.option("--output-name", default=None, help="The classifier output of an .onnx model that has several.")(command)
+
+
+def _foreign(output_name, input_shape):
+    from zsq_onnx.io.foreign import ForeignOptions
+
+    return ForeignOptions.from_flags(output_name, input_shape)
+
+
 def _preprocessing(input_scale, mean, std):
     from zsq_onnx.io.preprocessing import Preprocessing
 
@@ -273,8 +285,10 @@ def _preprocessing(input_scale, mean, std):
 @_generator_options
 @_margin_options
 @_preprocessing_options
+@_foreign_options
 @_nproc_option
 def convert(model, output, weights, synthetic_data, calibration_data, eval_data, report_path, min_agreement, max_drop, as_json, quiet, input_scale, mean, std,
+            output_name, input_shape,
             finetune_steps, finetune_minutes, finetune_lr, finetune_samples, finetune_bn_loss, train_weights, activation_quantizer, optimizer, device,
             mixed_precision, mp_weight_bits, avg_wbits, size_budget_kb, bops_budget, search_activations,
             generator_steps, generator_lr, margin_low, margin_high, nproc, **recipe_options) -> None:
@@ -285,6 +299,7 @@ def convert(model, output, weights, synthetic_data, calibration_data, eval_data,
 
     gates = report.Gates(min_agreement, max_drop)
     preprocessing = _preprocessing(input_scale, mean, std)
+    foreign = _foreign(output_name, input_shape)
     for key in ("weight_granularity", "act_granularity"):
         recipe_options[key] = recipe_options[key].replace("-", "_")
     recipe = build_recipe(**recipe_options, finetune=_finetune_config(finetune_steps, finetune_minutes, finetune_lr, finetune_samples, finetune_bn_loss,
@@ -300,7 +315,7 @@ def convert(model, output, weights, synthetic_data, calibration_data, eval_data,
     with distributed.joined(recipe.finetune.device) as group:
         result = pipeline.convert(
             model, output, recipe, weights=weights, eval_data=eval_data, report_path=report_path, progress=not quiet and sys.stderr.isatty(),
-            synthetic_data=synthetic_data, calibration_data=calibration_data, preprocessing=preprocessing, gates=gates,
+            synthetic_data=synthetic_data, calibration_data=calibration_data, preprocessing=preprocessing, gates=gates, foreign=foreign,
         )
     if not group.main:
         return
@@ -462,8 +477,9 @@ def export(model, output, weights, input_scale, mean, std) -> None:
 @click.option("--seed", type=int, default=DEFAULT_RECIPE.seed, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_generator_options
+@_foreign_options
 @_nproc_option
-def synth(model, output, weights, samples, steps, lr, batch_size, seed, quiet, synthesizer, generator_steps, generator_lr, nproc) -> None:
+def synth(model, output, weights, samples, steps, lr, batch_size, seed, quiet, synthesizer, generator_steps, generator_lr, output_name, input_shape, nproc) -> None:
     """Distill calibration inputs from MODEL's BatchNorm statistics (ZeroQ) into an .npz, or
     train AdaDFQ's generator against MODEL and save its weights (--synthesizer generator)."""
     from zsq_onnx import distributed, pipeline
@@ -473,11 +489,12 @@ def synth(model, output, weights, samples, steps, lr, batch_size, seed, quiet, s
     recipe = build_recipe(samples=samples, synth_steps=steps, synth_lr=lr, synth_batch_size=batch_size, seed=seed, synthesizer=synthesizer,
                           generator=_generator_config(generator_steps, generator_lr))
     _refuse_idle_options(_SYNTH_IDLE)
+    foreign = _foreign(output_name, input_shape)
     _check_outputs([("-o", output)], {"MODEL": model, "--weights": weights})
     _launch_workers(nproc)
     config = recipe.synth
     with distributed.joined() as group:
-        loaded = pipeline.load_model(model, weights)
+        loaded = pipeline.load_model(model, weights, foreign=foreign)
         progress = not quiet and sys.stderr.isatty() and group.main
         if config.synthesizer == Synthesizer.GENERATOR:
             result = pipeline.generated_inputs(loaded, recipe, progress=progress)

@@ -82,6 +82,8 @@ def load_model(
     from zsq_onnx.io.export import export_module
     from zsq_onnx.models import get_entry
 
+    if foreign is not None and foreign.given:
+        raise BadInputError(f"{text}: --output-name and --input-shape apply to .onnx files, not to zoo models")
     entry = get_entry(text)
     if entry.needs_weights and weights is None:
         raise BadInputError(f"{entry.name} needs trained weights: pass --weights FILE (a state dict)")

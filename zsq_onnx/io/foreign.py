@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 
 import onnx
@@ -42,6 +43,24 @@ class ForeignOptions:
     output_name: str | None = None
     input_shape: tuple[int, ...] | None = None
 
+    @classmethod
+    def from_flags(cls, output_name: str | None, input_shape: str | None) -> ForeignOptions:
+        """The options as the CLI spells them; ``input_shape`` as ``C,H,W``."""
+        if input_shape is None:
+            return cls(output_name)
+        try:
+            dims = tuple(int(part) for part in input_shape.split(","))
+        except ValueError:
+            dims = ()
+        if len(dims) != 3 or min(dims) <= 0:
+            raise BadInputError(f"--input-shape takes three positive sizes C,H,W, got {input_shape!r}")
+        return cls(output_name, dims)
+
+    @property
+    def given(self) -> bool:
+        """Whether any option was given (they apply to .onnx files only)."""
+        return self.output_name is not None or self.input_shape is not None
+
 
 def prepare(proto: onnx.ModelProto, where: str, options: ForeignOptions | None = None) -> ir.Model:
     """A validated user model (see :func:`zsq_onnx.io.onnx_io.load_onnx`) as the stages need it:
@@ -57,7 +76,7 @@ def prepare(proto: onnx.ModelProto, where: str, options: ForeignOptions | None =
     model = apply_passes(model, FreeBatchPass(BATCH), RemoveUnusedNodesPass())
     _check_batch_is_free(model, where)
     outputs = {value.name: declared["outputs"].get(value.name) for value in model.graph.outputs}
-    model.metadata_props[INTERFACE_KEY] = json.dumps({"inputs": declared["inputs"], "outputs": outputs, "opset": declared["opset"]})
+    model.metadata_props[INTERFACE_KEY] = json.dumps({"source": where, "inputs": declared["inputs"], "outputs": outputs, "opset": declared["opset"]})
     return model
 
 
@@ -89,17 +108,26 @@ def upgrade_opset(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
     try:
         converted = version_converter.convert_version(proto, OPSET)
     except Exception as exc:  # the converter raises RuntimeError/ValueError/onnx's own C++ errors
-        raise BadInputError(f"{where}: onnx.version_converter cannot convert it from opset {found} to {OPSET}: {_converter_reason(exc)}") from None
+        raise BadInputError(f"{where}: onnx.version_converter cannot convert it from opset {found} to {OPSET}: {_converter_reason(exc, proto)}") from None
     converted.ir_version = max(converted.ir_version, onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", OPSET)]))
     entry = converted.metadata_props.add()
     entry.key, entry.value = CONVERSION_KEY, f"ai.onnx opset {found} -> {OPSET} by onnx.version_converter (onnx {onnx.__version__})"
-    logger.warning("%s: converted from opset %d to opset %d with onnx.version_converter; the emitted model is opset %d", where, found, OPSET, OPSET)
+    logger.info("%s: converted from opset %d to opset %d with onnx.version_converter", where, found, OPSET)
     return converted
 
 
-def _converter_reason(exc: BaseException) -> str:
+def _converter_reason(exc: BaseException, proto: onnx.ModelProto) -> str:
+    """The converter's assertion without its C++ location, led by the op and versions of the
+    adapter that failed when its name tells them (``adapt_scan_8_9``)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
+    text = lines[-1] if lines else type(exc).__name__
+    detail = text.split("failed: ", 1)[-1]
+    adapter = re.search(r"adapt_([A-Za-z0-9]+)_(\d+)_(\d+)", text)
+    if adapter is None:
+        return detail
+    ops = {node.op_type.lower(): node.op_type for node in proto.graph.node}
+    op = ops.get(adapter.group(1).lower(), adapter.group(1))
+    return f"{op} from opset {adapter.group(2)} to {adapter.group(3)}: {detail}"
 
 
 def _drop_initializer_inputs(proto: onnx.ModelProto) -> None:
@@ -170,6 +198,8 @@ def restore_interface(model: ir.Model) -> ir.Model:
     if text is None:
         return model
     declared = json.loads(text)
+    if declared["opset"] != OPSET:
+        logger.warning("the emitted model is opset %d; %s was opset %d (converted at load by onnx.version_converter)", OPSET, declared["source"], declared["opset"])
     loosened = False
     for values, shapes in ((model.graph.inputs, declared["inputs"]), (model.graph.outputs, declared["outputs"])):
         for value in values:

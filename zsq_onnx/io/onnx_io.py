@@ -150,7 +150,7 @@ def image_input_shape(model: ir.Model, where: str) -> tuple[int, ...]:
         raise BadInputError(f"{where}: expected one image input, found {len(inputs)}")
     dims = list(inputs[0].shape or [])[1:]
     if not dims or any(not isinstance(d, int) for d in dims):
-        raise BadInputError(f"{where}: input {inputs[0].name!r} needs fixed non-batch dimensions, got {[str(d) for d in dims]}")
+        raise BadInputError(f"{where}: input {inputs[0].name!r} needs fixed non-batch dimensions, got {[str(d) for d in dims]}; give them with --input-shape C,H,W")
     return tuple(dims)
 
 

@@ -17,7 +17,8 @@ class FreeBatchPass(ir.passes.InPlacePass):
 
     Intermediate shapes are forgotten and inferred again. A Reshape whose constant target shape
     starts with the fixed size while its data starts with the batch (the dynamo exporter's
-    ``view(batch, -1)``) copies the batch instead (0, or -1 under ``allowzero``). Graphs whose
+    ``view(batch, -1)``) copies the batch instead (0; -1 when ``allowzero`` and a zero in the
+    target shape make 0 a size). Graphs whose
     inputs start with different sizes are left as they are.
     """
 
@@ -33,18 +34,22 @@ class FreeBatchPass(ir.passes.InPlacePass):
             logger.debug("free batch skips %s: its inputs start with %s, not one fixed size", graph.name, sorted(map(str, sizes)))
             return ir.passes.PassResult(model, modified=False)
         batch = next(iter(sizes))
-        for value in (*inputs, *graph.outputs):
-            if value.shape is not None and len(value.shape) > 0 and value.shape[0] == batch:
-                value.shape = ir.Shape([self.symbol, *value.shape[1:]])
-        self._infer(model)
+        freed = {value.name: ir.Shape([self.symbol, *value.shape[1:]]) for value in (*inputs, *graph.outputs)
+                 if value.shape is not None and len(value.shape) > 0 and value.shape[0] == batch}
+        self._infer(model, freed)
         while self._copy_batch_in_reshapes(graph, batch):
-            self._infer(model)
+            self._infer(model, freed)
         return ir.passes.PassResult(model, modified=True)
 
-    def _infer(self, model: ir.Model) -> None:
-        """Forget the intermediate shapes and infer them again from the inputs."""
-        outputs = set(map(id, model.graph.outputs))
-        for node in model.graph:
+    def _infer(self, model: ir.Model, freed: dict[str, ir.Shape]) -> None:
+        """Give the inputs and outputs their ``freed`` shapes, forget the intermediate ones and
+        infer them again from the inputs."""
+        graph = model.graph
+        for value in (*graph.inputs, *graph.outputs):
+            if value.name in freed:
+                value.shape = freed[value.name]
+        outputs = set(map(id, graph.outputs))
+        for node in graph:
             for value in node.outputs:
                 if id(value) not in outputs:
                     value.shape = None
@@ -62,11 +67,14 @@ class FreeBatchPass(ir.passes.InPlacePass):
             dims = target.const_value.numpy().astype(np.int64)
             if len(dims) == 0 or dims[0] != batch:
                 continue
-            allowzero = node.attributes.get_int("allowzero", 0)
-            if allowzero and -1 in dims[1:]:
-                logger.debug("free batch skips %s: its target shape %s already infers one dimension under allowzero", node.name, dims.tolist())
-                continue
-            dims[0] = -1 if allowzero else 0
+            if node.attributes.get_int("allowzero", 0) and 0 in dims[1:]:
+                if -1 in dims[1:]:
+                    logger.debug("free batch skips %s: its target shape %s holds zeros and already infers one dimension", node.name, dims.tolist())
+                    continue
+                dims[0] = -1
+            else:
+                dims[0] = 0
+                node.attributes.pop("allowzero", None)
             copied = ir.val(f"{target.name}.batch", const_value=ir.tensor(dims, name=f"{target.name}.batch"))
             graph.register_initializer(copied)
             node.replace_input_with(1, copied)
