@@ -136,6 +136,8 @@ IDLE = {
     "synth-steps-for-the-generator": (("synth", "digits-cnn", "-o", "g.pt", "--synthesizer", "generator", "--steps", "3"),
                                       ("--steps does nothing with --synthesizer generator",)),
     "synth-generator-lr-for-the-pool": (("synth", "digits-cnn", "-o", "s.npz", "--generator-lr", "0.01"), ("--generator-lr does nothing with --synthesizer pool",)),
+    "input-shape-of-a-zoo-model": ((*CONVERT, "--input-shape", "1,8,8"), ("--input-shape does nothing for a zoo MODEL",)),
+    "synth-output-name-of-a-zoo-model": (("synth", "digits-cnn", "-o", "s.npz", "--output-name", "y"), ("--output-name does nothing for a zoo MODEL",)),
     "export-weights-of-an-onnx-model": (("export", "model.onnx", "-o", "fp32.onnx", "--weights", "w.pt"), ("--weights does nothing for an .onnx MODEL",)),
 }
 

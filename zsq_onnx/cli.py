@@ -384,6 +384,7 @@ def _onnx_file(params: dict[str, Any]) -> bool:
 
 
 _WEIGHTS_IDLE = _Idle(("weights",), _onnx_file, "for an .onnx MODEL: its weights are in the file ({model})")
+_FOREIGN_IDLE = _Idle(("output_name", "input_shape"), lambda p: not _onnx_file(p), "for a zoo MODEL: --output-name and --input-shape apply to .onnx files")
 _CONVERT_IDLE = (
     _Idle(("train_weights", "optimizer", "finetune_lr", "finetune_samples", "finetune_bn_loss"), lambda p: not _finetunes(p),
           "without fine-tuning: add --finetune-steps N or --finetune-minutes M"),
@@ -405,11 +406,13 @@ _CONVERT_IDLE = (
     _Idle(("synth_steps",), lambda p: not _distills(p), "when nothing is distilled (--calibration-data or --synthesizer generator give the inputs)"),
     _Idle(("bits",), lambda p: p["wbits"] is not None and p["abits"] is not None, "with both --wbits and --abits, which override it"),
     _WEIGHTS_IDLE,
+    _FOREIGN_IDLE,
 )
 _SYNTH_IDLE = (
     _Idle(("steps", "lr"), _generates, "with --synthesizer generator: it sets ZeroQ distillation; the generator has --generator-steps and --generator-lr"),
     _Idle(("generator_steps", "generator_lr"), lambda p: not _generates(p), "with --synthesizer {synthesizer}: it sets the generator of --synthesizer generator"),
     _WEIGHTS_IDLE,
+    _FOREIGN_IDLE,
 )
 
 
