@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from zsq_onnx.cli import main
 from zsq_onnx.errors import BadInputError
-from zsq_onnx.io.foreign import CONVERSION_KEY, ForeignOptions, prepare, upgrade_opset
+from zsq_onnx.io.foreign import CONVERSION_KEY, ForeignOptions, prepare, restore_interface, upgrade_opset
 from zsq_onnx.io.onnx_io import image_input_shape
 
 FAST = ("--samples", "4", "--synth-steps", "1", "--no-bias-correction", "--quiet")
@@ -188,6 +188,27 @@ def test_a_batch_size_built_into_the_graph_is_bad_input(tmp_path):
     path = tmp_path / "baked.onnx"
     onnx.save(_model(nodes, [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], 17, initializers=[*_initializers(), offsets]), path)
     _one_line_exit_2(_invoke("convert", path, "-o", tmp_path / "q.onnx", *FAST), "baked.onnx", "batch size is built into", "dynamic batch axis")
+
+
+def test_nhwc_input_read_through_a_transpose_converts_as_nchw_and_keeps_its_layout(tmp_path):
+    """tf2onnx's layout: an NHWC input, then Transpose<perm=[0, 3, 1, 2]>."""
+    nodes, _ = _stem()
+    nodes.insert(0, helper.make_node("Transpose", ["image"], ["x"], perm=[0, 3, 1, 2]))
+    nodes.append(helper.make_node("Flatten", ["p"], ["y"]))
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 8, 8, 3])
+    model = _model(nodes, [image], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], 15)
+    prepared = prepare(model, "nhwc.onnx")
+    assert image_input_shape(prepared, "nhwc.onnx") == (3, 8, 8) and "Transpose" not in [node.op_type for node in prepared.graph]
+    x = _images(4, (8, 8, 3))
+    np.testing.assert_allclose(_run(_bytes(restore_interface(prepared)), x)[0], _run(model, x)[0], rtol=1e-5, atol=1e-6)
+    path, out, data = tmp_path / "nhwc.onnx", tmp_path / "q.onnx", tmp_path / "d.npz"
+    onnx.save(model, path)
+    np.savez(data, images=np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8), labels=np.zeros(6, np.int64))
+    result = _invoke("convert", path, "-o", out, "--eval-data", data, "--input-scale", "0.00392", "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25", *FAST)
+    assert result.exit_code == 0, result.output
+    emitted = onnx.load(out)
+    assert [d.dim_param or d.dim_value for d in emitted.graph.input[0].type.tensor_type.shape.dim] == ["N", 8, 8, 3]
+    assert np.corrcoef(_run(emitted, x)[0].ravel(), _run(model, x)[0].ravel())[0, 1] > 0.9
 
 
 def _two_heads(shapes: tuple[list, list]) -> onnx.ModelProto:

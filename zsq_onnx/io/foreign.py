@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 INTERFACE_KEY = "zsq.declared_interface"
 CONVERSION_KEY = "zsq.opset_conversion"
 BATCH = "batch"
+NHWC_TO_NCHW = (0, 3, 1, 2)
 Dims = list[int | str | None]
 
 
@@ -71,12 +72,14 @@ def prepare(proto: onnx.ModelProto, where: str, options: ForeignOptions | None =
     _drop_initializer_inputs(proto)
     _select_output(proto, options.output_name, where)
     model = tidy(apply_passes(ir.serde.deserialize_model(proto), ShapeInferencePass(check_type=False, strict_mode=False, data_prop=True), CastLikeToCastPass()))
+    transpose = _absorb_input_transpose(model)
     if options.input_shape is not None:
         _fix_image_dims(model, options.input_shape, where)
     model = apply_passes(model, FreeBatchPass(BATCH), RemoveUnusedNodesPass())
     _check_batch_is_free(model, where)
     outputs = {value.name: declared["outputs"].get(value.name) for value in model.graph.outputs}
-    model.metadata_props[INTERFACE_KEY] = json.dumps({"source": where, "inputs": declared["inputs"], "outputs": outputs, "opset": declared["opset"]})
+    interface = {"source": where, "inputs": declared["inputs"], "outputs": outputs, "opset": declared["opset"], "input_transpose": transpose}
+    model.metadata_props[INTERFACE_KEY] = json.dumps(interface)
     return model
 
 
@@ -160,6 +163,38 @@ def _select_output(proto: onnx.ModelProto, name: str | None, where: str) -> None
     proto.graph.output.append(chosen)
 
 
+def _absorb_input_transpose(model: ir.Model) -> list[int] | None:
+    """An NHWC image input read only through Transpose<perm=[0, 3, 1, 2]> (tf2onnx's files)
+    becomes an NCHW input, as the stages and the preprocessing take it; the perm, or None."""
+    inputs = [value for value in model.graph.inputs if value.const_value is None]
+    if len(inputs) != 1 or inputs[0].shape is None or len(inputs[0].shape) != 4:
+        return None
+    value = inputs[0]
+    users = [node for node, _ in value.uses()]
+    if not users or any(node.op_type != "Transpose" or tuple(node.attributes.get_ints("perm", ())) != NHWC_TO_NCHW for node in users):
+        return None
+    for node in users:
+        node.outputs[0].replace_all_uses_with(value, replace_graph_outputs=True)
+        model.graph.remove(node, safe=True)
+    value.shape = ir.Shape([value.shape[i] for i in NHWC_TO_NCHW])
+    logger.info("input %r is NHWC and read through Transpose: converted as NCHW, emitted with the Transpose", value.name)
+    return list(NHWC_TO_NCHW)
+
+
+def _restore_input_transpose(model: ir.Model, perm: list[int]) -> None:
+    """Put back the input Transpose that :func:`_absorb_input_transpose` removed."""
+    graph = model.graph
+    nchw = graph.inputs[0]
+    name = nchw.name
+    nchw.name = f"{name}.nchw"
+    source = ir.val(name, nchw.dtype, ir.Shape([nchw.shape[perm.index(axis)] for axis in range(len(perm))]) if nchw.shape is not None else None)
+    transpose = ir.node("Transpose", [source], {"perm": perm}, name=f"{name}.to_nchw")
+    nchw.replace_all_uses_with(transpose.outputs[0])
+    transpose.outputs[0].name, transpose.outputs[0].dtype, transpose.outputs[0].shape = nchw.name, nchw.dtype, nchw.shape
+    graph.inputs[0] = source
+    graph.insert_before(next(iter(graph)), transpose)
+
+
 def _fix_image_dims(model: ir.Model, shape: tuple[int, ...], where: str) -> None:
     """Give the image input the (C, H, W) of ``--input-shape`` where its dimensions are symbolic;
     a fixed dimension must agree with it."""
@@ -198,6 +233,8 @@ def restore_interface(model: ir.Model) -> ir.Model:
     if text is None:
         return model
     declared = json.loads(text)
+    if declared.get("input_transpose"):
+        _restore_input_transpose(model, declared["input_transpose"])
     if declared["opset"] != OPSET:
         logger.warning("the emitted model is opset %d; %s was opset %d (converted at load by onnx.version_converter)", OPSET, declared["source"], declared["opset"])
     loosened = False
