@@ -187,7 +187,7 @@ def test_a_batch_size_built_into_the_graph_is_bad_input(tmp_path):
     nodes += [helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Add", ["f", "offsets"], ["y"])]
     path = tmp_path / "baked.onnx"
     onnx.save(_model(nodes, [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], 17, initializers=[*_initializers(), offsets]), path)
-    _one_line_exit_2(_invoke("convert", path, "-o", tmp_path / "q.onnx", *FAST), "baked.onnx", "batch size is built into", "dynamic batch axis")
+    _one_line_exit_2(_invoke("convert", path, "-o", tmp_path / "q.onnx", *FAST), "baked.onnx", "batch size 2 is built into the graph", "dynamic batch axis")
 
 
 def test_nhwc_input_read_through_a_transpose_converts_as_nchw_and_keeps_its_layout(tmp_path):
@@ -209,6 +209,16 @@ def test_nhwc_input_read_through_a_transpose_converts_as_nchw_and_keeps_its_layo
     emitted = onnx.load(out)
     assert [d.dim_param or d.dim_value for d in emitted.graph.input[0].type.tensor_type.shape.dim] == ["N", 8, 8, 3]
     assert np.corrcoef(_run(emitted, x)[0].ravel(), _run(model, x)[0].ravel())[0, 1] > 0.9
+
+
+def test_a_batch_size_built_into_a_reshape_of_the_whole_batch_is_bad_input():
+    """Flatten from axis 0 folds the batch into one dimension, which the Reshape splits again."""
+    nodes, x = _stem(batch=2)
+    target = numpy_helper.from_array(np.array([2, 4], np.int64), "target")
+    nodes += [helper.make_node("Flatten", ["p"], ["f"], axis=0), helper.make_node("Reshape", ["f", "target"], ["y"])]
+    model = _model(nodes, [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], 17, initializers=[*_initializers(), target])
+    with pytest.raises(BadInputError, match=r"m\.onnx: the batch size 2 is built into the graph, .* \(at 3: .*dynamic batch axis"):
+        prepare(model, "m.onnx")
 
 
 def _two_heads(shapes: tuple[list, list]) -> onnx.ModelProto:

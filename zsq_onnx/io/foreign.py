@@ -3,10 +3,11 @@
 At load: the default-domain opset is converted to the quantizers' opset by ``onnx.version_converter``
 (an op it cannot convert is a BadInputError naming it); initializers listed as graph inputs stop
 being inputs; with several outputs the classifier's is chosen; the exporters' CastLike, Identity and
-Constant nodes and constant shape arithmetic are folded; a fixed batch size becomes symbolic and
-symbolic image dimensions take ``--input-shape``. The declared interface (input and output
-shapes, opset) is recorded in the model's metadata, and :func:`restore_interface` puts the
-declared shapes back on the emitted model.
+Constant nodes and constant shape arithmetic are folded; an NHWC input read through a Transpose
+(tf2onnx) becomes NCHW; a fixed batch size becomes symbolic and symbolic image dimensions take
+``--input-shape``. The declared interface (input and output shapes and layout) is recorded in the
+model's metadata, and :func:`restore_interface` puts it back on the emitted model and tells the
+user what differs from the file (its opset, the output chosen) once the conversion succeeded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from onnx import version_converter
@@ -68,17 +70,22 @@ def prepare(proto: onnx.ModelProto, where: str, options: ForeignOptions | None =
     opset ``OPSET``, one image input with a symbolic batch and fixed (C, H, W), one output."""
     options = options or ForeignOptions()
     declared = _declared_interface(proto)
+    notes = []
+    if declared["opset"] != OPSET:
+        notes.append(f"the emitted model is opset {OPSET}; {where} was opset {declared['opset']} (converted at load by onnx.version_converter)")
     proto = upgrade_opset(proto, where)
     _drop_initializer_inputs(proto)
-    _select_output(proto, options.output_name, where)
+    notes += _select_output(proto, options.output_name, where)
     model = tidy(apply_passes(ir.serde.deserialize_model(proto), ShapeInferencePass(check_type=False, strict_mode=False, data_prop=True), CastLikeToCastPass()))
     transpose = _absorb_input_transpose(model)
     if options.input_shape is not None:
         _fix_image_dims(model, options.input_shape, where)
     model = apply_passes(model, FreeBatchPass(BATCH), RemoveUnusedNodesPass())
-    _check_batch_is_free(model, where)
+    fixed = next(iter(declared["inputs"].values()), None)
+    if fixed and isinstance(fixed[0], int):
+        _probe_batch(model, fixed[0], where)
     outputs = {value.name: declared["outputs"].get(value.name) for value in model.graph.outputs}
-    interface = {"source": where, "inputs": declared["inputs"], "outputs": outputs, "opset": declared["opset"], "input_transpose": transpose}
+    interface = {"inputs": declared["inputs"], "outputs": outputs, "input_transpose": transpose, "notes": notes}
     model.metadata_props[INTERFACE_KEY] = json.dumps(interface)
     return model
 
@@ -104,7 +111,7 @@ def _default_opset(proto: onnx.ModelProto) -> int:
 
 def upgrade_opset(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
     """``proto`` at default-domain opset ``OPSET``, converted by ``onnx.version_converter`` when it
-    has another; the conversion is logged as a warning and recorded in the metadata."""
+    has another; the conversion is recorded in the metadata."""
     found = _default_opset(proto)
     if found == OPSET:
         return proto
@@ -143,24 +150,27 @@ def _drop_initializer_inputs(proto: onnx.ModelProto) -> None:
         proto.graph.input.extend(kept)
 
 
-def _select_output(proto: onnx.ModelProto, name: str | None, where: str) -> None:
-    """Keep one graph output: ``name``, or the only one, or the only one of rank 2 (logits)."""
+def _select_output(proto: onnx.ModelProto, name: str | None, where: str) -> list[str]:
+    """Keep one graph output: ``name``, or the only one, or the only one of rank 2 (logits); a
+    note for the user when the choice was made here."""
     outputs = list(proto.graph.output)
     names = [value.name for value in outputs]
+    notes = []
     if name is not None:
         if name not in names:
             raise BadInputError(f"{where}: --output-name {name!r} is not an output of the model; its outputs are {', '.join(names)}")
         chosen = outputs[names.index(name)]
     elif len(outputs) == 1:
-        return
+        return notes
     else:
         ranked = [value for value in outputs if len(_dims(value) or []) == 2]
         if len(ranked) != 1:
             raise BadInputError(f"{where}: has {len(outputs)} outputs ({', '.join(names)}) and no single classifier output among them: choose one with --output-name NAME")
         chosen = ranked[0]
-        logger.warning("%s: has %d outputs; quantizing for %r, the only one of shape [batch, classes] (--output-name chooses another)", where, len(outputs), chosen.name)
+        notes.append(f"{where} has {len(outputs)} outputs; the emitted model has {chosen.name!r}, the only one of shape [batch, classes] (--output-name chooses another)")
     del proto.graph.output[:]
     proto.graph.output.append(chosen)
+    return notes
 
 
 def _absorb_input_transpose(model: ir.Model) -> list[int] | None:
@@ -214,29 +224,43 @@ def _text(value: ir.Value) -> str:
     return "[" + ", ".join(str(d) for d in value.shape) + "]" if value.shape is not None else "unknown"
 
 
-def _check_batch_is_free(model: ir.Model, where: str) -> None:
-    """BadInputError when a node still builds a fixed batch size into the graph."""
-    inputs = [value for value in model.graph.inputs if value.const_value is None]
-    if not inputs or inputs[0].shape is None or inputs[0].shape[0] != ir.SymbolicDim(BATCH):
-        return
-    for node in model.graph:
-        reads = any(v is not None and v.shape is not None and len(v.shape) > 0 and v.shape[0] == ir.SymbolicDim(BATCH) for v in node.inputs)
-        if reads and all(v.shape is not None and len(v.shape) > 0 and isinstance(v.shape[0], int) for v in node.outputs):
-            raise BadInputError(f"{where}: the batch size is built into node {node.name!r} ({node.op_type}), so the model runs only at its exported batch size; "
-                                "re-export it with a dynamic batch axis (torch.onnx.export dynamic_axes or dynamic_shapes)")
+def _probe_batch(model: ir.Model, batch: int, where: str) -> None:
+    """Run the model once in ORT at another batch size than the file's ``batch``: BadInputError
+    when only the file's runs (a batch size built into the graph that :class:`FreeBatchPass`
+    cannot free)."""
+    import onnxruntime as ort
+
+    value = model.graph.inputs[0]
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(ir.serde.serialize_model(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    dims = [d if isinstance(d, int) else 1 for d in value.shape[1:]]
+
+    def run(size: int) -> str | None:
+        try:
+            session.run(None, {value.name: np.zeros((size, *dims), value.dtype.numpy())})
+        except Exception as exc:  # onnxruntime's own exception types
+            return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None
+
+    failure = run(batch + 1)
+    if failure is not None and run(batch) is None:
+        raise BadInputError(f"{where}: the batch size {batch} is built into the graph, so the model runs only at that batch size (at {batch + 1}: {failure}); "
+                            "re-export it with a dynamic batch axis (torch.onnx.export dynamic_axes or dynamic_shapes)")
 
 
 def restore_interface(model: ir.Model) -> ir.Model:
-    """``model`` with the input and output shapes the user's file declared (a fixed batch and
-    image size, or symbolic ones fixed by ``--input-shape``), when :func:`prepare` recorded them."""
+    """``model`` with the input and output shapes and layout the user's file declared (a fixed
+    batch and image size, or symbolic ones fixed by ``--input-shape``), when :func:`prepare`
+    recorded them; what differs from the file (opset, chosen output) is logged as a warning."""
     text = model.metadata_props.pop(INTERFACE_KEY, None)
     if text is None:
         return model
     declared = json.loads(text)
-    if declared.get("input_transpose"):
+    if declared["input_transpose"]:
         _restore_input_transpose(model, declared["input_transpose"])
-    if declared["opset"] != OPSET:
-        logger.warning("the emitted model is opset %d; %s was opset %d (converted at load by onnx.version_converter)", OPSET, declared["source"], declared["opset"])
+    for note in declared["notes"]:
+        logger.warning("%s", note)
     loosened = False
     for values, shapes in ((model.graph.inputs, declared["inputs"]), (model.graph.outputs, declared["outputs"])):
         for value in values:
