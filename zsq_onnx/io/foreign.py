@@ -80,10 +80,7 @@ def prepare(proto: onnx.ModelProto, where: str, options: ForeignOptions | None =
     transpose = _absorb_input_transpose(model)
     if options.input_shape is not None:
         _fix_image_dims(model, options.input_shape, where)
-    model = apply_passes(model, FreeBatchPass(BATCH), RemoveUnusedNodesPass())
-    fixed = next(iter(declared["inputs"].values()), None)
-    if fixed and isinstance(fixed[0], int):
-        _probe_batch(model, fixed[0], where)
+    model = free_batch(model, where)
     outputs = {value.name: declared["outputs"].get(value.name) for value in model.graph.outputs}
     interface = {"inputs": declared["inputs"], "outputs": outputs, "input_transpose": transpose, "notes": notes}
     model.metadata_props[INTERFACE_KEY] = json.dumps(interface)
@@ -222,6 +219,18 @@ def _fix_image_dims(model: ir.Model, shape: tuple[int, ...], where: str) -> None
 
 def _text(value: ir.Value) -> str:
     return "[" + ", ".join(str(d) for d in value.shape) + "]" if value.shape is not None else "unknown"
+
+
+def free_batch(model: ir.Model, where: str) -> ir.Model:
+    """``model`` with a symbolic batch in place of the fixed size its inputs start with (see
+    :class:`FreeBatchPass`), checked by one ORT run at another size; BadInputError when only
+    the fixed size runs."""
+    inputs = [value for value in model.graph.inputs if value.const_value is None]
+    fixed = inputs[0].shape[0] if len(inputs) == 1 and inputs[0].shape is not None and len(inputs[0].shape) > 0 else None
+    model = apply_passes(model, FreeBatchPass(BATCH), RemoveUnusedNodesPass())
+    if isinstance(fixed, int):
+        _probe_batch(model, fixed, where)
+    return model
 
 
 def _probe_batch(model: ir.Model, batch: int, where: str) -> None:
