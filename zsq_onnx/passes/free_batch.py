@@ -18,8 +18,8 @@ class FreeBatchPass(ir.passes.InPlacePass):
     Intermediate shapes are forgotten and inferred again. A Reshape whose constant target shape
     starts with the fixed size while its data starts with the batch (the dynamo exporter's
     ``view(batch, -1)``) copies the batch instead (0; -1 when ``allowzero`` and a zero in the
-    target shape make 0 a size). Graphs whose
-    inputs start with different sizes are left as they are.
+    target shape make 0 a size). Graphs whose inputs start with different sizes are left as they
+    are.
     """
 
     def __init__(self, symbol: str = "batch") -> None:
