@@ -39,12 +39,25 @@ def with_outputs(model: ir.Model, names: Sequence[str]) -> ir.Model:
     return result
 
 
+def outputs_only(model: ir.Model, names: Sequence[str]) -> ir.Model:
+    """A copy of ``model`` whose outputs are the tensors ``names`` alone, without the nodes they do
+    not need: ORT runs every node of a graph whatever outputs a run asks for, so a layer's input
+    early in a network costs only the layers before it."""
+    result = with_outputs(model, names)
+    graph = result.graph
+    wanted = [value for value in graph.outputs if value.name in set(names)]
+    graph.outputs.clear()
+    graph.outputs.extend(wanted)
+    ir.passes.common.RemoveUnusedNodesPass()(result)
+    return result
+
+
 def stream(model: ir.Model, names: Sequence[str], batches: Sequence[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
     """The tensors ``names`` of this rank's part of each batch, one batch at a time, computed in
     ORT as float QDQ (the same on every CPU; see :class:`~zsq_onnx.executors.runtime.Execution`)."""
     if not any(len(batch) for batch in batches):
         raise BadInputError("no calibration batches were given")
-    session = make_session(with_outputs(model, names), purpose="calibration")
+    session = make_session(outputs_only(model, names), purpose="calibration")
     input_name = session.get_inputs()[0].name
     for batch in batches:
         mine = np.asarray(batch[distributed.part(len(batch))], np.float32)
