@@ -210,7 +210,8 @@ def describe(result: dict) -> str:
         return (f"{label}: top-1 {_percent(measures['top1'])}  top-5 {_percent(measures['top5'])}  latency b1 {measures['latency_ms_b1']:.2f} ms, "
                 f"b64 {measures['latency_ms_b64']:.2f} ms  size {measures['size_bytes'] / 1024:.1f} KiB")
 
-    lines = [f"{result['dataset']} ({result['samples']} samples, {result['provider']})", line(result["model"], result)]
+    lines = [f"{result['dataset']} ({result['samples']} samples, {result['provider']}; ran as {result['execution']['accuracy']}: {result['execution']['why']})",
+             line(result["model"], result)]
     if "reference" in result:
         lines.append(line(result["reference"]["model"], result["reference"]))
         lines.append(f"agreement {_percent(result['agreement'])}, output SQNR {result['output_sqnr_db']:.1f} dB")

@@ -156,6 +156,12 @@ def _lookup_table_size(tables: dict[str, int] | None) -> str:
     return f" (of which {tables['layers']} lookup-table weights: {tables['bytes'] / 1024:.1f} KiB of codes, tables and alphas)"
 
 
+def _cpu_flags(cpu: dict[str, Any]) -> str:
+    """The CPU and which of the features that pick ORT's kernels it has."""
+    flags = ", ".join(f"{name} {'yes' if cpu[name] else 'no'}" for name in ("avx2", "avx512", "vnni", "amx"))
+    return f"{cpu['model']} ({flags})"
+
+
 def summary(report: dict[str, Any]) -> str:
     """A few human-readable lines: accuracies, agreement, sizes, latency, time, warnings."""
     bits = _bits(report)
@@ -164,6 +170,7 @@ def summary(report: dict[str, Any]) -> str:
     lines = [
         f"{report['model']}: {bits} {report['recipe']['profile']}, calibrated on {calibration['samples']} {calibration['source']} samples, "
         f"evaluated on {report['eval']['dataset']} ({report['eval']['samples']} samples)",
+        f"  ran as  {report['eval']['execution']['accuracy']} ({report['eval']['execution']['why']}); ORT {report['runtime']['onnxruntime']} on {_cpu_flags(report['runtime']['cpu'])}",
         f"  top-1   FP32 {_percent(fp32['top1'])}   {bits} {_percent(quantized['top1'])}   agreement {_percent(quantized['agreement'])}   output SQNR {quantized['output_sqnr_db']:.1f} dB",
         f"  size    FP32 {size['fp32'] / 1024:.1f} KiB   {bits} {size['quantized'] / 1024:.1f} KiB" + _lookup_table_size(report.get("lookup_tables")),
         f"  latency FP32 b1 {fp32['latency_ms_b1']:.2f} ms, b64 {fp32['latency_ms_b64']:.2f} ms   {bits} b1 {quantized['latency_ms_b1']:.2f} ms, b64 {quantized['latency_ms_b64']:.2f} ms",
