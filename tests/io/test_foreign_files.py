@@ -4,6 +4,8 @@ torch's exporters are in test_exporter_corpus.py."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -158,6 +160,11 @@ def test_fixed_batch_is_freed_for_the_stages_and_restored_on_the_emitted_model(t
     emitted = onnx.load(out)
     assert [[d.dim_value for d in v.type.tensor_type.shape.dim] for v in (*emitted.graph.input, *emitted.graph.output)] == [[2, 3, 8, 8], [2, 4]]
     assert _run(emitted, _images(2))[0].shape == (2, 4)
+    data = tmp_path / "data.npz"
+    np.savez(data, images=np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8), labels=np.arange(5) % 4)
+    evaluated = _invoke("eval", out, "--data", data, "--reference", path, "--input-scale", "255", "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25", "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["samples"] == 5, "a fixed-batch model is evaluated at any batch size"
 
 
 def test_dynamic_reshape_head_runs_at_any_batch(tmp_path):

@@ -16,6 +16,7 @@ from zsq_onnx.executors.ort_graph import optimized_graph, saturating_kernels
 from zsq_onnx.executors.runtime import Execution, describe_execution, latency_ms, make_session, run_batched
 from zsq_onnx.io import onnx_io
 from zsq_onnx.io.data import load_dataset
+from zsq_onnx.io.foreign import free_batch
 from zsq_onnx.io.preprocessing import Preprocessing
 from zsq_onnx.profiles import METADATA_KEY as PROFILE_KEY
 from zsq_onnx.profiles import ORT_CPU
@@ -164,12 +165,12 @@ def _latencies(session: ort.InferenceSession, inputs: np.ndarray) -> list[float]
 def evaluate_files(model_path: str, data_path: str, reference_path: str | None = None, provider: str = "cpu", preprocessing: Preprocessing | None = None) -> dict:
     """An .onnx model's top-1/top-5 and latency on a dataset; with a reference model, the same for
     it plus agreement, output SQNR, per-layer SQNR and file sizes."""
-    model = ir.serde.deserialize_model(onnx_io.load_onnx(model_path))
+    model = free_batch(ir.serde.deserialize_model(onnx_io.load_onnx(model_path)), model_path)
     preprocessing = preprocessing or Preprocessing.from_metadata(model.metadata_props)
     if preprocessing is None:
         raise BadInputError(f"{model_path}: carries no zsq preprocessing metadata; pass --input-scale/--mean/--std")
     expected = onnx_io.image_input_shape(model, model_path)
-    reference = ir.serde.deserialize_model(onnx_io.load_onnx(reference_path)) if reference_path is not None else None
+    reference = free_batch(ir.serde.deserialize_model(onnx_io.load_onnx(reference_path)), reference_path) if reference_path is not None else None
     if reference is not None and onnx_io.image_input_shape(reference, reference_path) != expected:
         raise BadInputError(f"{reference_path}: takes inputs of shape {onnx_io.image_input_shape(reference, reference_path)}, "
                             f"{model_path} {expected}; a reference takes the same inputs")

@@ -16,6 +16,7 @@ from zsq_onnx.distributed import World
 from zsq_onnx.errors import AccuracyGateError, BadInputError
 from zsq_onnx.executors.ort_graph import runtime_record
 from zsq_onnx.executors.runtime import Execution, describe_execution
+from zsq_onnx.io.foreign import CONVERSION_KEY
 from zsq_onnx.io.onnx_io import onnx_bytes, write_files_atomic
 from zsq_onnx.plan.calibrate import recorded_calibration
 from zsq_onnx.recipe import Recipe
@@ -69,6 +70,7 @@ def build(
         "seconds": {key: round(value, 3) for key, value in seconds.items()},
         "distributed": {"world_size": world.size, "backend": world.backend},
         "runtime": runtime_section(evaluation),
+        **({"opset_conversion": fp32.metadata_props[CONVERSION_KEY]} if CONVERSION_KEY in fp32.metadata_props else {}),
         "peak_memory_mb": round(peak_memory_mb(), 1),
     }
 
