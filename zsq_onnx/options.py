@@ -104,3 +104,14 @@ class Synthesizer(enum.StrEnum):
 
     GENERATOR = "generator"
     """AdaDFQ: a label-conditioned generator, trained against the FP32 and the quantized model in turn with fine-tuning."""
+
+
+class WeightRounding(enum.StrEnum):
+    """How weights are rounded onto their quantizer's grid (``convert --weight-rounding``)."""
+
+    NEAREST = "nearest"
+    """To the nearest level, each weight on its own."""
+
+    GPTQ = "gptq"
+    """GPTQ: column by column, each rounding error spread over the columns not yet rounded so as to
+    keep the layer's output on the calibration inputs (see :mod:`zsq_onnx.reconstruct`)."""

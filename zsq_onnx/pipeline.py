@@ -38,6 +38,7 @@ from zsq_onnx.plan.sequential_bias import SequentialBiasCorrectionPass
 from zsq_onnx.plan.targets import QuantPlan, plan_quantization
 from zsq_onnx.profiles import emit
 from zsq_onnx.recipe import Recipe
+from zsq_onnx.reconstruct.stage import ReconstructWeightsPass, after_weight_quantizers
 from zsq_onnx.search.granularity import METADATA_KEY as GRANULARITY_KEY
 from zsq_onnx.search.granularity import choose_granularity
 from zsq_onnx.search.mixed_precision import METADATA_KEY as PRECISION_KEY
@@ -118,12 +119,17 @@ def insert_quantizers(folded: ir.Model, plan: QuantPlan, batches: list[np.ndarra
     """Calibrate the static activation quantizers of ``plan`` on ``batches`` with the recipe's
     observer and insert every quantizer of ``plan`` into the BN-folded model; with bias
     correction, correct the float biases layer by layer on ``batches`` (see
-    :mod:`zsq_onnx.plan.sequential_bias`) before they are quantized. The calibration (method,
+    :mod:`zsq_onnx.plan.sequential_bias`) before they are quantized; with a weight rounding other
+    than nearest, reconstruct the weights first (see :mod:`zsq_onnx.reconstruct`), so that bias
+    correction sees the rounded weights. The calibration (method,
     ranges, clipped fractions, bias changes) is recorded in the model's metadata for the report,
     and the profile for :func:`~zsq_onnx.profiles.emit`."""
     calibration = calibrate_plan(folded, plan, batches, recipe)
     correction = SequentialBiasCorrectionPass(folded, plan.weights, batches) if recipe.bias_correction else None
-    quantized = apply_passes(folded, *quantizer_passes(plan, calibration.ranges, recipe, correction))
+    passes = quantizer_passes(plan, calibration.ranges, recipe, correction)
+    if recipe.reconstruct.enabled:
+        passes = after_weight_quantizers(passes, ReconstructWeightsPass(plan.weights, batches, recipe.reconstruct))
+    quantized = apply_passes(folded, *passes)
     shifts = correction.shifts if correction is not None else {}
     record = {**calibration.to_dict(), "bias_correction": {"enabled": recipe.bias_correction, "max_abs_shift": shifts}}
     quantized.metadata_props[CALIBRATION_KEY] = json.dumps(record)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zsq_onnx.errors import BadInputError, InternalError
-from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, Synthesizer, WeightLevels
+from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, Synthesizer, WeightLevels, WeightRounding
 from zsq_onnx.profiles import ORT_CPU, Profile, get_profile
 from zsq_onnx.quantizers.spec import QuantSpec
 
@@ -142,6 +142,28 @@ class FinetuneConfig:
 
 
 @dataclass(frozen=True)
+class ReconstructConfig:
+    """How the reconstruction stage rounds the weights once their quantizers are in place (see
+    :mod:`zsq_onnx.reconstruct`): ``weight_rounding`` nearest (no reconstruction) or GPTQ, with
+    ``damping`` (a fraction of the Hessian's mean diagonal) and ``block_size`` (columns updated
+    together)."""
+
+    weight_rounding: WeightRounding = WeightRounding.NEAREST
+    damping: float = 0.01
+    block_size: int = 128
+
+    def __post_init__(self) -> None:
+        _set_choice(self, "weight_rounding", WeightRounding, "--weight-rounding")
+        if not self.damping > 0 or self.block_size < 1:
+            raise BadInputError(f"reconstruction damping must be > 0 and block size >= 1, got {self.damping} and {self.block_size}")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether weights are rounded otherwise than to the nearest level."""
+        return self.weight_rounding != WeightRounding.NEAREST
+
+
+@dataclass(frozen=True)
 class MixedPrecisionConfig:
     """ZeroQ's data-free mixed precision: per-layer weight bits from ``weight_bits``, chosen on
     the Pareto frontier of weight size against sensitivity (KL divergence of the FP32 output from
@@ -194,6 +216,7 @@ class Recipe:
     calibration_percentile: float = DEFAULT_PERCENTILE
     bias_correction: bool = True
     mixed_precision: MixedPrecisionConfig = field(default_factory=MixedPrecisionConfig)
+    reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(self.profile, Profile):
@@ -374,6 +397,7 @@ def build_recipe(
     calibration_method: CalibrationMethod = DEFAULT_RECIPE.calibration_method,
     calibration_percentile: float = DEFAULT_RECIPE.calibration_percentile,
     bias_correction: bool = DEFAULT_RECIPE.bias_correction,
+    weight_rounding: WeightRounding = DEFAULT_RECIPE.reconstruct.weight_rounding,
 ) -> Recipe:
     """A Recipe from CLI-style options; unset ones keep the field defaults (activations
     symmetric for the TensorRT-style profiles and asymmetric otherwise; ``reduce_range`` None:
@@ -386,7 +410,8 @@ def build_recipe(
     ``weight_quantizer`` picks the weight levels: uniform QDQ, or ASQ's POST or powers of two
     as codes into a lookup table (see :mod:`zsq_onnx.quantizers.lut`). ``synthesizer`` picks
     where fine-tuning's inputs come from: the distilled pool, or AdaDFQ's generator
-    (``generator`` its settings; see :mod:`zsq_onnx.synth.adadfq`)."""
+    (``generator`` its settings; see :mod:`zsq_onnx.synth.adadfq`). ``weight_rounding`` rounds the
+    weights by their layers' output error on the calibration inputs (see :mod:`zsq_onnx.reconstruct`)."""
     weight_bits, activation_bits = parse_bits(bits) if bits else (DEFAULT_RECIPE.weights.bits, DEFAULT_RECIPE.activations.bits)
     weight_bits = wbits if wbits is not None else weight_bits
     activation_bits = abits if abits is not None else activation_bits
@@ -410,6 +435,7 @@ def build_recipe(
         calibration_method=calibration_method,
         calibration_percentile=calibration_percentile,
         bias_correction=bias_correction,
+        reconstruct=dataclasses.replace(DEFAULT_RECIPE.reconstruct, weight_rounding=weight_rounding),
     )
     logger.debug("recipe %s", recipe.to_json())
     return recipe

@@ -1,0 +1,96 @@
+"""The reconstruction stage in the pipeline on digits-cnn: weights stay on their quantizers'
+grids (the profile's widths and ranges), emission keeps the nearest model's scales and integer
+ranges, and the emitted model runs in ORT as the torch simulation computes it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import to_proto
+from tests.test_profiles import _assert_ort_equals_torch
+from zsq_onnx.cli import main
+from zsq_onnx.models.digits_cnn import digits_split
+from zsq_onnx.pipeline import quantize
+from zsq_onnx.profiles import emit
+from zsq_onnx.quantizers.registry import Role, constant_output, input_for
+from zsq_onnx.recipe import Recipe, build_recipe
+from zsq_onnx.reconstruct.stage import METADATA_KEY, weight_quantizer
+from zsq_onnx.synth.distill import distill
+
+
+@pytest.fixture(scope="module")
+def setting(digits):
+    _, model, entry = digits
+    batches = distill(model, entry.input_shape, build_recipe(samples=32, synth_steps=10).synth, 0, progress=False).batches
+    return model, batches, entry.preprocessing.apply(digits_split("test").images[:128])
+
+
+def _weight_integers(model: onnx.ModelProto) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per constant 8-bit-or-narrower integer DequantizeLinear input (the weights, not the int32
+    biases): its integers and its scale."""
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    return {
+        node.input[0]: (inits[node.input[0]].astype(np.int64), inits[node.input[1]])
+        for node in model.graph.node
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits and inits[node.input[0]].dtype.kind in "iu" and inits[node.input[0]].dtype.itemsize == 1
+    }
+
+
+@pytest.mark.parametrize(("profile", "bits", "granularity", "symmetric", "integers"), [
+    ("ort-cpu", "W4A8", "per_channel", True, True), ("ort-cpu", "W8A8", "per_tensor", True, True),
+    ("sim", "W3A8", "per_channel", True, False), ("sim", "W2A8", "per_tensor", False, False),
+])
+def test_gptq_weights_stay_on_the_profile_grid_and_ort_equals_torch(setting, profile, bits, granularity, symmetric, integers):
+    """Where sim emits dequantized float weights (no integer kernel takes them) their grid is
+    checked in the quantized graph, where each quantizer reproduces its reconstructed weight."""
+    model, batches, inputs = setting
+    options = dict(bits=bits, profile=profile, keep_ends_8bit=False, weight_granularity=granularity, weight_symmetric=symmetric)
+    nearest = quantize(model, batches, build_recipe(**options))
+    quantized = quantize(model, batches, build_recipe(**options, weight_rounding="gptq"))
+    record = json.loads(quantized.metadata_props[METADATA_KEY])
+    assert [layer["node"] for layer in record["layers"]] == [node.name for node in quantized.graph if weight_quantizer(node) is not None]
+    assert all(layer["error"] <= layer["nearest_error"] for layer in record["layers"])
+    assert any(layer["error"] < layer["nearest_error"] for layer in record["layers"])
+    for node in quantized.graph:
+        if weight_quantizer(node) is not None:
+            quantizer = weight_quantizer(node)
+            np.testing.assert_array_equal(constant_output(quantizer), input_for(quantizer, Role.SOURCE).const_value.numpy())
+    emitted, reference = to_proto(emit(quantized)), to_proto(emit(nearest))
+    rounded, nearest_integers = _weight_integers(emitted), _weight_integers(reference)
+    assert rounded.keys() == nearest_integers.keys() and bool(rounded) == integers
+    changed = 0
+    for name, (integers, scale) in rounded.items():
+        expected, expected_scale = nearest_integers[name]
+        np.testing.assert_array_equal(scale, expected_scale)
+        assert expected.min() <= integers.min() and integers.max() <= expected.max(), name
+        changed += int((integers != expected).sum())
+    assert changed or not integers
+    _assert_ort_equals_torch(quantized, emitted, inputs)
+
+
+def test_nearest_runs_no_reconstruction(setting):
+    model, batches, _ = setting
+    assert METADATA_KEY not in quantize(model, batches, build_recipe(bits="W4A8")).metadata_props
+
+
+def test_recipe_round_trip_keeps_weight_rounding_and_reads_old_recipes():
+    recipe = build_recipe(bits="W4A8", weight_rounding="gptq")
+    assert Recipe.from_json(recipe.to_json()) == recipe
+    old = recipe.to_dict()
+    del old["reconstruct"]
+    assert Recipe.from_dict(old).reconstruct.weight_rounding == "nearest"
+    with pytest.raises(Exception, match="weight-rounding"):
+        build_recipe(weight_rounding="best")
+
+
+def test_cli_convert_with_gptq(tmp_path):
+    out, report = tmp_path / "out.onnx", tmp_path / "report.json"
+    result = CliRunner().invoke(main, ["convert", "digits-cnn", "-o", str(out), "--bits", "W4A8", "--weight-rounding", "gptq", "--samples", "8", "--synth-steps", "1",
+                                       "--report", str(report), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(report.read_text())["recipe"]["reconstruct"]["weight_rounding"] == "gptq"
