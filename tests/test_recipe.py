@@ -34,7 +34,7 @@ def _every_field_changed() -> Recipe:
         calibration_percentile=99.5,
         bias_correction=False,
         mixed_precision=MixedPrecisionConfig(enabled=True, weight_bits=(3, 4, 8), activation_bits=(6, 8), search_activations=True, bops_budget=2.5),
-        reconstruct=ReconstructConfig(weight_rounding=WeightRounding.GPTQ, damping=0.05, block_size=64),
+        reconstruct=ReconstructConfig(weight_rounding=WeightRounding.GPTQ, damping=0.05, block_size=64, iterations=50),
     )
 
 

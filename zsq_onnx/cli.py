@@ -253,7 +253,7 @@ def _preprocessing(input_scale, mean, std):
 @click.option("--bias-correction/--no-bias-correction", default=DEFAULT_RECIPE.bias_correction, show_default=True,
               help="Correct each Conv/Gemm bias, layer by layer, so its mean output on the calibration data is the FP32 one (NNCF-style empirical bias correction).")
 @click.option("--weight-rounding", type=_choice(WeightRounding), default=DEFAULT_RECIPE.reconstruct.weight_rounding.value, show_default=True,
-              help="Round weights to the nearest level, or by GPTQ: layer by layer, minimising the output error on the calibration inputs (uniform weights).")
+              help="Round weights to the nearest level, or by GPTQ or AdaRound: layer by layer, minimising the output error on the calibration inputs (uniform weights).")
 @click.option("--finetune-steps", type=int, default=DEFAULT_RECIPE.finetune.steps, show_default=True, help="KD fine-tuning steps of the quantized graph (0: none).")
 @click.option("--finetune-minutes", type=float, default=DEFAULT_RECIPE.finetune.minutes, help="Fine-tune for this many minutes (with --finetune-steps: whichever ends first).")
 @click.option("--finetune-lr", type=float, default=DEFAULT_RECIPE.finetune.lr, show_default=True, help="Step-size learning rate, relative to each scale.")

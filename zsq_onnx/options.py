@@ -115,3 +115,7 @@ class WeightRounding(enum.StrEnum):
     GPTQ = "gptq"
     """GPTQ: column by column, each rounding error spread over the columns not yet rounded so as to
     keep the layer's output on the calibration inputs (see :mod:`zsq_onnx.reconstruct`)."""
+
+    ADAROUND = "adaround"
+    """AdaRound: each weight to the level below or above it, learned per layer (torch, on the layer
+    alone) to keep its output on the calibration inputs."""

@@ -144,18 +144,19 @@ class FinetuneConfig:
 @dataclass(frozen=True)
 class ReconstructConfig:
     """How the reconstruction stage rounds the weights once their quantizers are in place (see
-    :mod:`zsq_onnx.reconstruct`): ``weight_rounding`` nearest (no reconstruction) or GPTQ, with
-    ``damping`` (a fraction of the Hessian's mean diagonal) and ``block_size`` (columns updated
-    together)."""
+    :mod:`zsq_onnx.reconstruct`): ``weight_rounding`` nearest (no reconstruction), GPTQ (with
+    ``damping``, a fraction of the Hessian's mean diagonal, and ``block_size``, columns updated
+    together) or AdaRound (``iterations`` Adam steps per layer)."""
 
     weight_rounding: WeightRounding = WeightRounding.NEAREST
     damping: float = 0.01
     block_size: int = 128
+    iterations: int = 1000
 
     def __post_init__(self) -> None:
         _set_choice(self, "weight_rounding", WeightRounding, "--weight-rounding")
-        if not self.damping > 0 or self.block_size < 1:
-            raise BadInputError(f"reconstruction damping must be > 0 and block size >= 1, got {self.damping} and {self.block_size}")
+        if not self.damping > 0 or self.block_size < 1 or self.iterations < 1:
+            raise BadInputError(f"reconstruction damping must be > 0, block size and iterations >= 1, got {self.damping}, {self.block_size} and {self.iterations}")
 
     @property
     def enabled(self) -> bool:

@@ -4,6 +4,7 @@ ranges, and the emitted model runs in ORT as the torch simulation computes it.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -26,7 +27,7 @@ from zsq_onnx.synth.distill import distill
 @pytest.fixture(scope="module")
 def setting(digits):
     _, model, entry = digits
-    batches = distill(model, entry.input_shape, build_recipe(samples=32, synth_steps=10).synth, 0, progress=False).batches
+    batches = distill(model, entry.input_shape, build_recipe(samples=32, synth_steps=5).synth, 0, progress=False).batches
     return model, batches, entry.preprocessing.apply(digits_split("test").images[:128])
 
 
@@ -41,17 +42,19 @@ def _weight_integers(model: onnx.ModelProto) -> dict[str, tuple[np.ndarray, np.n
     }
 
 
-@pytest.mark.parametrize(("profile", "bits", "granularity", "symmetric", "integers"), [
-    ("ort-cpu", "W4A8", "per_channel", True, True), ("ort-cpu", "W8A8", "per_tensor", True, True),
-    ("sim", "W3A8", "per_channel", True, False), ("sim", "W2A8", "per_tensor", False, False),
+@pytest.mark.parametrize(("rounding", "profile", "bits", "granularity", "symmetric", "integers"), [
+    ("gptq", "ort-cpu", "W4A8", "per_channel", True, True), ("gptq", "ort-cpu", "W8A8", "per_tensor", True, True),
+    ("gptq", "sim", "W3A8", "per_channel", True, False), ("gptq", "sim", "W2A8", "per_tensor", False, False),
+    ("adaround", "ort-cpu", "W4A8", "per_channel", True, True),
 ])
-def test_gptq_weights_stay_on_the_profile_grid_and_ort_equals_torch(setting, profile, bits, granularity, symmetric, integers):
+def test_reconstructed_weights_stay_on_the_profile_grid_and_ort_equals_torch(setting, rounding, profile, bits, granularity, symmetric, integers):
     """Where sim emits dequantized float weights (no integer kernel takes them) their grid is
     checked in the quantized graph, where each quantizer reproduces its reconstructed weight."""
     model, batches, inputs = setting
     options = dict(bits=bits, profile=profile, keep_ends_8bit=False, weight_granularity=granularity, weight_symmetric=symmetric)
     nearest = quantize(model, batches, build_recipe(**options))
-    quantized = quantize(model, batches, build_recipe(**options, weight_rounding="gptq"))
+    recipe = build_recipe(**options, weight_rounding=rounding)
+    quantized = quantize(model, batches, dataclasses.replace(recipe, reconstruct=dataclasses.replace(recipe.reconstruct, iterations=50)))
     record = json.loads(quantized.metadata_props[METADATA_KEY])
     assert [layer["node"] for layer in record["layers"]] == [node.name for node in quantized.graph if weight_quantizer(node) is not None]
     assert all(layer["error"] <= layer["nearest_error"] for layer in record["layers"])

@@ -1,2 +1,2 @@
 """Weight reconstruction: rounding each weight by its layer's output error on the calibration
-inputs rather than to the nearest level (GPTQ), between calibration and fine-tuning."""
+inputs rather than to the nearest level (GPTQ, AdaRound), between calibration and fine-tuning."""

@@ -1,6 +1,8 @@
 """The reconstruction stage: after the weight quantizers are inserted (their grids fixed by the
 weights' own ranges), round each weight by its layer's output error on the calibration batches
-instead of to the nearest level. Layers go in graph order; each one's input is measured in ORT
+instead of to the nearest level (GPTQ: :mod:`~zsq_onnx.reconstruct.gptq`; AdaRound:
+:mod:`~zsq_onnx.reconstruct.adaround`; both read the layer only through its input Hessian
+H = 2 X X^T / n, so its inputs are summed batch by batch and never kept). Layers go in graph order; each one's input is measured in ORT
 (float QDQ, the same on every CPU) in the quantized graph whose earlier layers are already
 reconstructed, as GPTQ does.
 
@@ -107,7 +109,7 @@ def reconstruct_layer(weight_rows: np.ndarray, hessians: list[np.ndarray], grid:
         sub_grid = Grid(grid.scale if np.size(grid.scale) == 1 else np.asarray(grid.scale).reshape(-1)[rows],
                         grid.zero_point if np.size(grid.zero_point) == 1 else np.asarray(grid.zero_point).reshape(-1)[rows], grid.qmin, grid.qmax)
         nearest = rounded[rows]
-        candidate = sub_grid.values(gptq_levels(weight_rows[rows], hessian, sub_grid, config.damping, config.block_size))
+        candidate = sub_grid.values(_levels(weight_rows[rows], hessian, sub_grid, config))
         before = output_error(weight_rows[rows], nearest, hessian)
         after = output_error(weight_rows[rows], candidate, hessian)
         better = after < before
@@ -116,6 +118,15 @@ def reconstruct_layer(weight_rows: np.ndarray, hessians: list[np.ndarray], grid:
         total += float(np.where(better, after, before).sum())
         changed += int(better.sum())
     return rounded, nearest_total, total, changed
+
+
+def _levels(weight_rows: np.ndarray, hessian: np.ndarray, grid: Grid, config: ReconstructConfig) -> np.ndarray:
+    """Integer levels of ``weight_rows`` by ``config``'s method."""
+    if config.weight_rounding == "adaround":
+        from zsq_onnx.reconstruct.adaround import adaround_levels
+
+        return adaround_levels(weight_rows, hessian, grid, config.iterations)[0]
+    return gptq_levels(weight_rows, hessian, grid, config.damping, config.block_size)
 
 
 class ReconstructWeightsPass(ir.passes.InPlacePass):
