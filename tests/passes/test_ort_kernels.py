@@ -57,6 +57,7 @@ def _conv(model: ir.Model) -> ir.Node:
         ({"levels": "k"}, True),  # input levels clipped to 0..15 in the uint8 container
         ({"activation": "Clip (c, lo, hi)", "output_scale": "0.023529412"}, True),  # ReLU6 holding the uint8 range 0..6: dropped
         ({"activation": "Clip (c, lo, hi)", "output_scale": "0.1"}, False),  # the uint8 range reaches 25.5: the Clip stays
+        ({"activation": "MaxPool <kernel_shape = [1, 1]> (c)"}, True),  # ORT moves the QuantizeLinear back across the MaxPool (a ResNet stem)
     ],
 )
 def test_integer_kernel_is_what_ort_fuses(parts, fused):

@@ -9,6 +9,7 @@ import onnx_ir as ir
 from zsq_onnx.quantizers.common import INTEGER_RANGES
 
 INT16_MAX = 32767
+QDQ_PROPAGATING_OPS = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")
 
 
 def _constant_per_tensor(node: ir.Node | None, op_type: str) -> bool:
@@ -32,9 +33,20 @@ def integer_kernel(node: ir.Node) -> bool:
     activation = users[0] if len(users) == 1 and users[0].op_type in ("Relu", "Clip") else None
     if activation is not None:
         users = [user for user, _ in activation.outputs[0].uses()]
+    users = [_past_propagating_ops(user) for user in users]
     if not users or not all(_constant_per_tensor(user, "QuantizeLinear") for user in users):
         return False
     return activation is None or activation.op_type == "Relu" or all(_clip_redundant(activation, user) for user in users)
+
+
+def _past_propagating_ops(node: ir.Node) -> ir.Node | None:
+    """The first node after a chain of single-reader ops that ORT moves a QuantizeLinear back
+    across (its QDQ propagation: MaxPool, Reshape, Transpose, ...), ``node`` itself when it is
+    none of them: a Conv whose output reaches a quantizer through a MaxPool fuses too."""
+    while node is not None and node.op_type in QDQ_PROPAGATING_OPS:
+        readers = [user for user, _ in node.outputs[0].uses()]
+        node = readers[0] if len(readers) == 1 else None
+    return node
 
 
 def _clip_redundant(clip: ir.Node, quantize: ir.Node) -> bool:
