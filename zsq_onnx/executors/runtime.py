@@ -30,6 +30,7 @@ BATCH_BYTES = 256 << 20
 ACTIVATIONS_PER_INPUT = 16  # ORT reuses buffers: live activations stay within a few times a layer's size
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 DISABLE_QDQ_FUSION = "session.disable_quant_qdq"
+MIN_REPEATS = 3
 
 
 class Execution(enum.StrEnum):
@@ -115,13 +116,15 @@ def run_batched(session: ort.InferenceSession, inputs: np.ndarray, batch_size: i
     return np.concatenate([session.run(None, {name: inputs[i : i + size]})[0] for i in range(0, len(inputs), size)])
 
 
-def latency_ms(session: ort.InferenceSession, sample: np.ndarray | dict[str, np.ndarray], repeats: int = 20) -> float:
+def latency_ms(session: ort.InferenceSession, sample: np.ndarray | dict[str, np.ndarray], repeats: int = 20, budget_s: float | None = None) -> float:
     """Median wall time of one ``session.run`` on ``sample`` (the first input's array, or feeds by
-    name), in milliseconds, after a warm-up."""
+    name), in milliseconds, after a warm-up; with ``budget_s``, timing stops once that many
+    seconds have passed and at least ``MIN_REPEATS`` runs were timed (a large model at batch 64
+    then costs seconds, not minutes)."""
     feeds = sample if isinstance(sample, dict) else {session.get_inputs()[0].name: sample}
     session.run(None, feeds)
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    while len(times) < repeats and not (budget_s is not None and len(times) >= MIN_REPEATS and sum(times) > budget_s):
         start = time.perf_counter()
         session.run(None, feeds)
         times.append(time.perf_counter() - start)
