@@ -97,12 +97,16 @@ def validation_execution(model: ir.Model) -> tuple[Execution, str]:
     return Execution.INTEGER, "the integer kernels ORT CPU deploys; none can saturate"
 
 
+def _execution_on(model: ir.Model, provider: str) -> tuple[Execution, str]:
+    """:func:`validation_execution` on the CPU; float QDQ elsewhere (the provider runs QDQ itself)."""
+    return validation_execution(model) if provider == "cpu" else (Execution.FLOAT_QDQ, f"{provider} provider")
+
+
 def validation_session(model: ir.Model | str, provider: str = "cpu") -> ort.InferenceSession:
     """A session that runs a quantized model (IR or .onnx path) as :func:`validation_execution`
     says (on the CPU)."""
     model = ir.load(model) if isinstance(model, str) else model
-    execution = validation_execution(model)[0] if provider == "cpu" else Execution.FLOAT_QDQ
-    return make_session(model, provider, execution=execution, purpose="evaluate")
+    return make_session(model, provider, execution=_execution_on(model, provider)[0], purpose="evaluate")
 
 
 def execution_record(execution: Execution, reason: str) -> dict[str, str]:
@@ -118,7 +122,7 @@ def evaluate(fp32: ir.Model, quantized: ir.Model, inputs: np.ndarray, labels: np
     In a torch.distributed group each rank runs its :func:`~zsq_onnx.distributed.part` of the
     inputs and the counts and power sums are added over ranks; rank 0 alone times the models."""
     mine = distributed.part(len(inputs))
-    execution, reason = validation_execution(quantized) if provider == "cpu" else (Execution.FLOAT_QDQ, f"{provider} provider")
+    execution, reason = _execution_on(quantized, provider)
     fp_session, q_session = make_session(fp32, provider, purpose="evaluate"), make_session(quantized, provider, execution=execution, purpose="evaluate")
     fp_logits, q_logits = (run_batched(session, inputs[mine]) if mine.stop > mine.start else None for session in (fp_session, q_session))
     layer_inputs = inputs[:LAYER_SQNR_SAMPLES]
@@ -177,7 +181,7 @@ def evaluate_files(model_path: str, data_path: str, reference_path: str | None =
                             f"{model_path} {expected}; a reference takes the same inputs")
     data = load_dataset(data_path, expected)
     inputs = _model_inputs(data.images, preprocessing, expected, model_path)
-    execution, reason = validation_execution(model) if provider == "cpu" else (Execution.FLOAT_QDQ, f"{provider} provider")
+    execution, reason = _execution_on(model, provider)
     logits, measures = measure(make_session(model, provider, execution=execution, purpose="evaluate"), inputs, data.labels)
     logger.info("%s on %s (%d samples): top-1 %s, latency b1 %.2f ms", model_path, data.name, len(data), _percent(measures.top1), measures.latency_ms_b1)
     result: dict = {"model": model_path, "dataset": data.name, "samples": len(data), "provider": provider, **asdict(measures), "size_bytes": Path(model_path).stat().st_size,
