@@ -139,18 +139,27 @@ def calibrated(method: str) -> tuple[dict, dict, dict]:
     return calibration.ranges, calibration.clipped, means
 
 
+METHODS = ("minmax", "entropy", "mse")
+
+
+def calibrated_by_each_method() -> dict[str, tuple[dict, dict, dict]]:
+    """:func:`calibrated` for every method, in one group (one spawn of the ranks for all)."""
+    return {method: calibrated(method) for method in METHODS}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["minmax", "entropy", "mse"])
-def test_reduced_ranges_equal_the_single_process_ranges(method: str, tmp_path: Path) -> None:
-    ranges, clipped, means = calibrated(method)
-    for rank_ranges, rank_clipped, rank_means in run_ranks(calibrated, method, folder=tmp_path):
-        assert rank_ranges.keys() == ranges.keys()
-        for name, (low, high) in ranges.items():
-            np.testing.assert_array_equal(rank_ranges[name][0], low)
-            np.testing.assert_array_equal(rank_ranges[name][1], high)
-        assert rank_clipped == clipped
-        for node, mean in means.items():
-            np.testing.assert_allclose(rank_means[node], mean, rtol=1e-12, atol=1e-12)
+def test_reduced_ranges_equal_the_single_process_ranges(tmp_path: Path) -> None:
+    single = calibrated_by_each_method()
+    for found in run_ranks(calibrated_by_each_method, folder=tmp_path):
+        for method, (ranges, clipped, means) in single.items():
+            rank_ranges, rank_clipped, rank_means = found[method]
+            assert rank_ranges.keys() == ranges.keys(), method
+            for name, (low, high) in ranges.items():
+                np.testing.assert_array_equal(rank_ranges[name][0], low, err_msg=f"{method} {name}")
+                np.testing.assert_array_equal(rank_ranges[name][1], high, err_msg=f"{method} {name}")
+            assert rank_clipped == clipped, method
+            for node, mean in means.items():
+                np.testing.assert_allclose(rank_means[node], mean, rtol=1e-12, atol=1e-12, err_msg=f"{method} {node}")
 
 
 def tuned_one_step(train_weights: bool) -> tuple[dict[str, np.ndarray], list[float]]:
@@ -167,14 +176,20 @@ def tuned_one_step(train_weights: bool) -> tuple[dict[str, np.ndarray], list[flo
     return values, result.loss_curve + result.agreement_curve
 
 
+def tuned_both_ways() -> dict[bool, tuple[dict[str, np.ndarray], list[float]]]:
+    """:func:`tuned_one_step` without and with trained weights, in one group (one spawn for both)."""
+    return {train_weights: tuned_one_step(train_weights) for train_weights in (False, True)}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("train_weights", [False, True])
-def test_one_ddp_step_equals_the_single_process_step(train_weights: bool, tmp_path: Path) -> None:
-    values, curves = run_single(tuned_one_step, train_weights)  # a global batch of 15: 7 and 8 samples per rank
-    for rank_values, rank_curves in run_ranks(tuned_one_step, train_weights, folder=tmp_path):
-        np.testing.assert_allclose(rank_curves, curves, rtol=1e-5)
-        for name, value in values.items():
-            np.testing.assert_allclose(rank_values[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
+def test_one_ddp_step_equals_the_single_process_step(tmp_path: Path) -> None:
+    single = run_single(tuned_both_ways)  # a global batch of 15: 7 and 8 samples per rank
+    for found in run_ranks(tuned_both_ways, folder=tmp_path):
+        for train_weights, (values, curves) in single.items():
+            rank_values, rank_curves = found[train_weights]
+            np.testing.assert_allclose(rank_curves, curves, rtol=1e-5, err_msg=f"train_weights={train_weights}")
+            for name, value in values.items():
+                np.testing.assert_allclose(rank_values[name], value, rtol=1e-5, atol=1e-7, err_msg=f"train_weights={train_weights} {name}")
 
 
 def generator_warmed_up() -> tuple[dict[str, np.ndarray], np.ndarray]:
