@@ -24,6 +24,7 @@ from onnx import version_converter
 from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
 
 from zsq_onnx.errors import BadInputError
+from zsq_onnx.executors.runtime import make_session
 from zsq_onnx.io.export import OPSET, tidy
 from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.cast_like import CastLikeToCastPass
@@ -237,12 +238,8 @@ def _probe_batch(model: ir.Model, batch: int, where: str) -> None:
     """Run the model once in ORT at another batch size than the file's ``batch``: BadInputError
     when only the file's runs (a batch size built into the graph that :class:`FreeBatchPass`
     cannot free)."""
-    import onnxruntime as ort
-
     value = model.graph.inputs[0]
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(ir.serde.serialize_model(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = make_session(model, purpose="batch-probe")
     dims = [d if isinstance(d, int) else 1 for d in value.shape[1:]]
 
     def run(size: int) -> str | None:
