@@ -24,13 +24,19 @@ ADAM = (0.9, 0.999, 1e-8)
 
 
 def floor_levels(weight: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
-    """Per weight, the integer level at or below it on ``grid`` (zero point added) and the
-    fraction of a step it lies above that level."""
-    scale = grid._per_row(grid.scale, slice(None), weight).astype(np.float64)
-    zero_point = grid._per_row(grid.zero_point, slice(None), weight).astype(np.int64)
-    scaled = np.asarray(weight, np.float64) / scale
-    floor = np.floor(scaled)
-    return floor.astype(np.int64) + zero_point, scaled - floor
+    """Per weight, the code of the level at or below it on ``grid`` and the fraction of the way
+    to the next level up it lies (0 at the top level, or beyond either end of the grid)."""
+    weight = np.asarray(weight, np.float64)
+    floor = grid.floor(weight)
+    low, high = _bounds(floor, grid)
+    step = high - low
+    fraction = np.where(step > 0, (weight - low) / np.where(step > 0, step, 1.0), 0.0)
+    return floor, np.clip(fraction, 0.0, 1.0)
+
+
+def _bounds(floor: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """The values of the levels ``floor`` and one above (the same at the top), in float64."""
+    return grid.values(floor).astype(np.float64), grid.values(np.minimum(floor + 1, grid.qmax)).astype(np.float64)
 
 
 def soft_rounding(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -43,12 +49,16 @@ def soft_rounding(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def adaround_levels(weight: np.ndarray, hessian: np.ndarray, grid: Grid, iterations: int = 1000,
                     lr: float = LEARNING_RATE, regularization: float = REGULARIZATION) -> tuple[np.ndarray, np.ndarray]:
-    """Integer levels of ``weight`` [rows, columns] chosen by AdaRound for the Hessian ``hessian``
-    of the layer's inputs, on ``grid``; with the final h (0 or 1 per weight)."""
+    """Integer codes of ``weight`` [rows, columns] chosen by AdaRound for the Hessian ``hessian``
+    of the layer's inputs, on ``grid`` (uniform or a lookup table: the soft weight moves from the
+    level below to the level above, however far apart they are); with the final h (0 or 1 per
+    weight)."""
     weight = np.asarray(weight, np.float64)
     floor, fraction = floor_levels(weight, grid)
-    scale = grid._per_row(grid.scale, slice(None), weight).astype(np.float64)
-    zero_point = grid._per_row(grid.zero_point, slice(None), weight).astype(np.float64)
+    low, high = _bounds(floor, grid)
+    step = high - low  # 0 where the weight lies at or beyond the grid's top: nothing to learn there
+    below = weight < low  # beyond the bottom: the floor is the bottom level, and so is the result
+    step = np.where(below, 0.0, step)
     half = np.asarray(hessian, np.float64) / 2
     nearest = weight - grid.nearest(weight).astype(np.float64)
     reference = float(np.sum((nearest @ half) * nearest)) or 1.0
@@ -56,19 +66,17 @@ def adaround_levels(weight: np.ndarray, hessian: np.ndarray, grid: Grid, iterati
     v = np.log(start / (1 - start))
     moment, second = np.zeros_like(v), np.zeros_like(v)
     (beta1, beta2, epsilon), warmup = ADAM, int(WARMUP * iterations)
-    for step in range(iterations):
+    for step_index in range(iterations):
         h, dh = soft_rounding(v)
-        level = floor + h
-        inside = (level > grid.qmin) & (level < grid.qmax)
-        difference = weight - (np.clip(level, grid.qmin, grid.qmax) - zero_point) * scale
-        gradient_h = -2 * (difference @ half) / reference * scale * inside
-        if step >= warmup:
-            beta = BETA[0] + (BETA[1] - BETA[0]) * (step - warmup) / max(iterations - warmup, 1)
+        difference = weight - (low + h * step)
+        gradient_h = -2 * (difference @ half) / reference * step
+        if step_index >= warmup:
+            beta = BETA[0] + (BETA[1] - BETA[0]) * (step_index - warmup) / max(iterations - warmup, 1)
             centred = 2 * h - 1
             gradient_h = gradient_h - regularization / h.size * beta * np.abs(centred) ** (beta - 1) * np.sign(centred) * 2
         gradient = gradient_h * dh
         moment = beta1 * moment + (1 - beta1) * gradient
         second = beta2 * second + (1 - beta2) * gradient**2
-        v = v - lr * (moment / (1 - beta1 ** (step + 1))) / (np.sqrt(second / (1 - beta2 ** (step + 1))) + epsilon)
-    final = (v >= 0).astype(np.int64)
+        v = v - lr * (moment / (1 - beta1 ** (step_index + 1))) / (np.sqrt(second / (1 - beta2 ** (step_index + 1))) + epsilon)
+    final = ((v >= 0) & (step > 0)).astype(np.int64)  # a weight with one level in reach takes it
     return np.clip(floor + final, grid.qmin, grid.qmax), final

@@ -26,7 +26,8 @@ from zsq_onnx import distributed
 from zsq_onnx.errors import InternalError
 from zsq_onnx.plan.calibrate import stream
 from zsq_onnx.plan.targets import weight_axis
-from zsq_onnx.quantizers.registry import Role, input_for, integer_range, is_calibrated_static
+from zsq_onnx.quantizers.lut import LUT
+from zsq_onnx.quantizers.registry import Role, input_for, integer_range, is_calibrated_static, kind_of
 from zsq_onnx.recipe import ReconstructConfig
 from zsq_onnx.reconstruct.gptq import Grid, gptq_levels, output_error
 from zsq_onnx.reconstruct.layers import LayerShape
@@ -52,24 +53,37 @@ class LayerResult:
 
 
 def weight_quantizer(node: ir.Node) -> ir.Node | None:
-    """The static quantizer of constants that feeds ``node``'s weight, or None."""
+    """The weight quantizer of constants that feeds ``node``'s weight, or None: a calibrated static
+    (uniform) one, or a lookup-table one (POST, powers of two)."""
     if weight_axis(node) is None or len(node.inputs) < 2 or node.inputs[1] is None:
         return None
     producer = node.inputs[1].producer()
-    if not is_calibrated_static(producer):
+    if is_calibrated_static(producer):
+        roles = (Role.SOURCE, Role.SCALE, Role.ZERO_POINT)
+    elif producer is not None and kind_of(producer) is LUT:
+        roles = (Role.SOURCE, Role.SCALE, Role.LEVEL_TABLE)
+    else:
         return None
-    source = input_for(producer, Role.SOURCE)
-    constants = (source, input_for(producer, Role.SCALE), input_for(producer, Role.ZERO_POINT))
-    if any(value is None or value.const_value is None for value in constants):
+    if any(value is None or value.const_value is None for value in (input_for(producer, role) for role in roles)):
         return None
     return producer
 
 
-def grid_of(quantizer: ir.Node) -> Grid:
-    """The grid of a static weight quantizer, read from its initializers. A symmetric one (zero
-    points 0, signed range) keeps to [-qmax, qmax], the levels nearest rounding of its own weight
-    reaches: reconstruction changes which levels weights take, never the integer range a target
-    sees (e.g. -128 stays out of int8 weights)."""
+def grid_of(quantizer: ir.Node, shape: LayerShape | None = None) -> Grid:
+    """The grid of a weight quantizer, read from its initializers, per row of ``shape`` (see
+    :meth:`LayerShape.rows`; needed for a lookup table's per-channel alpha, which has the
+    weight's rank). A symmetric uniform one (zero points 0, signed range) keeps to [-qmax,
+    qmax], the levels nearest rounding of its own weight reaches: reconstruction changes which
+    levels weights take, never the integer range a target sees (e.g. -128 stays out of int8
+    weights). A lookup table's codes index its table, every one of them."""
+    if kind_of(quantizer) is LUT:
+        weight = input_for(quantizer, Role.SOURCE).const_value.numpy()
+        alpha = np.asarray(input_for(quantizer, Role.SCALE).const_value.numpy(), np.float32)
+        if alpha.size > 1:
+            if shape is None:
+                raise InternalError(f"reconstruct: the per-channel alpha of {quantizer.name} needs the layer's shape")
+            alpha = np.ascontiguousarray(shape.rows(np.broadcast_to(alpha, weight.shape))[:, 0])
+        return Grid.lookup(alpha.reshape(-1) if alpha.size > 1 else alpha.reshape(()), input_for(quantizer, Role.LEVEL_TABLE).const_value.numpy())
     qmin, qmax = integer_range(quantizer)
     scale = np.asarray(input_for(quantizer, Role.SCALE).const_value.numpy(), np.float32)
     zero_point = np.asarray(input_for(quantizer, Role.ZERO_POINT).const_value.numpy()).astype(np.int64)
@@ -106,8 +120,7 @@ def reconstruct_layer(weight_rows: np.ndarray, hessians: list[np.ndarray], grid:
     changed = 0
     for g, hessian in enumerate(hessians):
         rows = slice(g * per_group, (g + 1) * per_group)
-        sub_grid = Grid(grid.scale if np.size(grid.scale) == 1 else np.asarray(grid.scale).reshape(-1)[rows],
-                        grid.zero_point if np.size(grid.zero_point) == 1 else np.asarray(grid.zero_point).reshape(-1)[rows], grid.qmin, grid.qmax)
+        sub_grid = grid.select(rows)
         nearest = rounded[rows]
         candidate = sub_grid.values(_levels(weight_rows[rows], hessian, sub_grid, config))
         before = output_error(weight_rows[rows], nearest, hessian)
@@ -132,7 +145,8 @@ def _levels(weight_rows: np.ndarray, hessian: np.ndarray, grid: Grid, config: Re
 class ReconstructWeightsPass(ir.passes.InPlacePass):
     """Round the weights of ``nodes`` (whose static weight quantizers are already inserted) by
     ``config.weight_rounding`` on ``batches``; ``results`` holds a :class:`LayerResult` per layer.
-    Weights shared by several nodes, lookup-table quantizers and ops GPTQ does not handle keep
+    Uniform quantizers take integer levels of their grid, lookup-table ones (POST, powers of two)
+    codes into their table. Weights shared by several nodes and ops GPTQ does not handle keep
     nearest rounding (logged at debug level)."""
 
     def __init__(self, nodes: Collection[str], batches: Sequence[np.ndarray], config: ReconstructConfig, progress: bool = False) -> None:
@@ -153,7 +167,7 @@ class ReconstructWeightsPass(ir.passes.InPlacePass):
             if quantizer is None:
                 producer = node.inputs[1].producer() if len(node.inputs) > 1 and node.inputs[1] is not None else None
                 level = logging.INFO if producer is not None and producer.domain == "zsq" else logging.DEBUG
-                logger.log(level, "reconstruct keeps nearest rounding for %s: its weight has no uniform static quantizer of constants", node.name)
+                logger.log(level, "reconstruct keeps nearest rounding for %s: its weight has no static or lookup-table quantizer of constants", node.name)
                 continue
             source = input_for(quantizer, Role.SOURCE)
             if len([use for use in source.uses()]) > 1:
@@ -165,7 +179,7 @@ class ReconstructWeightsPass(ir.passes.InPlacePass):
                 continue
             start = time.perf_counter()
             hessians = layer_hessians(model, node, shape, self.batches)
-            grid = grid_of(quantizer)
+            grid = grid_of(quantizer, shape)
             rows, nearest, error, changed = reconstruct_layer(shape.rows(weight).astype(np.float64), hessians, grid, self.config)
             rounded = np.ascontiguousarray(shape.weight(rows, weight.shape), np.float32)
             source.const_value = ir.tensor(rounded, name=source.name)
