@@ -42,12 +42,12 @@ def _reconstructed(model: ir.Model, batches: list[np.ndarray], rounding: str = "
     recipe = build_recipe(**options, weight_rounding=rounding)
     quantized = quantize(model, batches, dataclasses.replace(recipe, reconstruct=dataclasses.replace(recipe.reconstruct, iterations=50)))
     record = json.loads(quantized.metadata_props[METADATA_KEY])
-    layers = [node.name for node in quantized.graph if weight_quantizer(node) is not None]
+    layers = [node.name for node in quantized.graph if weight_quantizer(node, lookup_tables=True) is not None]
     assert [layer["node"] for layer in record["layers"]] == layers and layers
     assert all(layer["error"] <= layer["nearest_error"] for layer in record["layers"])
     assert any(layer["error"] < layer["nearest_error"] for layer in record["layers"])
     for node in quantized.graph:
-        quantizer = weight_quantizer(node)
+        quantizer = weight_quantizer(node, lookup_tables=True)
         if quantizer is not None:  # each quantizer reproduces its reconstructed weight exactly
             np.testing.assert_array_equal(constant_output(quantizer), input_for(quantizer, Role.SOURCE).const_value.numpy())
     return quantized
@@ -75,7 +75,7 @@ def test_mixed_precision_rounds_at_the_chosen_widths(setting):
     emitted = to_proto(emit(quantized))
     integers, stored = _weight_integers(emitted), 0
     for node in quantized.graph:
-        quantizer = weight_quantizer(node)
+        quantizer = weight_quantizer(node, lookup_tables=True)
         if quantizer is None:
             continue
         bits = chosen[node.name]
@@ -104,7 +104,7 @@ def test_lookup_table_weights_are_codes_into_their_table(setting, levels, roundi
     options = dict(bits="W3A8", profile=profile, weight_quantizer=levels, keep_ends_8bit=False)
     quantized = _reconstructed(model, batches, rounding, **options)
     nearest = quantize(model, batches, build_recipe(**options))
-    quantizers = {input_for(q, Role.SOURCE).name: q for q in map(weight_quantizer, quantized.graph) if q is not None}
+    quantizers = {input_for(q, Role.SOURCE).name: q for q in (weight_quantizer(node, lookup_tables=True) for node in quantized.graph) if q is not None}
     assert quantizers and all(kind_of(q) is LUT for q in quantizers.values())
     emitted = to_proto(emit(quantized))
     stored = {t.name: onnx.numpy_helper.to_array(t) for t in emitted.graph.initializer}

@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 from click.testing import CliRunner
 
@@ -22,6 +23,7 @@ from zsq_onnx.quantizers.registry import Role, constant_output, input_for
 from zsq_onnx.recipe import Recipe, build_recipe
 from zsq_onnx.reconstruct.stage import METADATA_KEY, weight_quantizer
 from zsq_onnx.synth.distill import distill
+from zsq_onnx.validate import report as reports
 
 
 @pytest.fixture(scope="module")
@@ -96,4 +98,38 @@ def test_cli_convert_with_gptq(tmp_path):
     result = CliRunner().invoke(main, ["convert", "digits-cnn", "-o", str(out), "--bits", "W4A8", "--weight-rounding", "gptq", "--samples", "8", "--synth-steps", "1",
                                        "--report", str(report), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert json.loads(report.read_text())["recipe"]["reconstruct"]["weight_rounding"] == "gptq"
+    content = json.loads(report.read_text())
+    assert content["recipe"]["reconstruct"]["weight_rounding"] == "gptq"
+    section = content["reconstruction"]
+    assert (section["method"], section["mode"]) == ("gptq", "layer")
+    assert len(section["units"]) == 4 and section["units"][-1]["name"].endswith("Gemm")
+    assert all(unit["error_after"] <= unit["error_before"] and unit["seconds"] > 0 for unit in section["units"])
+    total = section["total"]
+    assert total["units"] == 4 and total["improved"] >= 1 and total["error_after"] < total["error_before"]
+    assert total["error_before"] == pytest.approx(sum(unit["error_before"] for unit in section["units"]))
+    assert "## Reconstruction (gptq, layer mode)" in report.with_suffix(".md").read_text()
+    assert "reconstruction gptq (layer mode): 4 layers" in result.output
+
+
+def test_report_reads_layer_and_block_records():
+    """The report's section has one shape for both modes; the block stage writes "mode": "block"
+    and per block its name, error before and after, and seconds."""
+    model = ir.Model(ir.Graph([], [], nodes=[]), ir_version=10)
+    assert reports.reconstruction_section(model) is None
+    blocks = [{"node": "layer1.0", "nearest_error": 2.0, "error": 0.5, "rows_changed": 3, "seconds": 1.5, "kept": True, "layers": ["a", "b"]},
+              {"node": "layer1.1", "nearest_error": 1.0, "error": 1.0, "rows_changed": 0, "seconds": 0.5, "kept": False, "layers": ["c"]}]
+    model.metadata_props[METADATA_KEY] = json.dumps({"weight_rounding": "adaround", "mode": "block", "layers": blocks})
+    section = reports.reconstruction_section(model)
+    assert section["units"][0] == {"name": "layer1.0", "error_before": 2.0, "error_after": 0.5, "seconds": 1.5, "rows_changed": 3, "kept": True, "layers": ["a", "b"]}
+    assert section["total"] == {"units": 2, "improved": 1, "error_before": 3.0, "error_after": 1.5, "seconds": 2.0}
+    line = reports._reconstruction_line(section)
+    assert "adaround (block mode): 2 blocks, 1 improved" in line and "3 -> 1.5 (-50.0%)" in line
+    table = reports._reconstruction_table(section)
+    assert table.splitlines()[0].startswith("| block |") and "| layer1.0 | 2 | 0.5 | -75.0% | 1.50 |" in table
+    model.metadata_props[METADATA_KEY] = json.dumps({"method": "gptq", "mode": "block", "blocks": [{"block": "b", "error_before": 1.0, "error_after": 0.5, "seconds": 1.0}]})
+    assert reports.reconstruction_section(model)["units"] == [{"name": "b", "error_before": 1.0, "error_after": 0.5, "seconds": 1.0}]
+    layers = [{"node": "conv", "nearest_error": 4.0, "error": 3.0, "rows_changed": 2, "seconds": 0.25}]
+    model.metadata_props[METADATA_KEY] = json.dumps({"weight_rounding": "gptq", "layers": layers})  # written before "method" and "mode"
+    section = reports.reconstruction_section(model)
+    assert (section["method"], section["mode"]) == ("gptq", "layer")
+    assert section["units"] == [{"name": "conv", "error_before": 4.0, "error_after": 3.0, "seconds": 0.25, "rows_changed": 2}]

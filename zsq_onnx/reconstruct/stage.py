@@ -52,15 +52,15 @@ class LayerResult:
         return {"node": self.node, "nearest_error": self.nearest_error, "error": self.error, "rows_changed": self.rows_changed, "seconds": self.seconds}
 
 
-def weight_quantizer(node: ir.Node) -> ir.Node | None:
+def weight_quantizer(node: ir.Node, lookup_tables: bool = False) -> ir.Node | None:
     """The weight quantizer of constants that feeds ``node``'s weight, or None: a calibrated static
-    (uniform) one, or a lookup-table one (POST, powers of two)."""
+    (uniform) one, or with ``lookup_tables`` a lookup-table one (POST, powers of two) too."""
     if weight_axis(node) is None or len(node.inputs) < 2 or node.inputs[1] is None:
         return None
     producer = node.inputs[1].producer()
     if is_calibrated_static(producer):
         roles = (Role.SOURCE, Role.SCALE, Role.ZERO_POINT)
-    elif producer is not None and kind_of(producer) is LUT:
+    elif lookup_tables and producer is not None and kind_of(producer) is LUT:
         roles = (Role.SOURCE, Role.SCALE, Role.LEVEL_TABLE)
     else:
         return None
@@ -163,7 +163,7 @@ class ReconstructWeightsPass(ir.passes.InPlacePass):
             return ir.passes.PassResult(model, modified=False)
         layers = [node for node in model.graph if node.name in self.nodes]
         for node in _progress(layers, self.progress):
-            quantizer = weight_quantizer(node)
+            quantizer = weight_quantizer(node, lookup_tables=True)
             if quantizer is None:
                 producer = node.inputs[1].producer() if len(node.inputs) > 1 and node.inputs[1] is not None else None
                 level = logging.INFO if producer is not None and producer.domain == "zsq" else logging.DEBUG
@@ -188,8 +188,15 @@ class ReconstructWeightsPass(ir.passes.InPlacePass):
             result = LayerResult(node.name, nearest, error, changed, time.perf_counter() - start)
             self.results.append(result)
             logger.info("reconstruct %s: objective %.4g -> %.4g (%d rows changed), %.2f s", node.name, nearest, error, changed, result.seconds)
-        model.metadata_props[METADATA_KEY] = json.dumps({"weight_rounding": str(self.config.weight_rounding), "layers": [r.to_dict() for r in self.results]})
+        model.metadata_props[METADATA_KEY] = json.dumps(self.record())
         return ir.passes.PassResult(model, modified=bool(self.results))
+
+
+    def record(self) -> dict:
+        """What the report reads (see :func:`zsq_onnx.validate.report.reconstruction_section`):
+        the method, ``mode`` "layer", and per layer its :meth:`LayerResult.to_dict`."""
+        method = str(self.config.weight_rounding)
+        return {"method": method, "mode": "layer", "weight_rounding": method, "layers": [r.to_dict() for r in self.results]}
 
 
 def _requantized(quantizer: ir.Node) -> np.ndarray:

@@ -67,6 +67,7 @@ def build(
             "synth_loss_end": calibration.loss_curve[-1] if calibration.loss_curve else None,
         },
         **observer_sections(recipe, quantized),
+        **({"reconstruction": section} if (section := reconstruction_section(quantized)) is not None else {}),
         "seconds": {key: round(value, 3) for key, value in seconds.items()},
         "distributed": {"world_size": world.size, "backend": world.backend},
         "runtime": runtime_section(evaluation),
@@ -99,6 +100,37 @@ def observer_sections(recipe: Recipe, quantized: ir.Model) -> dict[str, Any]:
             "tensors": recorded.get("tensors", []),
         },
         "bias_correction": recorded.get("bias_correction", {"enabled": recipe.bias_correction, "max_abs_shift": {}}),
+    }
+
+
+def reconstruction_section(quantized: ir.Model) -> dict[str, Any] | None:
+    """The weight reconstruction as the stage recorded it in the model's metadata (see
+    :data:`zsq_onnx.reconstruct.stage.METADATA_KEY`), or None when the weights were rounded to
+    nearest: ``method`` (gptq, adaround), ``mode`` (layer or block) and per ``units`` entry (a
+    layer, or a block named by its block or first node) the output error on the calibration
+    inputs with nearest rounding (``error_before``) and after (``error_after``) and the seconds
+    it took; ``total`` sums them. Layer and block records share this shape."""
+    from zsq_onnx.reconstruct.stage import METADATA_KEY
+
+    text = quantized.metadata_props.get(METADATA_KEY)
+    if text is None:
+        return None
+    recorded = json.loads(text)
+    mode = recorded.get("mode", "layer")
+    entries = recorded.get("blocks" if mode == "block" else "layers", recorded.get("layers", recorded.get("blocks", [])))
+    synonyms = {"name": ("block", "name", "node"), "error_before": ("error_before", "nearest_error"), "error_after": ("error_after", "error"), "seconds": ("seconds",)}
+    units = []
+    for entry in entries:
+        found = {field: next((key for key in keys if entry.get(key) is not None), None) for field, keys in synonyms.items()}
+        unit = {field: entry[key] if key is not None else None for field, key in found.items()}
+        units.append({**unit, **{key: value for key, value in entry.items() if key not in found.values()}})  # other keys as recorded
+    total = lambda key: float(sum(unit[key] for unit in units if unit[key] is not None))  # noqa: E731
+    return {
+        "method": recorded.get("method", recorded.get("weight_rounding")),
+        "mode": mode,
+        "units": units,
+        "total": {"units": len(units), "improved": sum(1 for u in units if None not in (u["error_before"], u["error_after"]) and u["error_after"] < u["error_before"]),
+                  "error_before": total("error_before"), "error_after": total("error_after"), "seconds": round(total("seconds"), 3)},
     }
 
 
@@ -188,6 +220,9 @@ def summary(report: dict[str, Any]) -> str:
         point, budget = _chosen(precision), precision["budget"]
         lines.append(f"  mixed precision within {budget['kind']} {budget['value']:g}: average weight bits {point['avg_wbits']:.2f}, weights {point['size_bytes'] / 1024:.1f} KiB ({point['disk_bytes'] / 1024:.1f} KiB on disk), "
                      f"{point['bops']:.3g} GBOPs, sensitivity {point['sensitivity']:.4g} (point {precision['chosen'] + 1} of {len(precision['frontier'])} on the frontier)")
+    rebuilt = report.get("reconstruction")
+    if rebuilt is not None:
+        lines.append(_reconstruction_line(rebuilt))
     tuned = report.get("finetune")
     if tuned is not None:
         lines.append(f"  finetune {tuned['steps']} steps in {tuned['seconds']:.0f} s on {tuned['device']}: KD loss {tuned['loss_start']:.4f} -> {tuned['loss_end']:.4f}, "
@@ -205,6 +240,25 @@ def summary(report: dict[str, Any]) -> str:
     lines.append("  seconds " + "  ".join(f"{k} {v:.2f}" for k, v in report["seconds"].items()) + f"   peak memory {report['peak_memory_mb']:.0f} MiB"
                  + (f" per process, {processes} processes" if processes > 1 else ""))
     return "\n".join(lines)
+
+
+def _reconstruction_line(section: dict[str, Any]) -> str:
+    total = section["total"]
+    kind = "blocks" if section["mode"] == "block" else "layers"
+    before, after = total["error_before"], total["error_after"]
+    change = f" ({100 * (after - before) / before:+.1f}%)" if before else ""
+    return (f"  reconstruction {section['method']} ({section['mode']} mode): {total['units']} {kind}, {total['improved']} improved, "
+            f"output error on the calibration inputs {before:.4g} -> {after:.4g}{change} in {total['seconds']:.1f} s")
+
+
+def _reconstruction_table(section: dict[str, Any]) -> str:
+    number = lambda value, form: "" if value is None else format(value, form)  # noqa: E731
+    rows = [f"| {'block' if section['mode'] == 'block' else 'layer'} | error, nearest | error, after | change | seconds |", "|---|---|---|---|---|"]
+    for unit in section["units"]:
+        before, after = unit["error_before"], unit["error_after"]
+        change = number(100 * (after - before) / before if before and after is not None else None, "+.1f")
+        rows.append(f"| {unit['name']} | {number(before, '.4g')} | {number(after, '.4g')} | {change + '%' if change else ''} | {number(unit['seconds'], '.2f')} |")
+    return "\n".join(rows)
 
 
 def _calibration_line(ranges: dict[str, Any], correction: dict[str, Any]) -> str:
@@ -246,13 +300,16 @@ def _precision_table(precision: dict[str, Any]) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     """The summary, the auto granularity choice per tensor (SQNR at its readers' outputs and ORT
-    cost of each candidate), the activation ranges with their clipped fractions and a per-layer
+    cost of each candidate), the mixed-precision choice, the output error per reconstructed layer
+    or block, the activation ranges with their clipped fractions and a per-layer
     SQNR table, as markdown."""
     rows = "\n".join(f"| {layer['layer']} | {layer['sqnr_db']:.1f} |" for layer in report["layers"])
     choice = report.get("granularity_choice")
     granularity = f"\n## Granularity choice\n\n{_granularity_table(choice)}\n" if choice is not None else ""
     precision = report.get("mixed_precision")
     granularity += f"\n## Mixed precision\n\n{_precision_table(precision)}\n" if precision is not None else ""
+    rebuilt = report.get("reconstruction")
+    granularity += f"\n## Reconstruction ({rebuilt['method']}, {rebuilt['mode']} mode)\n\n{_reconstruction_table(rebuilt)}\n" if rebuilt is not None else ""
     observed = report["activation_ranges"]
     ranges = f"\n## Activation ranges ({observed['method']})\n\n{_ranges_table(observed)}\n" if observed["tensors"] else ""
     return f"# zsq-onnx report: {report['model']}\n\n```\n{summary(report)}\n```\n{granularity}{ranges}\n| layer | SQNR (dB) |\n|---|---|\n{rows}\n"
