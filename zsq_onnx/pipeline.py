@@ -38,7 +38,7 @@ from zsq_onnx.plan.sequential_bias import SequentialBiasCorrectionPass
 from zsq_onnx.plan.targets import QuantPlan, plan_quantization
 from zsq_onnx.profiles import emit
 from zsq_onnx.recipe import Recipe
-from zsq_onnx.reconstruct.stage import ReconstructWeightsPass, after_weight_quantizers
+from zsq_onnx.reconstruct.stage import ReconstructWeightsPass, after_weight_quantizers, progress_bars
 from zsq_onnx.search.granularity import METADATA_KEY as GRANULARITY_KEY
 from zsq_onnx.search.granularity import choose_granularity
 from zsq_onnx.search.mixed_precision import METADATA_KEY as PRECISION_KEY
@@ -284,7 +284,7 @@ def convert(
         gates.check_data(dataset is not None, str(source))
     with timer.stage("synth"):
         calibration = calibration_inputs(loaded, recipe, synthetic_data, calibration_data, progress)
-    with timer.stage("quantize"):
+    with timer.stage("quantize"), progress_bars(progress):
         quantized = quantize(loaded.model, first_samples(calibration.batches, recipe.synth.samples), recipe)
     tuned = None
     if recipe.finetune.enabled:

@@ -17,7 +17,7 @@ from tests.conftest import to_proto
 from tests.test_profiles import _assert_ort_equals_torch
 from zsq_onnx.cli import main
 from zsq_onnx.models.digits_cnn import digits_split
-from zsq_onnx.pipeline import quantize
+from zsq_onnx.pipeline import convert, quantize
 from zsq_onnx.profiles import emit
 from zsq_onnx.quantizers.registry import Role, constant_output, input_for
 from zsq_onnx.recipe import Recipe, build_recipe
@@ -109,6 +109,14 @@ def test_cli_convert_with_gptq(tmp_path):
     assert total["error_before"] == pytest.approx(sum(unit["error_before"] for unit in section["units"]))
     assert "## Reconstruction (gptq, layer mode)" in report.with_suffix(".md").read_text()
     assert "reconstruction gptq (layer mode): 4 layers" in result.output
+
+
+def test_convert_shows_a_bar_per_layer_when_progress_is_on(setting, tmp_path, capsys):
+    model, batches, _ = setting
+    quantize(model, batches, build_recipe(bits="W4A8", weight_rounding="gptq"))
+    assert "reconstruct" not in capsys.readouterr().err
+    convert("digits-cnn", tmp_path / "out.onnx", build_recipe(bits="W4A8", weight_rounding="gptq", samples=8, synth_steps=1), progress=True)
+    assert "reconstruct: 100%" in capsys.readouterr().err.replace("\r", "\n")
 
 
 def test_report_reads_layer_and_block_records():

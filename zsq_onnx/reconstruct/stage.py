@@ -13,10 +13,12 @@ calibration objective over nearest rounding, so the stage never makes a layer wo
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,7 +151,7 @@ class ReconstructWeightsPass(ir.passes.InPlacePass):
     codes into their table. Weights shared by several nodes and ops GPTQ does not handle keep
     nearest rounding (logged at debug level)."""
 
-    def __init__(self, nodes: Collection[str], batches: Sequence[np.ndarray], config: ReconstructConfig, progress: bool = False) -> None:
+    def __init__(self, nodes: Collection[str], batches: Sequence[np.ndarray], config: ReconstructConfig, progress: bool | None = None) -> None:
         super().__init__()
         self.nodes = nodes
         self.batches = batches
@@ -162,7 +164,7 @@ class ReconstructWeightsPass(ir.passes.InPlacePass):
         if self.config.weight_rounding == "nearest":
             return ir.passes.PassResult(model, modified=False)
         layers = [node for node in model.graph if node.name in self.nodes]
-        for node in _progress(layers, self.progress):
+        for node in _progress(layers, showing_progress(self.progress)):
             quantizer = weight_quantizer(node, lookup_tables=True)
             if quantizer is None:
                 producer = node.inputs[1].producer() if len(node.inputs) > 1 and node.inputs[1] is not None else None
@@ -206,6 +208,26 @@ def _requantized(quantizer: ir.Node) -> np.ndarray:
     if output is None:
         raise InternalError(f"reconstruct: {quantizer.name} cannot say its output in numpy")
     return output
+
+
+_SHOW_PROGRESS: contextvars.ContextVar[bool] = contextvars.ContextVar("zsq_reconstruct_progress", default=False)
+
+
+@contextmanager
+def progress_bars(enabled: bool) -> Iterator[None]:
+    """While active, reconstruction passes made without an explicit ``progress`` show a bar per
+    layer or block when ``enabled`` (the pipeline's progress setting, see
+    :func:`zsq_onnx.pipeline.convert`), so the stages between it and the pass need not carry it."""
+    token = _SHOW_PROGRESS.set(enabled)
+    try:
+        yield
+    finally:
+        _SHOW_PROGRESS.reset(token)
+
+
+def showing_progress(progress: bool | None = None) -> bool:
+    """``progress`` when given, else what the enclosing :func:`progress_bars` says (off outside one)."""
+    return _SHOW_PROGRESS.get() if progress is None else progress
 
 
 def _progress(items: list, enabled: bool):
