@@ -168,3 +168,32 @@ def test_tensorrt_style_profiles_keep_symmetric_int8_weights(setting, profile):
     stored = {t.name: onnx.numpy_helper.to_array(t) for t in emitted.graph.initializer}
     assert zero_points and not any(stored[name].any() for name in zero_points)
     _assert_ort_equals_torch(quantized, emitted, inputs)
+
+
+def reconstructed_weights() -> tuple[dict[str, np.ndarray], list[dict]]:
+    """digits-cnn at W4A8 by GPTQ on fixed Gaussian batches: its weights and the stage's record."""
+    from zsq_onnx.pipeline import load_model
+
+    loaded = load_model("digits-cnn")
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(size=(n, *loaded.input_shape)).astype(np.float32) for n in (16, 7)]
+    quantized = quantize(loaded.model, batches, build_recipe(bits="W4A8", weight_rounding="gptq"))
+    weights = {input_for(q, Role.SOURCE).name: input_for(q, Role.SOURCE).const_value.numpy() for q in map(weight_quantizer, quantized.graph) if q is not None}
+    return weights, json.loads(quantized.metadata_props[METADATA_KEY])["layers"]
+
+
+@pytest.mark.slow
+def test_two_processes_reconstruct_as_one(tmp_path):
+    """With --nproc 2 each rank reads its part of every batch and the Hessians are summed over
+    ranks: the weights are those of one process (to float rounding, which flips no level here).
+    AdaRound and block mode read the same summed Hessians."""
+    from tests.test_distributed import run_ranks, run_single
+
+    weights, layers = run_single(reconstructed_weights)
+    for ranked_weights, ranked_layers in run_ranks(reconstructed_weights, folder=tmp_path):
+        assert ranked_weights.keys() == weights.keys()
+        for name, value in weights.items():
+            np.testing.assert_array_equal(ranked_weights[name], value, err_msg=name)
+        assert [layer["node"] for layer in ranked_layers] == [layer["node"] for layer in layers]
+        for mine, theirs in zip(ranked_layers, layers):
+            assert mine["error"] == pytest.approx(theirs["error"], rel=1e-9)
