@@ -20,7 +20,7 @@ import click
 from click.core import ParameterSource
 
 from zsq_onnx.errors import BadInputError, ZsqError
-from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, Synthesizer, WeightLevels, WeightRounding
+from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, ReconstructMode, Synthesizer, WeightLevels, WeightRounding
 from zsq_onnx.profiles import PROFILES
 from zsq_onnx.recipe import DEFAULT_RECIPE
 
@@ -254,6 +254,9 @@ def _preprocessing(input_scale, mean, std):
               help="Correct each Conv/Gemm bias, layer by layer, so its mean output on the calibration data is the FP32 one (NNCF-style empirical bias correction).")
 @click.option("--weight-rounding", type=_choice(WeightRounding), default=DEFAULT_RECIPE.reconstruct.weight_rounding.value, show_default=True,
               help="Round weights to the nearest level, or by GPTQ or AdaRound: layer by layer, minimising the output error on the calibration inputs (uniform weights).")
+@click.option("--reconstruct", type=_choice(ReconstructMode), default=DEFAULT_RECIPE.reconstruct.mode.value, show_default=True,
+              help="What --weight-rounding fits at a time: each layer, or each block (BRECQ/QDrop, with --weight-rounding adaround: "
+                   "residual blocks or MBConvs against the float model, activation steps learned jointly).")
 @click.option("--finetune-steps", type=int, default=DEFAULT_RECIPE.finetune.steps, show_default=True, help="KD fine-tuning steps of the quantized graph (0: none).")
 @click.option("--finetune-minutes", type=float, default=DEFAULT_RECIPE.finetune.minutes, help="Fine-tune for this many minutes (with --finetune-steps: whichever ends first).")
 @click.option("--finetune-lr", type=float, default=DEFAULT_RECIPE.finetune.lr, show_default=True, help="Step-size learning rate, relative to each scale.")

@@ -119,3 +119,16 @@ class WeightRounding(enum.StrEnum):
     ADAROUND = "adaround"
     """AdaRound: each weight to the level below or above it, learned per layer (torch, on the layer
     alone) to keep its output on the calibration inputs."""
+
+
+class ReconstructMode(enum.StrEnum):
+    """What the reconstruction stage fits at a time (``convert --reconstruct``)."""
+
+    LAYER = "layer"
+    """Each weighted layer on its own, by its output error (GPTQ or AdaRound, in numpy)."""
+
+    BLOCK = "block"
+    """BRECQ/QDrop: a residual block or MBConv (the layers between two single-tensor cuts of the
+    graph) as a unit, by its output error against the float model: AdaRound rounding of its
+    weights and the steps of its static activation quantizers learned jointly (torch), with
+    QDrop's random dropping of activation quantization."""

@@ -27,7 +27,7 @@ from zsq_onnx.io import onnx_io
 from zsq_onnx.io.data import Dataset, load_dataset
 from zsq_onnx.io.foreign import ForeignOptions, prepare, restore_interface
 from zsq_onnx.io.preprocessing import Preprocessing
-from zsq_onnx.options import Synthesizer
+from zsq_onnx.options import ReconstructMode, Synthesizer
 from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.adaptive_activations import AdaptiveActivationsPass
 from zsq_onnx.passes.fold_batchnorm import FoldBatchNormPass
@@ -38,6 +38,7 @@ from zsq_onnx.plan.sequential_bias import SequentialBiasCorrectionPass
 from zsq_onnx.plan.targets import QuantPlan, plan_quantization
 from zsq_onnx.profiles import emit
 from zsq_onnx.recipe import Recipe
+from zsq_onnx.reconstruct.block import BlockReconstructionPass
 from zsq_onnx.reconstruct.stage import ReconstructWeightsPass, after_weight_quantizers, progress_bars
 from zsq_onnx.search.granularity import METADATA_KEY as GRANULARITY_KEY
 from zsq_onnx.search.granularity import choose_granularity
@@ -120,15 +121,19 @@ def insert_quantizers(folded: ir.Model, plan: QuantPlan, batches: list[np.ndarra
     observer and insert every quantizer of ``plan`` into the BN-folded model; with bias
     correction, correct the float biases layer by layer on ``batches`` (see
     :mod:`zsq_onnx.plan.sequential_bias`) before they are quantized; with a weight rounding other
-    than nearest, reconstruct the weights first (see :mod:`zsq_onnx.reconstruct`), so that bias
-    correction sees the rounded weights. The calibration (method,
+    than nearest, reconstruct the weights first (see :mod:`zsq_onnx.reconstruct`; block mode also
+    learns the activation steps, against ``folded``), so that bias correction sees the rounded weights. The calibration (method,
     ranges, clipped fractions, bias changes) is recorded in the model's metadata for the report,
     and the profile for :func:`~zsq_onnx.profiles.emit`."""
     calibration = calibrate_plan(folded, plan, batches, recipe)
     correction = SequentialBiasCorrectionPass(folded, plan.weights, batches) if recipe.bias_correction else None
     passes = quantizer_passes(plan, calibration.ranges, recipe, correction)
     if recipe.reconstruct.enabled:
-        passes = after_weight_quantizers(passes, ReconstructWeightsPass(plan.weights, batches, recipe.reconstruct))
+        if recipe.reconstruct.mode == ReconstructMode.BLOCK:
+            reconstruction = BlockReconstructionPass(folded, plan.weights, batches, recipe.reconstruct, seed=recipe.seed)
+        else:
+            reconstruction = ReconstructWeightsPass(plan.weights, batches, recipe.reconstruct)
+        passes = after_weight_quantizers(passes, reconstruction)
     quantized = apply_passes(folded, *passes)
     shifts = correction.shifts if correction is not None else {}
     record = {**calibration.to_dict(), "bias_correction": {"enabled": recipe.bias_correction, "max_abs_shift": shifts}}

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zsq_onnx.errors import BadInputError, InternalError
-from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, Synthesizer, WeightLevels, WeightRounding
+from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, ReconstructMode, Synthesizer, WeightLevels, WeightRounding
 from zsq_onnx.profiles import ORT_CPU, Profile, get_profile
 from zsq_onnx.quantizers.spec import QuantSpec
 
@@ -146,15 +146,25 @@ class ReconstructConfig:
     """How the reconstruction stage rounds the weights once their quantizers are in place (see
     :mod:`zsq_onnx.reconstruct`): ``weight_rounding`` nearest (no reconstruction), GPTQ (with
     ``damping``, a fraction of the Hessian's mean diagonal, and ``block_size``, columns updated
-    together) or AdaRound (``iterations`` Adam steps per layer)."""
+    together) or AdaRound (``iterations`` Adam steps per layer). ``mode`` ``block`` fits whole
+    blocks instead (BRECQ/QDrop, see :mod:`zsq_onnx.reconstruct.block`): AdaRound rounding learned
+    by the block's output error jointly with its activation steps, ``block_iterations`` Adam
+    steps per block; it needs ``weight_rounding`` adaround, the rounding it learns."""
 
     weight_rounding: WeightRounding = WeightRounding.NEAREST
     damping: float = 0.01
     block_size: int = 128
     iterations: int = 1000
+    mode: ReconstructMode = ReconstructMode.LAYER
+    block_iterations: int = 500
 
     def __post_init__(self) -> None:
         _set_choice(self, "weight_rounding", WeightRounding, "--weight-rounding")
+        _set_choice(self, "mode", ReconstructMode, "--reconstruct")
+        if self.mode == ReconstructMode.BLOCK and self.weight_rounding != WeightRounding.ADAROUND:
+            raise BadInputError(f"--reconstruct block learns AdaRound's rounding of each block's weights: use it with --weight-rounding adaround, not {self.weight_rounding}")
+        if self.block_iterations < 1:
+            raise BadInputError(f"block reconstruction needs at least 1 iteration per block, got {self.block_iterations}")
         if not self.damping > 0 or self.block_size < 1 or self.iterations < 1:
             raise BadInputError(f"reconstruction damping must be > 0, block size and iterations >= 1, got {self.damping}, {self.block_size} and {self.iterations}")
 
@@ -399,6 +409,7 @@ def build_recipe(
     calibration_percentile: float = DEFAULT_RECIPE.calibration_percentile,
     bias_correction: bool = DEFAULT_RECIPE.bias_correction,
     weight_rounding: WeightRounding = DEFAULT_RECIPE.reconstruct.weight_rounding,
+    reconstruct: ReconstructMode = DEFAULT_RECIPE.reconstruct.mode,
 ) -> Recipe:
     """A Recipe from CLI-style options; unset ones keep the field defaults (activations
     symmetric for the TensorRT-style profiles and asymmetric otherwise; ``reduce_range`` None:
@@ -412,7 +423,8 @@ def build_recipe(
     as codes into a lookup table (see :mod:`zsq_onnx.quantizers.lut`). ``synthesizer`` picks
     where fine-tuning's inputs come from: the distilled pool, or AdaDFQ's generator
     (``generator`` its settings; see :mod:`zsq_onnx.synth.adadfq`). ``weight_rounding`` rounds the
-    weights by their layers' output error on the calibration inputs (see :mod:`zsq_onnx.reconstruct`)."""
+    weights by their layers' output error on the calibration inputs, layer by layer or (``reconstruct`` block) block by
+    block (see :mod:`zsq_onnx.reconstruct`)."""
     weight_bits, activation_bits = parse_bits(bits) if bits else (DEFAULT_RECIPE.weights.bits, DEFAULT_RECIPE.activations.bits)
     weight_bits = wbits if wbits is not None else weight_bits
     activation_bits = abits if abits is not None else activation_bits
@@ -436,7 +448,7 @@ def build_recipe(
         calibration_method=calibration_method,
         calibration_percentile=calibration_percentile,
         bias_correction=bias_correction,
-        reconstruct=dataclasses.replace(DEFAULT_RECIPE.reconstruct, weight_rounding=weight_rounding),
+        reconstruct=dataclasses.replace(DEFAULT_RECIPE.reconstruct, weight_rounding=weight_rounding, mode=reconstruct),
     )
     logger.debug("recipe %s", recipe.to_json())
     return recipe

@@ -79,3 +79,31 @@ def test_run_returns_intermediate_values(digits):
     values = graph.run({"input": torch.randn(2, 1, 8, 8)}, outputs=[bn_input])
     assert list(values) == [bn_input]
     assert values[bn_input].shape == (2, 16, 8, 8)
+
+
+def test_run_from_a_fed_intermediate_value_runs_only_what_follows(digits):
+    """Feeding an intermediate value runs the nodes after it alone (no graph input needed), as
+    the whole graph computes them; a fed value is never overwritten by its producer."""
+    _, model, _ = digits
+    graph = TorchGraph(model)
+    relus = [n.outputs[0].name for n in model.graph if n.op_type == "Relu"]
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        whole = graph.run({"input": x}, [relus[0], graph.output_names[0]])
+        tail = graph.run({relus[0]: whole[relus[0]]}, [graph.output_names[0]])
+        torch.testing.assert_close(tail[graph.output_names[0]], whole[graph.output_names[0]])
+        zeros = graph.run({"input": x, relus[0]: torch.zeros_like(whole[relus[0]])}, [relus[0], graph.output_names[0]])
+    assert not zeros[relus[0]].any()
+    assert not torch.allclose(zeros[graph.output_names[0]], whole[graph.output_names[0]])
+    assert graph.run({"input": x})[graph.output_names[0]].shape == whole[graph.output_names[0]].shape
+
+
+def test_run_after_replaces_a_value_given_its_node_inputs(digits):
+    _, model, _ = digits
+    graph = TorchGraph(model)
+    relu = next(n for n in model.graph if n.op_type == "Relu")
+    name, source = relu.outputs[0].name, relu.inputs[0].name
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        values = graph.run({"input": x}, [name, source], after={name: lambda value, inputs: inputs[0] * 2})
+    torch.testing.assert_close(values[name], values[source] * 2)

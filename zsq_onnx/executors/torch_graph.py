@@ -11,7 +11,7 @@ exactly the one emitted.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,30 +92,32 @@ class TorchGraph(torch.nn.Module):
                 self.register_buffer(f"c{index}", tensor, persistent=False)
                 self._constants[name] = f"c{index}"
         self._steps = [self._compile(node) for node in graph]
-        self._plans: dict[tuple[str, ...], list[tuple[_Step, list[str]]]] = {}
+        self._plans: dict[tuple[tuple[str, ...], frozenset[str]], list[tuple[_Step, list[str]]]] = {}
 
     def _compile(self, node: ir.Node) -> _Step:
         fn = _op_function(node)
         attrs = {name: _attr_value(attr) for name, attr in node.attributes.items()}
         return _Step(fn, tuple(v.name if v is not None else "" for v in node.inputs), tuple(v.name for v in node.outputs), attrs, f"{node.op_type} {node.name!r}")
 
-    def _plan(self, outputs: tuple[str, ...]) -> list[tuple[_Step, list[str]]]:
-        """The steps needed for ``outputs``, each with the values that die after it (cached)."""
-        if outputs not in self._plans:
-            needed, chosen = set(outputs), []
+    def _plan(self, outputs: tuple[str, ...], fed: frozenset[str] = frozenset()) -> list[tuple[_Step, list[str]]]:
+        """The steps needed for ``outputs`` when the values ``fed`` are given (their producers
+        and what only those need are not run), each with the values that die after it (cached)."""
+        key = (outputs, fed)
+        if key not in self._plans:
+            needed, chosen = set(outputs) - fed, []
             for index in range(len(self._steps) - 1, -1, -1):
                 if needed.intersection(self._steps[index].outputs):
                     chosen.append(index)
-                    needed.update(self._steps[index].inputs)
+                    needed.update(name for name in self._steps[index].inputs if name not in fed)
             steps = [self._steps[index] for index in reversed(chosen)]
-            keep = set(outputs) | set(self._param_keys) | set(self._constants)
+            keep = set(outputs) | set(self._param_keys) | set(self._constants) | fed
             last = {name: position for position, step in enumerate(steps) for name in step.inputs}
             frees: list[list[str]] = [[] for _ in steps]
             for name, position in last.items():
                 if name and name not in keep:
                     frees[position].append(name)
-            self._plans[outputs] = list(zip(steps, frees))
-        return self._plans[outputs]
+            self._plans[key] = list(zip(steps, frees))
+        return self._plans[key]
 
     def parameter(self, initializer_name: str) -> torch.nn.Parameter:
         """The parameter that holds the float initializer ``initializer_name``."""
@@ -133,18 +135,31 @@ class TorchGraph(torch.nn.Module):
         """The buffer that holds the non-float initializer ``initializer_name``."""
         return getattr(self, self._constants[initializer_name])
 
-    def run(self, feeds: dict[str, torch.Tensor], outputs: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-        """Run the graph on named inputs; return the requested values (graph outputs by default)."""
+    def run(self, feeds: dict[str, torch.Tensor], outputs: Sequence[str] | None = None,
+            after: Mapping[str, Callable[[torch.Tensor, list], torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
+        """Run the graph on named inputs; return the requested values (graph outputs by default).
+
+        ``feeds`` may name any value, not only graph inputs: a fed intermediate value (or
+        initializer) replaces what the graph would compute or hold there, and the nodes that only
+        served to compute it do not run, so feeding a block's input runs the block alone.
+        ``after[name](value, inputs)`` replaces the value ``name`` right after the node that
+        computes it, given that node's input tensors (e.g. to mix a quantizer's output with its
+        input)."""
         wanted = tuple(outputs) if outputs is not None else tuple(self.output_names)
         env: dict[str, torch.Tensor] = {name: self.params[key] for name, key in self._param_keys.items()}
         env.update({name: getattr(self, key) for name, key in self._constants.items()})
         env.update(feeds)
-        for step, frees in self._plan(wanted):
+        after = after or {}
+        for step, frees in self._plan(wanted, frozenset(feeds)):
+            inputs = [env[name] if name else None for name in step.inputs]
             try:
-                result = step.fn([env[name] if name else None for name in step.inputs], step.attrs)
+                result = step.fn(inputs, step.attrs)
             except NotImplementedError as exc:
                 raise UnsupportedOpError(f"{step.label}: {exc} is not supported by the torch executor") from None
-            env.update(zip(step.outputs, result if isinstance(result, tuple) else (result,)))
+            for name, value in zip(step.outputs, result if isinstance(result, tuple) else (result,)):
+                if name in feeds:
+                    continue
+                env[name] = after[name](value, inputs) if name in after else value
             for name in frees:
                 del env[name]
         return {name: env[name] for name in wanted}
