@@ -8,7 +8,9 @@ reconstructed, as GPTQ does.
 
 The rounded weights are written back as the float source of the weight's quantizer: they lie on
 its grid, so the quantizer reproduces them exactly and emission turns them into the same
-integers. Per row (output channel) the result is kept only where it does not raise the
+integers, or for a lookup-table quantizer (POST, powers of two) the same codes into its table
+(each weight is table[code] * alpha, which the quantizer's midpoint comparisons map back to
+that code; checked per layer). Per row (output channel) the result is kept only where it does not raise the
 calibration objective over nearest rounding, so the stage never makes a layer worse on it."""
 
 from __future__ import annotations
