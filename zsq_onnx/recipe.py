@@ -156,7 +156,7 @@ class ReconstructConfig:
     block_size: int = 128
     iterations: int = 1000
     mode: ReconstructMode = ReconstructMode.LAYER
-    block_iterations: int = 500
+    block_iterations: int = 300
 
     def __post_init__(self) -> None:
         _set_choice(self, "weight_rounding", WeightRounding, "--weight-rounding")

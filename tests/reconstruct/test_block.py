@@ -157,3 +157,25 @@ def test_block_mode_needs_adaround_and_round_trips():
     assert Recipe.from_dict(old).reconstruct.mode == "layer"
     result = CliRunner().invoke(main, ["convert", "digits-cnn", "-o", "never.onnx", "--reconstruct", "block", "--quiet"])
     assert result.exit_code == 2 and "--weight-rounding adaround" in result.output
+
+
+def block_reconstructed_initializers() -> dict[str, np.ndarray]:
+    """Every initializer of digits-cnn W4A4 sim after block mode (30 steps per block)."""
+    from zsq_onnx import pipeline
+
+    loaded = pipeline.load_model("digits-cnn")
+    batches = distill(loaded.model, loaded.input_shape, build_recipe(samples=32, synth_steps=3, synth_batch_size=16).synth, seed=3, progress=False).batches
+    quantized = quantize(loaded.model, batches, _block_recipe(iterations=30, bits="W4A4", profile="sim"))
+    return {name: value.const_value.numpy().copy() for name, value in quantized.graph.initializers.items()}
+
+
+@pytest.mark.slow
+def test_two_ranks_reconstruct_blocks_as_one_process(tmp_path):
+    """Each rank streams its part of the batches; rank 0 fits and hands the result on."""
+    from tests.test_distributed import run_ranks, run_single
+
+    single = run_single(block_reconstructed_initializers)
+    for values in run_ranks(block_reconstructed_initializers, folder=tmp_path):
+        assert values.keys() == single.keys()
+        for name, value in single.items():
+            np.testing.assert_array_equal(values[name], value, err_msg=name)
