@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast test-all install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +20,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check zsq_onnx tests bench
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not extended"
 
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check zsq_onnx tests bench
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not extended"
+
+test-all: $(STAMP)
+	$(VENV)/bin/ruff check zsq_onnx tests bench
+	$(PY) -m pytest -q
 
 clean:
 	rm -rf build $(VENV)

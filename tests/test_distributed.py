@@ -1,7 +1,8 @@
 """Data parallelism over torch.distributed: 2 gloo processes on CPU give what one process gives
 (the gathered pool bit for bit, reduced ranges and histograms exactly, one DDP fine-tuning step
 and the sharded evaluation within float tolerance), and a failure on one rank stops every rank
-with a non-zero exit and no output file."""
+with a non-zero exit and no output file. ``make test`` spawns ranks for the pool, the ranges,
+the DDP step and one ``--nproc 2`` convert; the other spawns are marked extended (``make test-all``)."""
 
 from __future__ import annotations
 
@@ -202,7 +203,7 @@ def generator_warmed_up() -> tuple[dict[str, np.ndarray], np.ndarray]:
     return parameters, result.inputs
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_generator_ranks_stay_in_step(tmp_path: Path) -> None:
     (first, first_inputs), (second, second_inputs) = run_ranks(generator_warmed_up, folder=tmp_path)
     assert first.keys() == second.keys()
@@ -224,7 +225,7 @@ def auto_choices() -> tuple[dict, dict]:
     return pipeline.recorded_choice(quantized, GRANULARITY_KEY), pipeline.recorded_choice(quantized, PRECISION_KEY)
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_searches_choose_alike_on_every_rank(tmp_path: Path) -> None:
     (first_granularity, first_bits), (second_granularity, second_bits) = run_ranks(auto_choices, folder=tmp_path)
     assert first_granularity == second_granularity  # the timings are rank 0's
@@ -246,7 +247,7 @@ def evaluated() -> dict:
     return evaluation.to_dict()
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_sharded_evaluation_equals_the_single_process_one(tmp_path: Path) -> None:
     single = evaluated()
     for found in run_ranks(evaluated, folder=tmp_path):
@@ -277,7 +278,7 @@ def _cli_worker(rank: int, port: int, output: str, failing_rank: int, folder: st
     Path(folder, f"{rank}.code").write_text(str(failing_conversion(output, failing_rank)))
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 @pytest.mark.parametrize("failing_rank", [0, 1])
 def test_a_failing_rank_stops_every_rank_without_output(failing_rank: int, tmp_path: Path) -> None:
     import torch.multiprocessing as mp
@@ -308,7 +309,7 @@ def test_nproc_converts_on_two_processes(tmp_path: Path) -> None:
     assert {"synth", "quantize", "finetune", "validate"} <= content["seconds"].keys()
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_nproc_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     output = tmp_path / "out.onnx"
     done = _zsq("convert", "digits-cnn", "-o", str(output), "--weights", str(tmp_path / "missing.pt"), "--nproc", "2", cwd=tmp_path)
@@ -317,7 +318,7 @@ def test_nproc_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert not output.exists()
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_torchrun_synth_equals_one_process(tmp_path: Path) -> None:
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():

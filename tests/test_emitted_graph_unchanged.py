@@ -3,7 +3,8 @@ stage-folder refactor (tests/golden/*.json).
 
 Values were re-taken when distillation moved to per-batch seeds (data-parallel synthesis), and
 when calibration and bias correction moved from ORT's integer kernels to float QDQ (the same on
-every CPU); the nodes did not change. A fingerprint keeps every node (op, domain, inputs, outputs, attributes) exactly and, per
+every CPU), and when bias correction
+moved to the weights' error on float-graph means; the nodes did not change. A fingerprint keeps every node (op, domain, inputs, outputs, attributes) exactly and, per
 initializer, its type, shape and two sums (signed and absolute), compared to a relative 1e-3:
 synthesis and calibration run in float on whichever CPU CI has, so a last-bit difference may
 move a quantization level here and there, never a node. ``ZSQ_REGENERATE_GOLDEN=1`` rewrites them.

@@ -35,7 +35,6 @@ CIFAR_WEIGHTS = {"resnet20-cifar10": "resnet20_cifar10.pt", "resnet32-cifar10": 
 FUSED_MODELS = ("digits-cnn", *CIFAR_WEIGHTS, "efficientnet-lite0")
 TORCHVISION = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0")
 MODELS = (*FUSED_MODELS, *TORCHVISION)
-BIAS_CORRECTED = ("digits-cnn", *CIFAR_WEIGHTS)
 LEVELS = (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
 
 
@@ -75,9 +74,7 @@ def _inputs(model: ir.Model, count: int, seed: int) -> np.ndarray:
 def _converted(name: str, profile: str) -> tuple[ir.Model, ir.Model]:
     """(quantized graph with zsq functions, emitted model) of ``name`` for ``profile`` at W8A8."""
     fp32 = _fp32(name)
-    # bias correction (one ORT run per layer) on the small models with real weights: the others' graphs are the point,
-    # and Lite0's bias-corrected graph is tested on real data in tests/test_accuracy_real_data.py
-    quantized = quantize(fp32, [_inputs(fp32, 2, 0)], build_recipe(profile=profile, bias_correction=name in BIAS_CORRECTED))
+    quantized = quantize(fp32, [_inputs(fp32, 2, 0)], build_recipe(profile=profile))
     return quantized, emit(quantized)
 
 

@@ -33,8 +33,8 @@ from zsq_onnx.passes.adaptive_activations import AdaptiveActivationsPass
 from zsq_onnx.passes.fold_batchnorm import FoldBatchNormPass
 from zsq_onnx.passes.fold_pad import FoldPadIntoConvPass
 from zsq_onnx.plan.calibrate import METADATA_KEY as CALIBRATION_KEY
+from zsq_onnx.plan.empirical_bias import EmpiricalBiasCorrectionPass
 from zsq_onnx.plan.insertion import calibrate_plan, quantizer_passes
-from zsq_onnx.plan.sequential_bias import SequentialBiasCorrectionPass
 from zsq_onnx.plan.targets import QuantPlan, plan_quantization
 from zsq_onnx.profiles import emit
 from zsq_onnx.recipe import Recipe
@@ -119,14 +119,14 @@ def quantize(model: ir.Model, batches: list[np.ndarray], recipe: Recipe) -> ir.M
 def insert_quantizers(folded: ir.Model, plan: QuantPlan, batches: list[np.ndarray], recipe: Recipe) -> ir.Model:
     """Calibrate the static activation quantizers of ``plan`` on ``batches`` with the recipe's
     observer and insert every quantizer of ``plan`` into the BN-folded model; with bias
-    correction, correct the float biases layer by layer on ``batches`` (see
-    :mod:`zsq_onnx.plan.sequential_bias`) before they are quantized; with a weight rounding other
+    correction, correct the float biases for the weights' quantization error on ``batches`` (see
+    :mod:`zsq_onnx.plan.empirical_bias`) before they are quantized; with a weight rounding other
     than nearest, reconstruct the weights first (see :mod:`zsq_onnx.reconstruct`; block mode also
     learns the activation steps, against ``folded``), so that bias correction sees the rounded weights. The calibration (method,
     ranges, clipped fractions, bias changes) is recorded in the model's metadata for the report,
     and the profile for :func:`~zsq_onnx.profiles.emit`."""
     calibration = calibrate_plan(folded, plan, batches, recipe)
-    correction = SequentialBiasCorrectionPass(folded, plan.weights, batches) if recipe.bias_correction else None
+    correction = EmpiricalBiasCorrectionPass(folded, plan.weights, batches) if recipe.bias_correction else None
     passes = quantizer_passes(plan, calibration.ranges, recipe, correction)
     if recipe.reconstruct.enabled:
         if recipe.reconstruct.mode == ReconstructMode.BLOCK:

@@ -417,8 +417,8 @@ def build_recipe(
     ``granular`` and ``auto`` replace ``act_granularity`` (auto chooses per tensor among
     per-tensor, per-channel and granular within ``granularity_budget``). ``calibration_method``
     chooses static activation ranges (see :mod:`zsq_onnx.plan.observers`; ``calibration_percentile``
-    for ``percentile``); ``bias_correction`` corrects each Conv/Gemm bias, layer by layer, for the
-    mean shift quantization causes at its output (see :mod:`zsq_onnx.plan.sequential_bias`).
+    for ``percentile``); ``bias_correction`` corrects each Conv/Gemm bias for the mean shift its
+    weights' quantization causes at its output (see :mod:`zsq_onnx.plan.empirical_bias`).
     ``weight_quantizer`` picks the weight levels: uniform QDQ, or ASQ's POST or powers of two
     as codes into a lookup table (see :mod:`zsq_onnx.quantizers.lut`). ``synthesizer`` picks
     where fine-tuning's inputs come from: the distilled pool, or AdaDFQ's generator

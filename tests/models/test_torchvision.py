@@ -141,7 +141,7 @@ def test_torch_graph_matches_native_and_onnxruntime(name, weights_dir):
     assert (logits_graph.detach() - torch.from_numpy(expected)).abs().max().item() <= TOLERANCE * scale
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 @pytest.mark.parametrize(
     ("name", "profile"),
     [*((name, "ort-cpu") for name in NAMES), ("mobilenet_v3_large", "sim")],

@@ -75,15 +75,6 @@ def test_grouped_conv_pairs_outputs_with_their_group_and_gets_a_bias():
     np.testing.assert_array_equal(_initializers(corrected)["w.bias"], np.zeros(4, np.float32))  # 1.0 is exact
 
 
-def test_quantized_input_means_also_cancel_the_input_drift():
-    model = _named(parse_model(CONV))
-    means, drifted = np.array([2.0, -3.0], np.float32), np.array([2.5, -3.0], np.float32)
-    corrected = apply_to_proto(model, QuantizeWeightsPass({"n0": INT8}), BiasCorrectionPass({"n0": means}, {"n0": drifted}))
-    # W_q . drifted - W . means: the weight errors as before plus W_q[:, 0] summed over taps (1, -4/127) times 0.5
-    shift = np.array([(-0.25 / 127) * -3.0 + 1.0 * 0.5, (-0.25 / 127) * 2.0 + (-4 / 127) * 0.5])
-    np.testing.assert_allclose(_initializers(corrected)["b"], np.array([0.5, -1.0]) - shift, rtol=1e-5)
-
-
 def test_gemm_correction_scales_with_alpha_and_beta():
     model = _named(parse_model(GEMM))
     means = np.array([3.0, -1.0, 5.0], np.float32)
@@ -145,8 +136,10 @@ g (float[N, 4, 6, 6] x) => (float[N, 4, 6, 6] y)
 """
 
 
-def test_sequential_correction_matches_the_float_output_means_layer_by_layer():
-    from zsq_onnx.plan.sequential_bias import SequentialBiasCorrectionPass
+def test_empirical_correction_matches_the_float_output_mean_and_keeps_the_output_layer():
+    """Each layer is corrected for its own weights' error on the float graph's input means: the
+    first layer's mean output then equals the float one; the output layer keeps its bias."""
+    from zsq_onnx.plan.empirical_bias import EmpiricalBiasCorrectionPass
 
     rng = np.random.default_rng(1)
     text = CHAIN.replace("W1", ", ".join(f"{v:.5f}" for v in rng.standard_normal(16))).replace("W2", ", ".join(f"{v:.5f}" for v in rng.standard_normal(16)))
@@ -154,9 +147,27 @@ def test_sequential_correction_matches_the_float_output_means_layer_by_layer():
     batches = [(rng.standard_normal((8, 4, 6, 6)) + 0.5).astype(np.float32) for _ in range(2)]
     spec = QuantSpec(3, True, "per_channel")
     quantized = apply_to_proto(model, QuantizeWeightsPass({"n0": spec, "n2": spec}))
-    correction = SequentialBiasCorrectionPass(ir.serde.deserialize_model(model), {"n0", "n2"}, batches)
+    correction = EmpiricalBiasCorrectionPass(ir.serde.deserialize_model(model), {"n0", "n2"}, batches)
     corrected = apply_to_proto(quantized, correction)
-    assert set(correction.shifts) == {"n0", "n2"}
+    assert set(correction.shifts) == {"n0"}
+    np.testing.assert_array_equal(_initializers(corrected)["b2"], _initializers(model)["b2"])
     inputs = np.concatenate(batches)
-    reference, before, after = (run(m, inputs).mean(axis=(0, 2, 3)) for m in (model, quantized, corrected))
+    reference, before, after = (run(_first_layer_output(m), inputs).mean(axis=(0, 2, 3)) for m in (model, quantized, corrected))
     assert np.abs(after - reference).max() < 1e-4 < np.abs(before - reference).max()
+
+
+def _first_layer_output(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with the first Conv's output ``a`` as its first graph output."""
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    result.graph.output.insert(0, onnx.helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, None))
+    return result
+
+
+def test_output_layers_are_those_that_reach_a_graph_output_through_no_other_weighted_layer():
+    from zsq_onnx.plan.empirical_bias import output_layers
+
+    graph = ir.serde.deserialize_model(_named(parse_model(CHAIN.replace("W1", ", ".join(["0.5"] * 16)).replace("W2", ", ".join(["0.5"] * 16))))).graph
+    assert output_layers(graph, {"n0", "n2"}) == {"n2"}
+    assert output_layers(graph, {"n0"}) == set()
+    assert output_layers(graph, {"n2"}) == {"n2"}

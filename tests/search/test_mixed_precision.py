@@ -20,7 +20,7 @@ from zsq_onnx.passes.fold_batchnorm import FoldBatchNormPass
 from zsq_onnx.passes.fold_pad import FoldPadIntoConvPass
 from zsq_onnx.passes.quantize_weights import QuantizeWeightsPass
 from zsq_onnx.pipeline import insert_quantizers
-from zsq_onnx.plan.sequential_bias import SequentialBiasCorrectionPass
+from zsq_onnx.plan.empirical_bias import EmpiricalBiasCorrectionPass
 from zsq_onnx.plan.targets import QuantPlan, find_weight_targets, plan_quantization
 from zsq_onnx.profiles import emit
 from zsq_onnx.recipe import MixedPrecisionConfig, build_recipe
@@ -127,7 +127,7 @@ def test_bias_corrected_sensitivity_is_the_kl_after_the_pipelines_bias_correctio
     sensitivity = Sensitivity(folded, batches)
     plain = sensitivity.weights(target, [spec])[0]
     corrected = sensitivity.weights(target, [spec], node.inputs[2].name, node.outputs[0].name)[0]
-    quantized = apply_passes(folded, QuantizeWeightsPass({target.node: spec}), SequentialBiasCorrectionPass(folded, {target.node}, batches))
+    quantized = apply_passes(folded, QuantizeWeightsPass({target.node: spec}), EmpiricalBiasCorrectionPass(folded, {target.node}, batches))
     assert corrected == pytest.approx(_kl(folded, quantized, batches), rel=1e-3, abs=1e-6)
     assert corrected != pytest.approx(plain, rel=1e-3)
 

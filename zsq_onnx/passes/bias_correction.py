@@ -4,12 +4,8 @@ the node has none), so the quantized layer's mean output is the float layer's.
 
 The pass takes the input means as data and reads W_q from the node's zsq weight quantizer
 (static or lookup table), computed as the graph computes it: it runs
-after QuantizeWeightsPass and before QuantizeBiasPass rounds the corrected bias to int32. Given
-also the mean of the node's input *in the quantized graph* (``quantized_means``, E[x_q]), the
-shift is W_q . E[x_q] - W . E[x]: the mean the quantized layer adds to its output minus the
-float one, which also cancels the drift that quantization upstream left in the layer's input
-(NNCF's sequential bias correction, :class:`zsq_onnx.plan.sequential_bias.SequentialBiasCorrectionPass`). Without
-it, E[x_q] = E[x] and the shift is eps . E[x].
+after QuantizeWeightsPass and before QuantizeBiasPass rounds the corrected bias to int32 (the
+means are measured by :class:`zsq_onnx.plan.empirical_bias.EmpiricalBiasCorrectionPass`).
 
 Means are per input channel (the usual approximation for Conv: the channel's mean stands for
 every kernel tap), or for Conv the mean over samples of the whole input, [C, *spatial]: the pass
@@ -96,14 +92,12 @@ def conv_response(weight: np.ndarray, taps: np.ndarray, group: int = 1) -> np.nd
 
 class BiasCorrectionPass(ir.passes.InPlacePass):
     """Correct the bias of every Conv/Gemm named in ``means`` whose weight is a zsq weight
-    quantizer of a constant (static or lookup table): ``means`` are its input's per-channel means in the float graph,
-    ``quantized_means`` (optional, per node) in the quantized graph. After a call, ``shifts`` holds
-    the largest |shift| per corrected node."""
+    quantizer of a constant (static or lookup table): ``means`` are its input's means in the float
+    graph. After a call, ``shifts`` holds the largest |shift| per corrected node."""
 
-    def __init__(self, means: Mapping[str, np.ndarray], quantized_means: Mapping[str, np.ndarray] | None = None) -> None:
+    def __init__(self, means: Mapping[str, np.ndarray]) -> None:
         super().__init__()
         self.means = means
-        self.quantized_means = quantized_means or {}
         self.shifts: dict[str, float] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -125,12 +119,10 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
             return None
         weight, quantized = (w.astype(np.float64) for w in weights)
         means = np.asarray(self.means[node.name], np.float64)
-        quantized_means = np.asarray(self.quantized_means.get(node.name, means), np.float64)
         if node.op_type == "Conv":
-            group = node.attributes.get_int("group", 1)
             if means.ndim > 1:
-                means, quantized_means = (tap_means(node, m, weight.shape[2:]) for m in (means, quantized_means))
-            return conv_response(quantized, quantized_means, group) - conv_response(weight, means, group)
+                means = tap_means(node, means, weight.shape[2:])
+            return conv_response(quantized - weight, means, node.attributes.get_int("group", 1))
         if node.op_type == "Gemm" and not node.attributes.get_int("transA", 0):
             beta = node.attributes.get_float("beta", 1.0)
             if beta == 0:
@@ -138,7 +130,7 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
                 return None
             if not node.attributes.get_int("transB", 0):
                 weight, quantized = weight.T, quantized.T
-            return node.attributes.get_float("alpha", 1.0) * (quantized @ quantized_means - weight @ means) / beta
+            return node.attributes.get_float("alpha", 1.0) * ((quantized - weight) @ means) / beta
         logger.debug("bias correction skips %s: %s with these attributes has no per-output bias", node.name, node.op_type)
         return None
 
