@@ -199,10 +199,10 @@ def test_convert_reports_observer_and_bias_correction(tmp_path):
     result = _invoke("convert", "digits-cnn", "-o", str(out), "--samples", "16", "--synth-steps", "5", "--calibration-method", "mse",
                      "--bias-correction", "--report", str(report_path), "--quiet")
     assert result.exit_code == 0, result.output
-    assert "activation ranges mse" in result.stdout and "bias correction on 4 layers" in result.stdout
+    assert "activation ranges mse" in result.stdout and "bias correction on 3 layers" in result.stdout
     report = json.loads(report_path.read_text())
     ranges, correction = report["activation_ranges"], report["bias_correction"]
-    assert ranges["method"] == "mse" and correction["enabled"] and len(correction["max_abs_shift"]) == 4
+    assert ranges["method"] == "mse" and correction["enabled"] and len(correction["max_abs_shift"]) == 3  # the output layer keeps its bias
     assert ranges["tensors"] and all(0 <= row["clipped_fraction"] < 0.5 for row in ranges["tensors"])
     assert "## Activation ranges (mse)" in report_path.with_suffix(".md").read_text()
 
