@@ -9,7 +9,7 @@ import pytest
 
 from zsq_onnx import cli
 from zsq_onnx.errors import BadInputError
-from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, Synthesizer, WeightLevels, WeightRounding
+from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, ReconstructMode, Synthesizer, WeightLevels, WeightRounding
 from zsq_onnx.profiles import PROFILES
 from zsq_onnx.quantizers.spec import QuantSpec
 from zsq_onnx.recipe import DEFAULT_RECIPE, RECIPE_VERSION, FinetuneConfig, GeneratorConfig, MixedPrecisionConfig, Recipe, ReconstructConfig, SynthConfig, build_recipe
@@ -34,7 +34,7 @@ def _every_field_changed() -> Recipe:
         calibration_percentile=99.5,
         bias_correction=False,
         mixed_precision=MixedPrecisionConfig(enabled=True, weight_bits=(3, 4, 8), activation_bits=(6, 8), search_activations=True, bops_budget=2.5),
-        reconstruct=ReconstructConfig(weight_rounding=WeightRounding.GPTQ, damping=0.05, block_size=64, iterations=50),
+        reconstruct=ReconstructConfig(weight_rounding=WeightRounding.ADAROUND, damping=0.05, block_size=64, iterations=50, mode=ReconstructMode.BLOCK, block_iterations=20),
     )
 
 
