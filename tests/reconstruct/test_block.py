@@ -169,7 +169,7 @@ def block_reconstructed_initializers() -> dict[str, np.ndarray]:
     return {name: value.const_value.numpy().copy() for name, value in quantized.graph.initializers.items()}
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_two_ranks_reconstruct_blocks_as_one_process(tmp_path):
     """Each rank streams its part of the batches; rank 0 fits and hands the result on."""
     from tests.test_distributed import run_ranks, run_single
