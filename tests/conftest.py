@@ -26,6 +26,19 @@ def randomize_batchnorm(module, seed: int = 0) -> None:
             layer.bias.data.copy_(torch.rand(size, generator=generator) * 0.4 - 0.2)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's torch work on one thread (``pytestmark = pytest.mark.usefixtures(...)``): at
+    small inputs it is as fast, and it does not stall (10x and more) when other processes share
+    the two cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def digits():
     """(torch module, exported FP32 ONNX, zoo entry) of the embedded digits-cnn."""

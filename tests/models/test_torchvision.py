@@ -28,6 +28,8 @@ NAMES = torchvision_zoo.NAMES
 INPUT_SHAPE = (3, 32, 32)
 TOLERANCE = 1e-4
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _require_torchvision() -> None:
     """Skip unless torchvision imports. Through the zoo's importer rather than
@@ -37,16 +39,6 @@ def _require_torchvision() -> None:
         torchvision_zoo.import_models()
     except BadInputError:
         pytest.skip(SKIP_REASON)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Run this module's torch work on one thread: at 32x32 inputs it is as fast, and it does not
-    stall (10x and more) when other processes share the two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from tests.conftest import to_proto
@@ -30,14 +29,7 @@ from zsq_onnx.synth.distill import distill
 
 ITERATIONS = 150
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small blocks train faster on one thread (and far faster on a loaded machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
