@@ -28,7 +28,7 @@ def _assert_equivalent(module, model, shape) -> None:
     assert (native_grad - x.grad).abs().max().item() <= 1e-4
 
 
-@pytest.mark.parametrize("depth", DEPTHS)
+@pytest.mark.parametrize("depth", [pytest.param(depth, marks=pytest.mark.extended) if depth > 32 else depth for depth in DEPTHS])  # deeper: the same blocks, more of them
 def test_random_resnet_exports_and_matches(depth):
     torch.manual_seed(depth)
     entry = get_entry(f"resnet{depth}-cifar10")
@@ -63,7 +63,7 @@ def test_untrusted_pickle_is_refused(tmp_path):
         get_entry("resnet20-cifar10").build(path)
 
 
-@pytest.mark.parametrize(("name", "expected"), [("resnet20-cifar10", 0.9173), ("resnet32-cifar10", 0.9263)])
+@pytest.mark.parametrize(("name", "expected"), [("resnet20-cifar10", 0.9173), pytest.param("resnet32-cifar10", 0.9263, marks=pytest.mark.extended)])
 def test_pretrained_weights_from_assets(name, expected):
     weights = ASSETS / "models" / f"{name.split('-')[0]}_cifar10.pt"
     data = ASSETS / "data" / "cifar10_test.npz"
