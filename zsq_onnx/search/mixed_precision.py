@@ -59,6 +59,7 @@ import onnx_ir as ir
 
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.plan.calibrate import minmax_ranges
+from zsq_onnx.plan.empirical_bias import output_layers
 from zsq_onnx.plan.targets import QuantPlan, WeightTarget, find_weight_targets
 from zsq_onnx.quantizers.spec import QuantSpec
 from zsq_onnx.recipe import Recipe
@@ -205,9 +206,10 @@ def _measure(folded: ir.Model, plan: QuantPlan, batches: Sequence[np.ndarray], r
         layers.append(_Layer(target, int(np.prod(shape)), _macs(target, shape, elements[target.node]), spec.bits if spec else FLOAT_BITS,
                              _storage_bits(plan.weights[target.node], recipe) if target.node in fixed else None))
     weight_kl = {}
+    uncorrected = output_layers(folded.graph, plan.weights)  # as the pipeline's bias correction leaves them
     for t in searched:
         specs = [_weight_spec(plan.weights[t.node], b, t.node, recipe) for b in config.weight_bits]
-        bias = _correctable_bias(nodes[t.node], t) if recipe.bias_correction else None
+        bias = _correctable_bias(nodes[t.node], t) if recipe.bias_correction and t.node not in uncorrected else None
         weight_kl[t.node] = sensitivity.weights(t, specs, bias, nodes[t.node].outputs[0].name if bias else None)
     input_kl: dict[str, list[float]] = {}
     if gates:
