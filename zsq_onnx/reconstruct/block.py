@@ -43,7 +43,7 @@ from zsq_onnx.quantizers.registry import Role, input_for
 from zsq_onnx.recipe import ReconstructConfig
 from zsq_onnx.reconstruct.adaround import BETA, GAMMA, WARMUP, ZETA
 from zsq_onnx.reconstruct.blocks import Block, float_name, partition
-from zsq_onnx.reconstruct.stage import METADATA_KEY, _requantized, grid_of, showing_progress, weight_quantizer
+from zsq_onnx.reconstruct.stage import METADATA_KEY, _requantized, grid_of, progress, showing_progress, weight_quantizer
 
 logger = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ class BlockReconstructionPass(ir.passes.InPlacePass):
         graph = TorchGraph(model)
         reference_names = {value.name for value in self.reference.graph.inputs} | {value.name for node in self.reference.graph for value in node.outputs}
         cached: dict[str, np.ndarray] = {}
-        for index, block in enumerate(_progress(blocks, showing_progress(self.progress))):
+        for index, block in enumerate(progress(blocks, showing_progress(self.progress), "block")):
             start = time.perf_counter()
             float_input, float_output = float_name(model, block.input), float_name(model, block.output)
             if float_input not in reference_names or float_output not in reference_names:
@@ -357,10 +357,3 @@ class BlockReconstructionPass(ir.passes.InPlacePass):
             with torch.no_grad():
                 graph.parameter(name).copy_(torch.from_numpy(np.asarray(scale, np.float32)))
 
-
-def _progress(items: list, enabled: bool):
-    if not enabled:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc="reconstruct", unit="block", leave=False)

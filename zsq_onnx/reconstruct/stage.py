@@ -166,7 +166,7 @@ class ReconstructWeightsPass(ir.passes.InPlacePass):
         if self.config.weight_rounding == "nearest":
             return ir.passes.PassResult(model, modified=False)
         layers = [node for node in model.graph if node.name in self.nodes]
-        for node in _progress(layers, showing_progress(self.progress)):
+        for node in progress(layers, showing_progress(self.progress)):
             quantizer = weight_quantizer(node, lookup_tables=True)
             if quantizer is None:
                 producer = node.inputs[1].producer() if len(node.inputs) > 1 and node.inputs[1] is not None else None
@@ -232,12 +232,13 @@ def showing_progress(progress: bool | None = None) -> bool:
     return _SHOW_PROGRESS.get() if progress is None else progress
 
 
-def _progress(items: list, enabled: bool):
+def progress(items: list, enabled: bool, unit: str = "layer"):
+    """``items``, behind a "reconstruct" bar counting ``unit``s when ``enabled``."""
     if not enabled:
         return items
     from tqdm import tqdm
 
-    return tqdm(items, desc="reconstruct", unit="layer", leave=False)
+    return tqdm(items, desc="reconstruct", unit=unit, leave=False)
 
 
 def after_weight_quantizers(passes: Sequence[ir.passes.PassBase], reconstruction: ir.passes.PassBase) -> list[ir.passes.PassBase]:
