@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -85,7 +86,7 @@ def main() -> None:
         loaded = pipeline.load_model(MODEL)
         inputs = loaded.preprocessing.apply(dataset.images)
         onnx_io.save_onnx(loaded.model, folder / "fp32.onnx")
-        ort_model = onnx.load(ort_quantize_static(folder / "fp32.onnx", inputs[: args.real_images], folder))
+        ort_model = ir.serde.deserialize_model(onnx.load(ort_quantize_static(folder / "fp32.onnx", inputs[: args.real_images], folder)))
         synthetic = distill(loaded.model, loaded.input_shape, recipe.synth, recipe.seed, progress=False)
         sim = emit(pipeline.quantize(loaded.model, synthetic.batches, build_recipe(profile="sim", seed=args.seed)))
         models = {"fp32": loaded.model, "zsq_ort_cpu": result.model, "zsq_sim": sim, "ort_real_data": ort_model}
