@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.test_cli import RAW, TINY, _assert_bad_input, _conv_bn, _invoke
-from zsq_onnx import distributed, pipeline
+from zsq_onnx import distributed, launcher, pipeline
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.io.onnx_io import write_files_atomic
 from zsq_onnx.validate.metrics import agreement
@@ -34,7 +34,7 @@ def no_long_work(monkeypatch):
     def reached(*args, **kwargs):
         raise AssertionError("the long work started")
 
-    for module, name in ((pipeline, "convert"), (pipeline, "distill"), (distributed, "launch")):
+    for module, name in ((pipeline, "convert"), (pipeline, "distill"), (launcher, "launch")):
         monkeypatch.setattr(module, name, reached)
     monkeypatch.setattr("zsq_onnx.synth.distill.distill", reached)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zsq_onnx import distributed
+from zsq_onnx import distributed, launcher
 
 WORLD = 2
 
@@ -47,10 +47,10 @@ def test_the_launcher_reports_the_rank_that_failed_on_its_own() -> None:
     stopped = SimpleNamespace(exitcode=4, timestamp=10, message="error: rank 0: stopped because another rank failed", error_file_data={"message": "x"})
     cause = SimpleNamespace(exitcode=2, timestamp=11, message="error: bad input", error_file_data={"message": "x"})
     killed = SimpleNamespace(exitcode=-15, timestamp=9, message="", error_file_data={})
-    assert distributed._root_failure({0: stopped, 1: cause, 2: killed}) == (2, "error: bad input")
-    assert distributed._root_failure({0: killed}) == (1, "error: rank 0 was killed by signal 15")
+    assert launcher._root_failure({0: stopped, 1: cause, 2: killed}) == (2, "error: bad input")
+    assert launcher._root_failure({0: killed}) == (1, "error: rank 0 was killed by signal 15")
     silent = SimpleNamespace(exitcode=1, timestamp=1, message="", error_file_data={})
-    assert distributed._root_failure({3: silent}) == (1, "error: rank 3 exited with code 1")
+    assert launcher._root_failure({3: silent}) == (1, "error: rank 3 exited with code 1")
 
 
 def test_workers_get_the_command_line_without_nproc() -> None:

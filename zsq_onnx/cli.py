@@ -82,8 +82,8 @@ class _OneLineUsageError(click.UsageError):
 
 def _fail(ctx: click.Context, line: str, code: int) -> None:
     """Print the failure's one line and exit with ``code``; a worker of ``--nproc`` leaves the
-    line to its launcher (see :func:`zsq_onnx.distributed.report_failure`)."""
-    from zsq_onnx.distributed import report_failure
+    line to its launcher (see :func:`zsq_onnx.launcher.report_failure`)."""
+    from zsq_onnx.launcher import report_failure
 
     if not report_failure(line):
         click.echo(line, err=True)
@@ -93,7 +93,8 @@ def _fail(ctx: click.Context, line: str, code: int) -> None:
 def _launch_workers(nproc: int) -> None:
     """With ``--nproc N`` > 1 outside a torch.distributed group, run this command as N workers
     (torch's launcher) and exit with their outcome; otherwise return, and this process works."""
-    from zsq_onnx.distributed import launch, requested_size
+    from zsq_onnx.distributed import requested_size
+    from zsq_onnx.launcher import launch
 
     if nproc == 1 or requested_size() > 1:
         return
