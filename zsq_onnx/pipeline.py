@@ -22,7 +22,8 @@ from onnx_ir.passes.common import NameFixPass, ShapeInferencePass
 
 from zsq_onnx import distributed
 from zsq_onnx.errors import BadInputError, InternalError
-from zsq_onnx.finetune.loop import Checkpoint, FinetuneResult, finetune
+from zsq_onnx.finetune.loop import FinetuneResult, finetune
+from zsq_onnx.finetune.observe import Checkpoint
 from zsq_onnx.io import onnx_io
 from zsq_onnx.io.data import Dataset, load_dataset
 from zsq_onnx.io.foreign import ForeignOptions, prepare, restore_interface

@@ -12,7 +12,8 @@ from tests.conftest import to_proto
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.executors.runtime import make_session
 from zsq_onnx.executors.torch_graph import TorchGraph
-from zsq_onnx.finetune.loop import kd_loss, trainable_names
+from zsq_onnx.finetune.kd import kd_loss
+from zsq_onnx.finetune.loop import trainable_names
 from zsq_onnx.pipeline import quantize, tune
 from zsq_onnx.plan.calibrate import with_outputs
 from zsq_onnx.profiles import emit

@@ -12,24 +12,31 @@ torch quantizers), adapters, and with ``train_weights`` the float weights and bi
 quantizers read (sources). Zero points stay as calibrated. The loss is
 KL(teacher || student) of the softmax outputs at temperature T (times T^2); Adam or SGD with a
 cosine schedule over steps or minutes, whichever ends first.
+
+Each iteration runs four named steps: the batch (:class:`Batches`: which samples, this rank's
+part), the training step (:class:`~zsq_onnx.finetune.kd.KDStep`), the schedule
+(:class:`~zsq_onnx.finetune.schedule.Schedule`) and the observation
+(:class:`~zsq_onnx.finetune.observe.Observer`: progress bar, checkpoint hook).
 """
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
 import onnx_ir as ir
 
 from zsq_onnx import distributed
 from zsq_onnx.errors import BadInputError
+from zsq_onnx.finetune.kd import KDStep, Tally
+from zsq_onnx.finetune.observe import Checkpoint, Observer
+from zsq_onnx.finetune.schedule import Schedule
 from zsq_onnx.quantizers.registry import Role, trainable_inputs
 from zsq_onnx.recipe import FinetuneConfig
-from zsq_onnx.synth.distill import batchnorm_stats, stat_loss
+from zsq_onnx.synth.distill import batchnorm_stats
+
+logger = logging.getLogger(__name__)
 
 _GROUPS = {Role.SCALE: "scales", Role.ADAPTER: "adapters", Role.SOURCE: "weights"}  # optimizer group of each trainable role
 
@@ -45,6 +52,33 @@ class BatchSource(Protocol):
 
     def status(self) -> dict[str, str]:
         """What the progress bar shows about the source."""
+
+
+@dataclass(frozen=True)
+class Batches:
+    """Which samples each step trains on: this rank's :func:`~zsq_onnx.distributed.part` of a
+    global batch of ``size`` from ``source`` (the source draws the whole batch and hands out the
+    part), and that part's ``weight`` in the global batch mean, so that the gradients DDP
+    averages over ranks are the single-process ones."""
+
+    source: BatchSource
+    size: int
+    device: Any
+
+    def __post_init__(self) -> None:
+        distributed.require_parts(self.size, "a fine-tuning batch")
+
+    @property
+    def weight(self) -> float:
+        """This rank's share of the global batch, times the number of ranks (1.0 on one rank)."""
+        share = distributed.part(self.size)
+        return (share.stop - share.start) * distributed.world().size / self.size
+
+    def next(self, student: Any) -> Any:
+        """This rank's inputs for the next step of ``student``, a torch tensor on ``device``."""
+        import torch
+
+        return torch.as_tensor(self.source.next_batch(self.size, student)).to(self.device)
 
 
 @dataclass(frozen=True)
@@ -109,13 +143,6 @@ def _optimizer(student, names: TrainableNames, config: FinetuneConfig):
     return torch.optim.Adam(groups, lr=config.lr)
 
 
-def kd_loss(student_logits, teacher_logits, temperature: float):
-    """KL(softmax(teacher / T) || softmax(student / T)) x T^2, averaged over the batch."""
-    import torch.nn.functional as F
-
-    return F.kl_div(F.log_softmax(student_logits / temperature, 1), F.log_softmax(teacher_logits / temperature, 1), log_target=True, reduction="batchmean") * temperature**2
-
-
 def batchnorm_output_targets(fp32: ir.Model, teacher, student) -> list[tuple]:
     """(tensor name, mean, std) that each BatchNorm's output has on data matching its running
     statistics: beta and |gamma| sqrt(var / (var + eps)); only for outputs the student computes
@@ -134,9 +161,6 @@ def batchnorm_output_targets(fp32: ir.Model, teacher, student) -> list[tuple]:
     return targets
 
 
-Checkpoint = Callable[[int, float, ir.Model], None]
-
-
 def finetune(
     fp32: ir.Model, quantized: ir.Model, source: BatchSource, config: FinetuneConfig, seed: int = 0, progress: bool = True,
     checkpoint: Checkpoint | None = None, checkpoint_seconds: float = 60.0,
@@ -146,9 +170,8 @@ def finetune(
     is called with the written-back model every ``checkpoint_seconds`` of training and at the
     end; the time it takes does not count against ``config.minutes``."""
     import torch
-    from tqdm import tqdm
 
-    from zsq_onnx.executors.torch_graph import GraphOutputs, TorchGraph, torch_device
+    from zsq_onnx.executors.torch_graph import TorchGraph, torch_device
 
     device = torch_device(config.device)
     torch.manual_seed(seed)
@@ -157,65 +180,46 @@ def finetune(
         raise BadInputError("fine-tuning found nothing to train: the model has no zsq quantizers with float scales")
     teacher = TorchGraph(fp32).eval().to(device)
     student = TorchGraph(quantized, trainable=lambda name: name in names.all).to(device)
-    optimizer = _optimizer(student, names, config)
-    bn_targets = [(name, mean.to(device), std.to(device)) for name, mean, std in batchnorm_output_targets(fp32, teacher, student)] if config.bn_loss > 0 else []
-    output_name = student.output_names[0]
-    distributed.require_parts(config.batch_size, "a fine-tuning batch")
-    trainer = distributed.data_parallel(GraphOutputs(student, (output_name, *(name for name, _, _ in bn_targets))), device)
-    share = distributed.part(config.batch_size)
-    weight = (share.stop - share.start) * distributed.world().size / config.batch_size  # this rank's share of the global batch mean
-    scales = [student.parameter(name) for name in names.scales]
-    budget = config.minutes * 60 if config.minutes is not None else math.inf
-    total = config.steps if config.steps > 0 else None
-    tallies: list[tuple[float, float, int]] = []  # per step on this rank: loss x samples, samples agreeing with the teacher, samples
+    train, batches = _training(fp32, teacher, student, source, names, config, device)
+    schedule = Schedule.of(config)
+    tallies: list[Tally] = []
     source_start = len(source.loss_curve)
-    start = time.perf_counter()
-    paused, next_checkpoint = 0.0, checkpoint_seconds
-    bar = tqdm(total=total, desc="finetune", disable=not progress, leave=False, unit="step")
+    observer = Observer(schedule.steps, progress, source.status, lambda: student.write_back(quantized), checkpoint, checkpoint_seconds)
     step = 0
     while True:
-        elapsed = time.perf_counter() - start - paused
-        if checkpoint is not None and elapsed >= next_checkpoint and distributed.world().main:
-            pause = time.perf_counter()
-            checkpoint(step, elapsed, student.write_back(quantized))
-            paused += time.perf_counter() - pause
-            next_checkpoint += checkpoint_seconds
-            elapsed = time.perf_counter() - start - paused
-        go_on, done = distributed.from_main(lambda: [float((total is None or step < total) and elapsed < budget), max(step / total if total else 0.0, elapsed / budget)], 2)
+        elapsed = observer.before_step(step)
+        go_on, done = distributed.from_main(lambda: schedule.position(step, elapsed), 2)
         if not go_on:
             break
-        for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
-        inputs = torch.as_tensor(source.next_batch(config.batch_size, student)).to(device)
-        with torch.no_grad():
-            target = teacher(inputs)
-        values = trainer(inputs)
-        output = values[output_name]
-        loss = kd_loss(output, target, config.temperature)
-        if bn_targets:
-            loss = loss + config.bn_loss * sum(stat_loss(values[name], mean, std, 0.0) for name, mean, std in bn_targets)
-        optimizer.zero_grad(set_to_none=True)
-        (loss * weight).backward()
-        optimizer.step()
-        with torch.no_grad():
-            for scale in scales:
-                scale.clamp_(min=1e-8)
-        tallies.append((loss.item() * len(inputs), float((output.argmax(1) == target.argmax(1)).sum()), len(inputs)))
+        schedule.apply(train.optimizer, done)
+        tallies.append(train(batches.next(student), batches.weight))
         step += 1
-        bar.update(1)
-        recent = np.sum(tallies[-20:], axis=0)
-        bar.set_postfix(loss=f"{recent[0] / recent[2]:.4f}", agreement=f"{recent[1] / recent[2]:.3f}", **source.status())
-    bar.close()
+        observer.after_step(tallies)
+    observer.close()
     losses, agreements = batch_means(tallies)
-    seconds = time.perf_counter() - start - paused
+    seconds = observer.elapsed()
     trained = student.cpu().write_back(quantized)
-    if checkpoint is not None and distributed.world().main:
-        checkpoint(step, seconds, trained)
+    observer.finish(step, seconds, trained)
     counts = {"scales": len(names.scales), "adapters": len(names.adapters), "weights": len(names.weights)}
     return trained, FinetuneResult(step, seconds, losses, agreements, counts, str(device), source.loss_curve[source_start:])
 
 
-def batch_means(tallies: list[tuple[float, float, int]]) -> tuple[list[float], list[float]]:
+def _training(fp32: ir.Model, teacher: Any, student: Any, source: BatchSource, names: TrainableNames, config: FinetuneConfig, device: Any) -> tuple[KDStep, Batches]:
+    """The training step and the batches of fine-tuning ``student`` (TorchGraph) against
+    ``teacher``: the optimizer, the BatchNorm output targets when ``config.bn_loss`` > 0, and the
+    student's outputs wrapped in DistributedDataParallel in a group."""
+    from zsq_onnx.executors.torch_graph import GraphOutputs
+
+    optimizer = _optimizer(student, names, config)
+    bn_targets = [(name, mean.to(device), std.to(device)) for name, mean, std in batchnorm_output_targets(fp32, teacher, student)] if config.bn_loss > 0 else []
+    output_name = student.output_names[0]
+    batches = Batches(source, config.batch_size, device)
+    trainer = distributed.data_parallel(GraphOutputs(student, (output_name, *(name for name, _, _ in bn_targets))), device)
+    scales = [student.parameter(name) for name in names.scales]
+    return KDStep(teacher, trainer, optimizer, output_name, bn_targets, scales, config.temperature, config.bn_loss), batches
+
+
+def batch_means(tallies: list[Tally]) -> tuple[list[float], list[float]]:
     """Per step, the loss and teacher agreement of the whole (global) batch, from each rank's
     (loss x samples, agreeing samples, samples): one sum over ranks at the end of training."""
     import torch

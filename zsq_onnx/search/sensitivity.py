@@ -83,7 +83,7 @@ def _logits(graph, batch):
 def _kl_sum(graph, batches: Sequence, reference: Sequence) -> float:
     """Summed over samples: KL(reference softmax || softmax of ``graph``'s logits), the
     fine-tuning KD loss at temperature 1."""
-    from zsq_onnx.finetune.loop import kd_loss
+    from zsq_onnx.finetune.kd import kd_loss
 
     return sum(float(kd_loss(_logits(graph, batch), teacher, 1.0)) * len(batch) for batch, teacher in zip(batches, reference))
 
