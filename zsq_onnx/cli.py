@@ -300,10 +300,11 @@ def convert(model, output, weights, synthetic_data, calibration_data, eval_data,
             generator_steps, generator_lr, margin_low, margin_high, nproc, **recipe_options) -> None:
     """Quantize MODEL (a zoo name or an .onnx file with BatchNorm) without data."""
     from zsq_onnx import distributed, pipeline
+    from zsq_onnx.gates import Gates
     from zsq_onnx.recipe import build_recipe
-    from zsq_onnx.validate import report
+    from zsq_onnx.validate import publish, render, report
 
-    gates = report.Gates(min_agreement, max_drop)
+    gates = Gates(min_agreement, max_drop)
     preprocessing = _preprocessing(input_scale, mean, std)
     foreign = _foreign(output_name, input_shape)
     for key in ("weight_granularity", "act_granularity"):
@@ -314,7 +315,7 @@ def convert(model, output, weights, synthetic_data, calibration_data, eval_data,
                           generator=_generator_config(generator_steps, generator_lr, margin_low, margin_high))
     _refuse_idle_options(_CONVERT_IDLE)
     _check_report_name(report_path)
-    _check_outputs([("-o", output), *(("--report", path) for path in (report.paths(report_path) if report_path else []))],
+    _check_outputs([("-o", output), *(("--report", path) for path in (publish.paths(report_path) if report_path else []))],
                    {"MODEL": model, "--weights": weights, "--synthetic-data": synthetic_data, "--calibration-data": calibration_data, "--eval-data": eval_data})
     _check_device(recipe.finetune.device)
     _launch_workers(nproc)
@@ -325,7 +326,7 @@ def convert(model, output, weights, synthetic_data, calibration_data, eval_data,
         )
     if not group.main:
         return
-    click.echo(report.to_json(result.report) if as_json else report.summary(result.report))
+    click.echo(report.to_json(result.report) if as_json else render.summary(result.report))
     if not as_json:
         click.echo(f"wrote {output}" + (f" and {report_path}" if report_path else ""))
 

@@ -24,6 +24,7 @@ from zsq_onnx import distributed
 from zsq_onnx.errors import BadInputError, InternalError
 from zsq_onnx.finetune.loop import FinetuneResult, finetune
 from zsq_onnx.finetune.observe import Checkpoint
+from zsq_onnx.gates import Gates
 from zsq_onnx.io import onnx_io
 from zsq_onnx.io.data import Dataset, load_dataset
 from zsq_onnx.io.foreign import ForeignOptions, prepare, restore_interface
@@ -51,6 +52,7 @@ from zsq_onnx.validate import report
 from zsq_onnx.validate.diagnostics import cross_check, float_layers, ort_fusion
 from zsq_onnx.validate.evaluate import Evaluation, evaluate, validation_execution
 from zsq_onnx.validate.metrics import require_classifier
+from zsq_onnx.validate.publish import publish
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +260,7 @@ def convert(
     synthetic_data: str | Path | None = None,
     calibration_data: str | Path | None = None,
     preprocessing: Preprocessing | None = None,
-    gates: report.Gates | None = None,
+    gates: Gates | None = None,
     foreign: ForeignOptions | None = None,
 ) -> ConversionResult:
     """Quantize ``source`` data-free and write the deployable model to ``output``.
@@ -266,7 +268,7 @@ def convert(
     ``eval_data`` (an .npz path, a class folder or a Dataset of raw images) measures accuracy;
     without it the zoo model's own test split is used, or the calibration inputs (agreement
     and SQNR only). ``preprocessing`` replaces what the model's metadata records. ``gates``
-    (:class:`~zsq_onnx.validate.report.Gates`) are checked before anything is written: when one
+    (:class:`~zsq_onnx.gates.Gates`) are checked before anything is written: when one
     fails, the model and report are kept under rejected names and AccuracyGateError is raised.
     ``foreign`` tells about an .onnx source (see :func:`load_model`); the emitted model keeps the
     input and output shapes its file declared.
@@ -286,7 +288,7 @@ def convert(
             raise BadInputError(f"{source}: carries no zsq preprocessing metadata, so raw images from {dataset.name} cannot be fed; pass --input-scale/--mean/--std")
         if dataset is not None:
             require_classifier(loaded.model.graph.outputs[0].shape, str(source))
-        gates = gates or report.Gates()
+        gates = gates or Gates()
         gates.check_data(dataset is not None, str(source))
     with timer.stage("synth"):
         calibration = calibration_inputs(loaded, recipe, synthetic_data, calibration_data, progress)
@@ -312,7 +314,7 @@ def convert(
         found["finetune"] = report.finetune_section(tuned)
     emitted = restore_interface(emitted)
     content = report.build(loaded.name, recipe, evaluation, calibration, loaded.model, emitted, found, timer.seconds, group)
-    report.publish(content, emitted, output, report_path, gates)
+    publish(content, emitted, output, report_path, gates)
     return ConversionResult(emitted, evaluation, content)
 
 

@@ -24,6 +24,7 @@ from zsq_onnx.quantizers.registry import Role, constant_output, input_for
 from zsq_onnx.recipe import Recipe, build_recipe
 from zsq_onnx.reconstruct.stage import METADATA_KEY, weight_quantizer
 from zsq_onnx.synth.distill import distill
+from zsq_onnx.validate import render
 from zsq_onnx.validate import report as reports
 
 
@@ -131,9 +132,9 @@ def test_report_reads_layer_and_block_records():
     section = reports.reconstruction_section(model)
     assert section["units"][0] == {"name": "layer1.0", "error_before": 2.0, "error_after": 0.5, "seconds": 1.5, "rows_changed": 3, "kept": True, "layers": ["a", "b"]}
     assert section["total"] == {"units": 2, "improved": 1, "error_before": 3.0, "error_after": 1.5, "seconds": 2.0}
-    line = reports._reconstruction_line(section)
+    line = render._reconstruction_line(section)
     assert "adaround (block mode): 2 blocks, 1 improved" in line and "3 -> 1.5 (-50.0%)" in line
-    table = reports._reconstruction_table(section)
+    table = render._reconstruction_table(section)
     assert table.splitlines()[0].startswith("| block |") and "| layer1.0 | 2 | 0.5 | -75.0% | 1.50 |" in table
     model.metadata_props[METADATA_KEY] = json.dumps({"method": "gptq", "mode": "block", "blocks": [{"block": "b", "error_before": 1.0, "error_after": 0.5, "seconds": 1.0}]})
     assert reports.reconstruction_section(model)["units"] == [{"name": "b", "error_before": 1.0, "error_after": 0.5, "seconds": 1.0}]

@@ -12,13 +12,13 @@ from click.testing import CliRunner
 from tests.conftest import to_proto
 from zsq_onnx.cli import main
 from zsq_onnx.errors import AccuracyGateError, BadInputError
+from zsq_onnx.gates import check_gates
 from zsq_onnx.models.digits_cnn import digits_split
 from zsq_onnx.pipeline import quantize
 from zsq_onnx.profiles import emit
 from zsq_onnx.recipe import build_recipe
 from zsq_onnx.validate.diagnostics import cross_check, float_layers, layer_outputs, layer_sqnr
 from zsq_onnx.validate.inspection import inspect_model
-from zsq_onnx.validate.report import check_gates
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from zsq_onnx.pipeline import quantize
 from zsq_onnx.profiles import emit
 from zsq_onnx.recipe import Recipe, build_recipe
 from zsq_onnx.synth.distill import SynthResult
-from zsq_onnx.validate import report
+from zsq_onnx.validate import render, report
 from zsq_onnx.validate.evaluate import Evaluation, LayerSqnr, Measures, describe, evaluate, evaluate_files
 
 
@@ -61,7 +61,7 @@ def test_to_dict_is_the_reports_evaluation_sections(digits):
                            "seconds", "distributed", "runtime", "peak_memory_mb"]
     expected["quantized"]["quantizers"] = {"weights": 0, "biases": 0, "activations": 0}
     assert json.dumps({key: built[key] for key in expected}) == json.dumps(expected)
-    assert "agreement 97.00%" in report.summary(built)
+    assert "agreement 97.00%" in render.summary(built)
 
 
 def test_evaluate_files_reports_a_model_against_its_reference(models, tmp_path):
