@@ -104,68 +104,9 @@ def stage_plan(width: float, depth: float) -> list[tuple[int, int, int, int, int
 def build_module(width: float = DEFAULT.width, depth: float = DEFAULT.depth, image_size: int = DEFAULT.image_size) -> torch.nn.Module:
     """An untrained EfficientNet-Lite of the given coefficients, padded as TensorFlow pads
     ``image_size`` inputs (the defaults are Lite0's)."""
-    import torch.nn as nn
-    import torch.nn.functional as F
+    from zsq_onnx.models.efficientnet_layers import EfficientNetLite
 
-    def batch_norm(channels: int) -> nn.BatchNorm2d:
-        return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
-
-    class SameConv2d(nn.Conv2d):
-        """Bias-free Conv2d with TensorFlow "SAME" padding for a fixed input size."""
-
-        def __init__(self, cin: int, cout: int, kernel: int, stride: int, size: int, groups: int = 1) -> None:
-            begin, end = same_padding(size, kernel, stride)
-            super().__init__(cin, cout, kernel, stride, begin if begin == end else 0, groups=groups, bias=False)
-            self.pads = (begin, end, begin, end) if begin != end else None
-
-        def forward(self, x):
-            return super().forward(F.pad(x, self.pads) if self.pads else x)
-
-    class MBConv(nn.Module):
-        """Inverted residual: 1x1 expand, depthwise kxk, 1x1 project, identity skip when shapes match."""
-
-        def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int, size: int) -> None:
-            super().__init__()
-            mid = cin * expand
-            if expand != 1:
-                self._expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
-                self._bn0 = batch_norm(mid)
-            self._depthwise_conv = SameConv2d(mid, mid, kernel, stride, size, groups=mid)
-            self._bn1 = batch_norm(mid)
-            self._project_conv = nn.Conv2d(mid, cout, 1, bias=False)
-            self._bn2 = batch_norm(cout)
-            self.skip = stride == 1 and cin == cout
-
-        def forward(self, x):
-            out = F.relu6(self._bn0(self._expand_conv(x))) if hasattr(self, "_expand_conv") else x
-            out = F.relu6(self._bn1(self._depthwise_conv(out)))
-            out = self._bn2(self._project_conv(out))
-            return out + x if self.skip else out
-
-    class EfficientNetLite(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self._conv_stem = SameConv2d(3, STEM_CHANNELS, 3, 2, image_size)
-            self._bn0 = batch_norm(STEM_CHANNELS)
-            size, cin, blocks = -(-image_size // 2), STEM_CHANNELS, []
-            for repeats, kernel, stride, expand, cout in stage_plan(width, depth):
-                for index in range(repeats):
-                    block_stride = stride if index == 0 else 1
-                    blocks.append(MBConv(cin, cout, kernel, block_stride, expand, size))
-                    size, cin = -(-size // block_stride), cout
-            self._blocks = nn.ModuleList(blocks)
-            self._conv_head = nn.Conv2d(cin, HEAD_CHANNELS, 1, bias=False)
-            self._bn1 = batch_norm(HEAD_CHANNELS)
-            self._fc = nn.Linear(HEAD_CHANNELS, NUM_CLASSES)
-
-        def forward(self, x):
-            out = F.relu6(self._bn0(self._conv_stem(x)))
-            for block in self._blocks:
-                out = block(out)
-            out = F.relu6(self._bn1(self._conv_head(out)))
-            return self._fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
-
-    return EfficientNetLite()
+    return EfficientNetLite(width, depth, image_size)
 
 
 def package_weights() -> Path:

@@ -32,6 +32,7 @@ import math
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
@@ -44,6 +45,9 @@ from zsq_onnx.recipe import ReconstructConfig
 from zsq_onnx.reconstruct.adaround import BETA, GAMMA, WARMUP, ZETA
 from zsq_onnx.reconstruct.blocks import Block, float_name, partition
 from zsq_onnx.reconstruct.stage import METADATA_KEY, _requantized, grid_of, progress, showing_progress, weight_quantizer
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +186,138 @@ def soft_rounding(v):
     return torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
 
 
+@dataclass
+class _SoftWeights:
+    """The block's rounded weights as fitting feeds them to torch: per weight its rounding, the V
+    of h(V) (a parameter, started at the weight's fraction above its floor level) and its grid
+    as tensors."""
+
+    roundings: list[_Rounding]
+    vs: list[torch.nn.Parameter]
+    floors: list[torch.Tensor]
+    scales: list[torch.Tensor]
+    zero_points: list[torch.Tensor]
+
+    @classmethod
+    def start(cls, roundings: list[_Rounding]) -> _SoftWeights:
+        """V for each of ``roundings`` such that h(V) is its fraction (the float weight)."""
+        import torch
+
+        start = [np.clip((r.fraction - GAMMA) / (ZETA - GAMMA), 1e-4, 1 - 1e-4) for r in roundings]
+        return cls(
+            roundings,
+            [torch.nn.Parameter(torch.from_numpy(np.log(s / (1 - s)).astype(np.float32))) for s in start],
+            [torch.from_numpy(r.floor.astype(np.float32)) for r in roundings],
+            [torch.from_numpy(r.scale.astype(np.float32)) for r in roundings],
+            [torch.from_numpy(r.zero_point.astype(np.float32)) for r in roundings],
+        )
+
+    def fed(self, hard: bool | None) -> dict[str, torch.Tensor]:
+        """The block's weights by quantizer output: soft (h(V)), hard (V >= 0) or nearest (None:
+        the quantizers' own, so none are fed)."""
+        import torch
+
+        if hard is None:
+            return {}
+        fed = {}
+        for v, floor, scale, zero_point, r in zip(self.vs, self.floors, self.scales, self.zero_points, self.roundings):
+            h = (v >= 0).to(v.dtype) if hard else soft_rounding(v)
+            fed[r.quantizer.outputs[0].name] = (torch.clamp(floor + h, r.qmin, r.qmax) - zero_point) * scale
+        return fed
+
+    def regularization(self, beta: float) -> torch.Tensor:
+        """AdaRound's rounding regularizer: per weight the mean of 1 - |2h - 1|^beta, summed."""
+        return sum((1 - (2 * soft_rounding(v) - 1).abs().pow(beta)).mean() for v in self.vs)
+
+    def harden(self, fit: _Fit) -> None:
+        """Put each weight's hard-rounded values (V >= 0 rounds up) into ``fit``, counting the rows
+        (output channels) whose rounding differs from nearest."""
+        for r, v in zip(self.roundings, self.vs):
+            levels = np.clip(r.floor + (v.detach().numpy() >= 0), r.qmin, r.qmax)
+            nearest = _requantized(r.quantizer)
+            fit.weights[r.quantizer.name] = r.values(levels)
+            axis = r.quantizer.attributes.get_int("axis", 1) % levels.ndim if np.size(r.scale) > 1 else 0
+            changed = np.moveaxis(fit.weights[r.quantizer.name] != nearest, axis, 0).reshape(levels.shape[axis], -1).any(axis=1)
+            fit.rows_changed += int(changed.sum())
+
+
+@dataclass(frozen=True)
+class _BlockData:
+    """A block's calibration tensors in torch: the quantized graph's block input (``inputs``),
+    the float model's block input (``float_inputs``) and output (``targets``)."""
+
+    inputs: torch.Tensor
+    float_inputs: torch.Tensor
+    targets: torch.Tensor
+
+    @classmethod
+    def of(cls, data: dict[str, np.ndarray]) -> _BlockData:
+        import torch
+
+        return cls(torch.from_numpy(data["input"]), torch.from_numpy(data["float_input"]), torch.from_numpy(data["target"]))
+
+
+def _block_error(graph, block: Block, soft: _SoftWeights, hard: bool | None, data: _BlockData) -> float:
+    """The block output's mean squared error against the float one on all of ``data``, its
+    weights as ``soft`` feeds them (see :meth:`_SoftWeights.fed`), without dropping."""
+    import torch
+
+    total = 0.0
+    with torch.no_grad():
+        fed = soft.fed(hard)
+        for begin in range(0, len(data.inputs), EVAL_CHUNK):
+            chunk = slice(begin, begin + EVAL_CHUNK)
+            output = graph.run({block.input: data.inputs[chunk], **fed}, [block.output])[block.output]
+            total += float(((output - data.targets[chunk]) ** 2).sum(dtype=torch.float64))
+    return total / data.targets.numel()
+
+
+def _parameter_groups(vs: list[torch.nn.Parameter], parameters: list[torch.nn.Parameter]) -> list[dict]:
+    """Adam's groups: the Vs at a fixed rate, each activation step at a rate relative to its
+    initial value that decays (cosine); ``base_lr`` is each group's starting rate."""
+    groups = [{"params": vs, "lr": ROUNDING_LR, "base_lr": ROUNDING_LR, "decay": False}] if vs else []
+    groups += [{"params": [p], "lr": SCALE_LR * float(p.detach().abs().mean().clamp(min=1e-8)), "decay": True} for p in parameters]
+    for group in groups:
+        group["base_lr"] = group["lr"]
+    return groups
+
+
+def _train(graph, block: Block, soft: _SoftWeights, parameters: list[torch.nn.Parameter], data: _BlockData, quantizer_outputs: list[str],
+           iterations: int, seed: int, reference: float) -> None:
+    """Adam on the Vs and the activation steps for ``iterations`` steps on random batches, with
+    QDrop on the block input and at ``quantizer_outputs``; the loss is the output's squared error
+    relative to ``reference`` (nearest rounding's), plus the annealed rounding regularizer."""
+    import torch
+
+    groups = _parameter_groups(soft.vs, parameters)
+    optimizer = torch.optim.Adam(groups)
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    warmup = int(WARMUP * iterations)
+    count = len(data.inputs)
+
+    def dropped(value, source):
+        return torch.where(torch.rand(value.shape, generator=generator) < DROP, source, value)
+
+    after = {name: (lambda value, node_inputs: dropped(value, node_inputs[0])) for name in quantizer_outputs}
+    for step in range(iterations):
+        index = torch.from_numpy(rng.choice(count, size=min(BATCH, count), replace=False))
+        block_input = dropped(data.inputs[index], data.float_inputs[index])
+        output = graph.run({block.input: block_input, **soft.fed(False)}, [block.output], after=after)[block.output]
+        loss = ((output - data.targets[index]) ** 2).mean() / reference
+        if step >= warmup and soft.vs:
+            loss = loss + REGULARIZATION * soft.regularization(BETA[0] + (BETA[1] - BETA[0]) * (step - warmup) / max(iterations - warmup, 1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for group in groups:
+            if group["decay"]:
+                group["lr"] = group["base_lr"] * 0.5 * (1 + math.cos(math.pi * step / iterations))
+        optimizer.step()
+        with torch.no_grad():
+            for parameter in parameters:
+                parameter.clamp_(min=1e-8)
+
+
 def fit_block(graph, model: ir.Model, block: Block, roundings: list[_Rounding], steps: list[str], data: dict[str, np.ndarray],
               iterations: int, seed: int) -> _Fit:
     """Fit ``block`` (see the module docstring) on ``data`` (``input``: the quantized graph's
@@ -191,90 +327,25 @@ def fit_block(graph, model: ir.Model, block: Block, roundings: list[_Rounding], 
 
     by_name = {node.name: node for node in model.graph}
     quantizer_outputs = [by_name[name].outputs[0].name for name in block.activation_quantizers]
-    inputs = torch.from_numpy(data["input"])
-    float_inputs = torch.from_numpy(data["float_input"])
-    targets = torch.from_numpy(data["target"])
-    count = len(inputs)
-    floors = [torch.from_numpy(r.floor.astype(np.float32)) for r in roundings]
-    scales = [torch.from_numpy(r.scale.astype(np.float32)) for r in roundings]
-    zero_points = [torch.from_numpy(r.zero_point.astype(np.float32)) for r in roundings]
-    names = [r.quantizer.outputs[0].name for r in roundings]
-    start = [np.clip((r.fraction - GAMMA) / (ZETA - GAMMA), 1e-4, 1 - 1e-4) for r in roundings]
-    vs = [torch.nn.Parameter(torch.from_numpy(np.log(s / (1 - s)).astype(np.float32))) for s in start]
+    tensors = _BlockData.of(data)
+    soft = _SoftWeights.start(roundings)
     parameters = [graph.parameter(name) for name in steps]
     initial = [p.detach().clone() for p in parameters]
-
-    def weights(hard: bool | None) -> dict[str, torch.Tensor]:
-        """The block's weights: soft (h(V)), hard (V >= 0) or nearest (None: the quantizers' own)."""
-        if hard is None:
-            return {}
-        fed = {}
-        for name, v, floor, scale, zero_point, r in zip(names, vs, floors, scales, zero_points, roundings):
-            h = (v >= 0).to(v.dtype) if hard else soft_rounding(v)
-            fed[name] = (torch.clamp(floor + h, r.qmin, r.qmax) - zero_point) * scale
-        return fed
-
-    def error(hard: bool | None) -> float:
-        total = 0.0
-        with torch.no_grad():
-            fed = weights(hard)
-            for begin in range(0, count, EVAL_CHUNK):
-                chunk = slice(begin, begin + EVAL_CHUNK)
-                output = graph.run({block.input: inputs[chunk], **fed}, [block.output])[block.output]
-                total += float(((output - targets[chunk]) ** 2).sum(dtype=torch.float64))
-        return total / targets.numel()
-
-    before = error(None)
+    before = _block_error(graph, block, soft, None, tensors)
     fit = _Fit(before=before, after=before)
     if not roundings and not parameters:
         return fit
     for parameter in parameters:
         parameter.requires_grad_(True)
-    groups = [{"params": vs, "lr": ROUNDING_LR, "base_lr": ROUNDING_LR, "decay": False}] if vs else []
-    groups += [{"params": [p], "lr": SCALE_LR * float(p.detach().abs().mean().clamp(min=1e-8)), "decay": True} for p in parameters]
-    for group in groups:
-        group["base_lr"] = group["lr"]
-    optimizer = torch.optim.Adam(groups)
-    generator = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    reference = before if before > 0 else 1.0
-    warmup = int(WARMUP * iterations)
-
-    def dropped(value, source):
-        return torch.where(torch.rand(value.shape, generator=generator) < DROP, source, value)
-
-    after = {name: (lambda value, node_inputs: dropped(value, node_inputs[0])) for name in quantizer_outputs}
     try:
-        for step in range(iterations):
-            index = torch.from_numpy(rng.choice(count, size=min(BATCH, count), replace=False))
-            block_input = dropped(inputs[index], float_inputs[index])
-            output = graph.run({block.input: block_input, **weights(False)}, [block.output], after=after)[block.output]
-            loss = ((output - targets[index]) ** 2).mean() / reference
-            if step >= warmup and vs:
-                beta = BETA[0] + (BETA[1] - BETA[0]) * (step - warmup) / max(iterations - warmup, 1)
-                loss = loss + REGULARIZATION * sum((1 - (2 * soft_rounding(v) - 1).abs().pow(beta)).mean() for v in vs)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for group in groups:
-                if group["decay"]:
-                    group["lr"] = group["base_lr"] * 0.5 * (1 + math.cos(math.pi * step / iterations))
-            optimizer.step()
-            with torch.no_grad():
-                for parameter in parameters:
-                    parameter.clamp_(min=1e-8)
+        _train(graph, block, soft, parameters, tensors, quantizer_outputs, iterations, seed, before if before > 0 else 1.0)
     finally:
         for parameter in parameters:
             parameter.requires_grad_(False)
-    fit.after = error(True)
+    fit.after = _block_error(graph, block, soft, True, tensors)
     fit.kept = fit.after <= before
     if fit.kept:
-        for r, v in zip(roundings, vs):
-            levels = np.clip(r.floor + (v.detach().numpy() >= 0), r.qmin, r.qmax)
-            nearest = _requantized(r.quantizer)
-            fit.weights[r.quantizer.name] = r.values(levels)
-            axis = r.quantizer.attributes.get_int("axis", 1) % levels.ndim if np.size(r.scale) > 1 else 0
-            changed = np.moveaxis(fit.weights[r.quantizer.name] != nearest, axis, 0).reshape(levels.shape[axis], -1).any(axis=1)
-            fit.rows_changed += int(changed.sum())
+        soft.harden(fit)
         fit.scales = {name: p.detach().numpy().astype(np.float32).copy() for name, p in zip(steps, parameters)}
     with torch.no_grad():
         for parameter, value in zip(parameters, initial):
