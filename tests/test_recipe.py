@@ -9,7 +9,7 @@ import pytest
 
 from zsq_onnx import cli
 from zsq_onnx.errors import BadInputError
-from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, ReconstructMode, Synthesizer, WeightLevels, WeightRounding
+from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, ReconstructMode, Synthesizer, WeightLevels, WeightRange, WeightRounding
 from zsq_onnx.profiles import PROFILES
 from zsq_onnx.quantizers.spec import QuantSpec
 from zsq_onnx.recipe import DEFAULT_RECIPE, RECIPE_VERSION, FinetuneConfig, GeneratorConfig, MixedPrecisionConfig, Recipe, ReconstructConfig, SynthConfig, build_recipe
@@ -17,7 +17,7 @@ from zsq_onnx.recipe import DEFAULT_RECIPE, RECIPE_VERSION, FinetuneConfig, Gene
 
 def _every_field_changed() -> Recipe:
     return Recipe(
-        weights=QuantSpec(4, False, Granularity.PER_TENSOR),
+        weights=QuantSpec(4, False, Granularity.PER_TENSOR, weight_range=WeightRange.MSE),
         activations=QuantSpec(6, True, Granularity.GRANULAR),
         profile=PROFILES["sim"],
         keep_ends_8bit=False,
@@ -50,9 +50,10 @@ def test_round_trip_of_a_recipe_with_every_field_changed():
     default, changed = _leaves(DEFAULT_RECIPE.to_dict()), _leaves(recipe.to_dict())
     # adaptive activation quantizers need --granularity static and lookup-table weights no mixed
     # precision: the two recipes below change them; mixed precision takes one budget, so the other
-    # two stay unset; activations always have uniform levels
+    # two stay unset; activations always have uniform levels and no weight range
     assert sorted(key for key in default if default[key] == changed[key]) == [
-        "activations.levels", "finetune.activation_quantizer", "mixed_precision.avg_wbits", "mixed_precision.size_budget_kb", "version", "weights.levels"]
+        "activations.levels", "activations.weight_range", "finetune.activation_quantizer", "mixed_precision.avg_wbits", "mixed_precision.size_budget_kb",
+        "version", "weights.levels"]
     adaptive = dataclasses.replace(recipe, granularity="static", activations=QuantSpec(6, True, Granularity.PER_CHANNEL),
                                    finetune=dataclasses.replace(recipe.finetune, activation_quantizer="adaptive"))
     lookup_table = dataclasses.replace(recipe, weights=QuantSpec(3, True, Granularity.PER_TENSOR, WeightLevels.POST), mixed_precision=MixedPrecisionConfig())

@@ -20,7 +20,7 @@ import click
 from click.core import ParameterSource
 
 from zsq_onnx.errors import BadInputError, ZsqError
-from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, ReconstructMode, Synthesizer, WeightLevels, WeightRounding
+from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, ReconstructMode, Synthesizer, WeightLevels, WeightRange, WeightRounding
 from zsq_onnx.profiles import PROFILES
 from zsq_onnx.recipe import DEFAULT_RECIPE
 
@@ -240,6 +240,8 @@ def _preprocessing(input_scale, mean, std):
 @click.option("--weight-quantizer", type=_choice(WeightLevels), default=DEFAULT_RECIPE.weights.levels.value, show_default=True,
               help="Weight levels: uniform QDQ (integer kernels), or ASQ's powers of sqrt(2) (post) or powers of two (pot) as k-bit codes into a lookup table "
                    "(float kernels; first and last layers stay uniform with --keep-ends-8bit).")
+@click.option("--weight-range", type=_choice(WeightRange), default=DEFAULT_RECIPE.weights.weight_range.value, show_default=True,
+              help="Uniform weight ranges per channel (or tensor): the weight's min/max, or the clipping of it with the least squared rounding error (mse).")
 @click.option("--weight-symmetric/--weight-asymmetric", default=DEFAULT_RECIPE.weights.symmetric, show_default=True)
 @click.option("--act-symmetric/--act-asymmetric", default=None, help="Default: symmetric for tensorrt/ort-cuda, asymmetric otherwise.")
 @click.option("--keep-ends-8bit/--no-keep-ends-8bit", default=DEFAULT_RECIPE.keep_ends_8bit, show_default=True, help="First conv and last linear at 8 bits.")

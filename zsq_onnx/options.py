@@ -96,6 +96,17 @@ class WeightLevels(enum.StrEnum):
     """Powers of two, {0, +-alpha 2^-i}: k-bit codes and a lookup table, float kernels."""
 
 
+class WeightRange(enum.StrEnum):
+    """How a uniform weight quantizer's range is chosen per channel (``convert --weight-range``)."""
+
+    MINMAX = "minmax"
+    """The weight's own min/max: no weight is clipped (what ORT's quantizer stores)."""
+
+    MSE = "mse"
+    """The clipping of min/max (a shared ratio per channel, searched on a grid) with the least
+    squared rounding error: a few outliers no longer coarsen the steps of every other weight."""
+
+
 class Synthesizer(enum.StrEnum):
     """Where fine-tuning's inputs come from (``convert --synthesizer``)."""
 

@@ -36,16 +36,16 @@ from zsq_onnx.passes.fold_batchnorm import FoldBatchNormPass
 from zsq_onnx.passes.fold_pad import FoldPadIntoConvPass
 from zsq_onnx.plan.calibrate import METADATA_KEY as CALIBRATION_KEY
 from zsq_onnx.plan.empirical_bias import EmpiricalBiasCorrectionPass
-from zsq_onnx.plan.insertion import calibrate_plan, quantizer_passes
+from zsq_onnx.plan.insertion import InsertionSettings, calibrate_plan, quantizer_passes
 from zsq_onnx.plan.targets import QuantPlan, plan_quantization
-from zsq_onnx.profiles import emit
-from zsq_onnx.recipe import Recipe
+from zsq_onnx.profiles import at_reduced_range, emit
+from zsq_onnx.recipe import Recipe, target_notes
 from zsq_onnx.reconstruct.block import BlockReconstructionPass
 from zsq_onnx.reconstruct.stage import ReconstructWeightsPass, after_weight_quantizers, progress_bars
 from zsq_onnx.search.granularity import METADATA_KEY as GRANULARITY_KEY
 from zsq_onnx.search.granularity import choose_granularity
 from zsq_onnx.search.mixed_precision import METADATA_KEY as PRECISION_KEY
-from zsq_onnx.search.mixed_precision import choose_bits
+from zsq_onnx.search.mixed_precision import PrecisionSearch, choose_bits
 from zsq_onnx.synth.distill import SynthResult, distill, load_synthetic
 from zsq_onnx.synth.pool import SyntheticPool
 from zsq_onnx.validate import report
@@ -103,17 +103,15 @@ def quantize(model: ir.Model, batches: list[np.ndarray], recipe: Recipe) -> ir.M
     ``batches`` and insert them. With ``--mixed-precision`` a search chooses each layer's weight
     bits and with ``--granularity auto`` each activation's granularity; their choices are recorded
     in the model's metadata (see :func:`recorded_choice`)."""
-    profile = recipe.profile
     folded = apply_passes(
         model, FoldBatchNormPass(), FoldPadIntoConvPass(), NameFixPass(), ShapeInferencePass(check_type=False, strict_mode=False, data_prop=False)
     )
-    plan = plan_quantization(folded.graph, recipe.weights, recipe.activations, profile.activation_rules(recipe), recipe.keep_ends_8bit)
-    plan = QuantPlan(profile.target_weights(plan.weights, recipe), plan.activations, plan.rules)
+    plan = target_plan(folded, recipe)
     choices = {}
     if recipe.mixed_precision.enabled:
-        plan, choices[PRECISION_KEY] = choose_bits(folded, plan, batches, recipe)
+        plan, choices[PRECISION_KEY] = choose_bits(folded, plan, batches, precision_search(recipe))
     if recipe.granularity == "auto":
-        plan, choices[GRANULARITY_KEY] = choose_granularity(folded, plan, batches, recipe)
+        plan, choices[GRANULARITY_KEY] = choose_granularity(folded, plan, batches, recipe.profile, insertion_settings(recipe), recipe.granularity_budget)
     quantized = insert_quantizers(folded, plan, batches, recipe)
     quantized.metadata_props.update({key: json.dumps(choice.to_dict()) for key, choice in choices.items()})
     return quantized
@@ -128,9 +126,10 @@ def insert_quantizers(folded: ir.Model, plan: QuantPlan, batches: list[np.ndarra
     learns the activation steps, against ``folded``), so that bias correction sees the rounded weights. The calibration (method,
     ranges, clipped fractions, bias changes) is recorded in the model's metadata for the report,
     and the profile for :func:`~zsq_onnx.profiles.emit`."""
-    calibration = calibrate_plan(folded, plan, batches, recipe)
+    settings = insertion_settings(recipe)
+    calibration = calibrate_plan(folded, plan, batches, settings)
     correction = EmpiricalBiasCorrectionPass(folded, plan.weights, batches) if recipe.bias_correction else None
-    passes = quantizer_passes(plan, calibration.ranges, recipe, correction)
+    passes = quantizer_passes(plan, calibration.ranges, settings, correction)
     if recipe.reconstruct.enabled:
         if recipe.reconstruct.mode == ReconstructMode.BLOCK:
             reconstruction = BlockReconstructionPass(folded, plan.weights, batches, recipe.reconstruct, seed=recipe.seed)
@@ -143,6 +142,29 @@ def insert_quantizers(folded: ir.Model, plan: QuantPlan, batches: list[np.ndarra
     quantized.metadata_props[CALIBRATION_KEY] = json.dumps(record)
     recipe.profile.record(quantized)
     return quantized
+
+
+def target_plan(folded: ir.Model, recipe: Recipe) -> QuantPlan:
+    """The recipe's quantization plan for the BN-folded model: which tensors get quantizers and
+    their specs, the 8-bit weights at 7 bits where the target reduces range."""
+    plan = plan_quantization(folded.graph, recipe.weights, recipe.activations, recipe.activation_rules, recipe.keep_ends_8bit)
+    if not recipe.reduces_range:
+        return plan
+    return QuantPlan({node: at_reduced_range(spec) for node, spec in plan.weights.items()}, plan.activations, plan.rules)
+
+
+def precision_search(recipe: Recipe) -> PrecisionSearch:
+    """What the mixed-precision search reads of ``recipe`` (see :class:`PrecisionSearch`)."""
+    return PrecisionSearch(recipe.mixed_precision, recipe.profile, recipe.reduces_range, recipe.keep_ends_8bit, recipe.bias_correction, recipe.activations)
+
+
+def insertion_settings(recipe: Recipe) -> InsertionSettings:
+    """What inserting quantizers reads of ``recipe`` (see :class:`InsertionSettings`)."""
+    profile = recipe.profile
+    return InsertionSettings(
+        recipe.calibration_method, recipe.calibration_percentile, profile.use_4bit_types,
+        profile.activation_4bit_types(recipe.weights.bits, recipe.mixed_precision.enabled), profile.routes_all_readers(recipe.activations),
+    )
 
 
 def recorded_choice(model: ir.Model, key: str) -> dict | None:
@@ -323,7 +345,7 @@ def diagnose(emitted: ir.Model, inputs: np.ndarray, recipe: Recipe) -> dict:
     mixed precision), ORT CPU fusion counts (ort-cpu), and for small models a cross-check of ORT
     against onnx.reference."""
     profile = recipe.profile
-    found: dict = {"notes": profile.notes(recipe), "float_layers": float_layers(emitted), "warnings": []}
+    found: dict = {"notes": target_notes(recipe), "float_layers": float_layers(emitted), "warnings": []}
     for section, key in (("granularity_choice", GRANULARITY_KEY), ("mixed_precision", PRECISION_KEY)):
         choice = recorded_choice(emitted, key)
         if choice is not None:

@@ -2,7 +2,9 @@
 
 Each default is written once, on its dataclass field; :data:`DEFAULT_RECIPE` reads them for
 :func:`build_recipe` and the CLI. The JSON form (``version`` :data:`RECIPE_VERSION`) is encoded
-and decoded generically by walking the dataclass fields (:data:`CODECS` holds the per-type hooks).
+and decoded generically by walking the dataclass fields (:mod:`zsq_onnx.recipe_json`). The rules
+that tie recipe choices to the profile's target live here too (checked once, in
+:class:`Recipe`; notes for the user in :func:`target_notes`), so profiles never read a recipe.
 """
 
 from __future__ import annotations
@@ -12,16 +14,14 @@ import enum
 import json
 import logging
 import re
-import types
-import typing
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from zsq_onnx.errors import BadInputError, InternalError
-from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, ReconstructMode, Synthesizer, WeightLevels, WeightRounding
+from zsq_onnx.errors import BadInputError
+from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, ReconstructMode, Synthesizer, WeightLevels, WeightRange, WeightRounding
 from zsq_onnx.profiles import ORT_CPU, Profile, get_profile
 from zsq_onnx.quantizers.spec import QuantSpec
+from zsq_onnx.recipe_json import decode, encode
 
 logger = logging.getLogger(__name__)
 
@@ -250,11 +250,21 @@ class Recipe:
             raise BadInputError("--activation-quantizer adaptive replaces static per-tensor activation quantizers: use it with --granularity static")
         if not 50 < self.calibration_percentile <= 100:
             raise BadInputError(f"--calibration-percentile must be in (50, 100], got {self.calibration_percentile}")
-        self.profile.check(self)
+        _check_target(self)
+
+    @property
+    def reduces_range(self) -> bool:
+        """Whether 8-bit weights use 7 bits on this recipe's target (see :meth:`Profile.reduces_range`)."""
+        return self.profile.reduces_range(self.reduce_range)
+
+    @property
+    def activation_rules(self) -> tuple[str, ...]:
+        """Which activation uses get quantizers (see :meth:`Profile.activation_rules`)."""
+        return self.profile.activation_rules(self.granularity)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, suitable for JSON: the fields (enums as their values) and ``version``."""
-        return {"version": RECIPE_VERSION, **_encode(self)}
+        return {"version": RECIPE_VERSION, **encode(self)}
 
     def to_json(self) -> str:
         """JSON text of the recipe."""
@@ -274,7 +284,7 @@ class Recipe:
         if version == 1:
             logger.debug("recipe version 1: absent keys of later versions read as %s", {k: v for k, v in VERSION_1_MEANINGS.items() if k not in data})
             data = {**VERSION_1_MEANINGS, **data}
-        return _decode(cls, data, "")
+        return decode(cls, data, "")
 
     @classmethod
     def from_json(cls, text: str) -> Recipe:
@@ -286,92 +296,67 @@ class Recipe:
         return cls.from_dict(data)
 
 
+def _check_target(recipe: Recipe) -> None:
+    """Raise BadInputError when ``recipe`` asks for quantizers its profile cannot run."""
+    profile = recipe.profile
+    if profile.refuses_dynamic_scales and (recipe.granularity != "static" or recipe.finetune.activation_quantizer == "adaptive"):
+        raise BadInputError(f"profile {profile.name}: TensorRT cannot run in-graph dynamic scales (granular or adaptive activations) as integer kernels; "
+                            "use --granularity static with static activation quantizers, or --profile ort-cpu/sim")
+    if profile.integer_kernels and recipe.activations.granularity == "per_channel":
+        raise BadInputError(f"profile {profile.name}: per-channel activation scales make ORT fuse QLinearConv/QLinearGlobalAveragePool kernels that reject them; "
+                            "use --granularity granular or auto, or --profile sim")
+    if recipe.mixed_precision.search_activations and (profile.integer_kernels or profile.symmetric_int8_only):
+        raise BadInputError(f"profile {profile.name}: --search-activations chooses 4-bit activations per layer, which only --profile sim runs as such")
+    if not profile.symmetric_int8_only:
+        return
+    if recipe.weights.lookup_table:
+        raise BadInputError(f"profile {profile.name} runs int8 QDQ only: --weight-quantizer {recipe.weights.levels} needs --profile sim or ort-cpu")
+    if recipe.mixed_precision.enabled:
+        raise BadInputError(f"profile {profile.name} runs int8 only: --mixed-precision needs --profile sim or ort-cpu")
+    weights, activations = recipe.weights, recipe.activations
+    if weights.bits != 8 or activations.bits != 8 or not weights.symmetric or not activations.symmetric:
+        raise BadInputError(f"profile {profile.name} runs symmetric int8 only (zero points 0); got W{weights.bits}A{activations.bits} "
+                            f"{'symmetric' if weights.symmetric else 'asymmetric'} weights, {'symmetric' if activations.symmetric else 'asymmetric'} activations")
+    if activations.granularity != "per_tensor":
+        raise BadInputError(f"profile {profile.name} needs per-tensor activation scales")
+
+
+def target_notes(recipe: Recipe) -> list[str]:
+    """What a user of the recipe's profile should know about the emitted model."""
+    profile = recipe.profile
+    notes = [profile.description]
+    if profile.reports_fusion:
+        notes.append("8-bit weights use ORT's 7-bit reduce_range, exact in fused QLinearConv on every x86 CPU" if recipe.reduces_range else
+                     "8-bit weights use the full int8 range: on x86 CPUs without VNNI fused QLinearConv saturates and differs from QDQ (--reduce-range avoids it)")
+        if recipe.activations.bits < 8 or recipe.weights.bits < 8 or recipe.mixed_precision.enabled:
+            notes.append("layers below 8 bits keep an 8-bit container with Clip and run as float QDQ, not as integer kernels")
+    if recipe.mixed_precision.enabled:
+        notes.append("mixed precision: weights at 2-4 bits are stored as int4, 5-7 bits in int8" if profile.use_4bit_types else
+                     f"mixed precision: {profile.name} stores every weight width in an int8 container (its integer kernels take no int4), so sizes on disk do not shrink below 8 bits")
+    if recipe.weights.lookup_table:
+        container = f"uint{profile.weight_container_bits(recipe.weights.bits)}"
+        notes.append(f"{recipe.weights.levels} weights are stored as {recipe.weights.bits}-bit codes ({container} on disk) into a table of "
+                     f"{(1 << recipe.weights.bits) - 1} levels times a per-channel alpha, decoded by Gather once when ORT loads the model "
+                     "(no QDQ kernel takes non-uniform levels): layers next to granular or adaptive activations run float kernels; "
+                     "a layer between static activation quantizers is quantized again by ORT CPU itself (EXTENDED level and above) "
+                     "to int8 per tensor and fused into an integer kernel, its levels rounded to that int8 step")
+    if profile.exact_on_any_cpu:
+        notes.append("int8 weights that ORT CPU would fuse into saturating u8 x s8 kernels (x86 without VNNI) are stored as uint8 + 128: "
+                     "exact at every ORT level, at u8 x u8 kernel speed")
+    if recipe.activations.granularity == "per_channel":
+        notes.append("per-channel activation scales run as float QDQ")
+    if recipe.finetune.activation_quantizer == "adaptive":
+        notes.append("adaptive (ASQ) activation quantizers scale their step per sample in the graph: their layers run as float QDQ")
+    if recipe.granularity != "static":
+        notes.append("granular activations compute their scales in the graph (per sample and channel): their layers run as float QDQ"
+                     + ("; activations are quantized where weighted layers read them, residual adds and pools run in float" if profile.rules != recipe.activation_rules else "")
+                     + ("; TensorRT and other integer-kernel targets cannot run in-graph dynamic scales as integer kernels" if profile.integer_kernels else ""))
+        if profile.integer_kernels:
+            notes.append("weights of layers with granular inputs are stored dequantized (float, exactly the quantized values) so ORT can pre-pack them")
+    return notes
+
+
 DEFAULT_RECIPE = Recipe()
-
-
-@dataclass(frozen=True)
-class Codec:
-    """How values of one field type go to JSON and back: ``encode(value)`` and
-    ``decode(value, key)``, where ``key`` is the field's dotted path for error messages."""
-
-    encode: Callable[[Any], Any]
-    decode: Callable[[Any, str], Any]
-
-
-def _scalar(kind: type) -> Codec:
-    """JSON scalars pass through unchanged once checked (an int is a float; a bool is neither)."""
-    accepted = (int, float) if kind is float else (kind,)
-
-    def decode(value: Any, key: str) -> Any:
-        if not isinstance(value, accepted) or (kind is not bool and isinstance(value, bool)):
-            raise BadInputError(f"recipe key {key!r}: expected {kind.__name__}, got {value!r}")
-        return value
-
-    return Codec(lambda value: value, decode)
-
-
-# Per-type hooks of the JSON round trip, looked up before the generic enum and dataclass rules;
-# a field type that is neither (or a dataclass stored otherwise than field by field) adds one.
-def _profile() -> Codec:
-    """A profile is written by name and resolved by name (the one place a recipe name enters)."""
-
-    def decode(value: Any, key: str) -> Profile:
-        if not isinstance(value, str):
-            raise BadInputError(f"recipe key {key!r}: expected a profile name, got {value!r}")
-        return get_profile(value)
-
-    return Codec(lambda profile: profile.name, decode)
-
-
-CODECS: dict[type, Codec] = {**{kind: _scalar(kind) for kind in (bool, int, float, str)}, Profile: _profile()}
-
-
-def _encode(value: Any) -> Any:
-    codec = CODECS.get(type(value))
-    if codec is not None:
-        return codec.encode(value)
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, tuple):
-        return [_encode(item) for item in value]
-    if dataclasses.is_dataclass(value):
-        return {item.name: _encode(getattr(value, item.name)) for item in dataclasses.fields(value)}
-    return value
-
-
-def _decode(kind: Any, value: Any, key: str) -> Any:
-    if typing.get_origin(kind) is tuple:
-        if not isinstance(value, list):
-            raise BadInputError(f"recipe key {key!r}: expected a list, got {value!r}")
-        return tuple(_decode(typing.get_args(kind)[0], item, f"{key}[{index}]") for index, item in enumerate(value))
-    if isinstance(kind, types.UnionType):
-        options = [option for option in typing.get_args(kind) if option is not types.NoneType]
-        if len(options) != 1:
-            raise InternalError(f"recipe field {key!r}: only X | None unions are decoded, got {kind}")
-        return None if value is None else _decode(options[0], value, key)
-    if kind in CODECS:
-        return CODECS[kind].decode(value, key)
-    if isinstance(kind, enum.EnumType):
-        try:
-            return kind(value)
-        except ValueError:
-            raise BadInputError(f"recipe key {key!r}: unknown value {value!r}; expected one of {', '.join(repr(m.value) for m in kind)}") from None
-    if dataclasses.is_dataclass(kind):
-        return _decode_fields(kind, value, key)
-    raise InternalError(f"recipe field {key!r} has type {kind}, which has no decoder: add one to CODECS")
-
-
-def _decode_fields(kind: type, data: Any, key: str) -> Any:
-    """The dataclass ``kind`` from a dict of its fields; missing ones keep their defaults."""
-    prefix = f"{key}." if key else ""
-    if not isinstance(data, dict):
-        raise BadInputError(f"recipe key {key!r}: expected an object, got {data!r}")
-    hints = typing.get_type_hints(kind)
-    names = {item.name for item in dataclasses.fields(kind) if item.init}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise BadInputError(f"recipe: unknown key(s) {', '.join(prefix + name for name in unknown)}")
-    return kind(**{name: _decode(hints[name], value, prefix + name) for name, value in data.items()})
 
 
 def parse_bits(text: str) -> tuple[int, int]:
@@ -390,6 +375,7 @@ def build_recipe(
     weight_symmetric: bool = DEFAULT_RECIPE.weights.symmetric,
     weight_granularity: Granularity = DEFAULT_RECIPE.weights.granularity,
     weight_quantizer: WeightLevels = DEFAULT_RECIPE.weights.levels,
+    weight_range: WeightRange = DEFAULT_RECIPE.weights.weight_range,
     act_symmetric: bool | None = None,
     act_granularity: Granularity = DEFAULT_RECIPE.activations.granularity,
     keep_ends_8bit: bool = DEFAULT_RECIPE.keep_ends_8bit,
@@ -420,7 +406,8 @@ def build_recipe(
     for ``percentile``); ``bias_correction`` corrects each Conv/Gemm bias for the mean shift its
     weights' quantization causes at its output (see :mod:`zsq_onnx.plan.empirical_bias`).
     ``weight_quantizer`` picks the weight levels: uniform QDQ, or ASQ's POST or powers of two
-    as codes into a lookup table (see :mod:`zsq_onnx.quantizers.lut`). ``synthesizer`` picks
+    as codes into a lookup table (see :mod:`zsq_onnx.quantizers.lut`); ``weight_range`` how
+    uniform weight ranges are chosen (see :class:`~zsq_onnx.options.WeightRange`). ``synthesizer`` picks
     where fine-tuning's inputs come from: the distilled pool, or AdaDFQ's generator
     (``generator`` its settings; see :mod:`zsq_onnx.synth.adadfq`). ``weight_rounding`` rounds the
     weights by their layers' output error on the calibration inputs, layer by layer or (``reconstruct`` block) block by
@@ -434,7 +421,7 @@ def build_recipe(
     overrides = {"samples": samples, "steps": synth_steps, "lr": synth_lr, "batch_size": synth_batch_size}
     overrides = {key: value for key, value in overrides.items() if value is not None}
     recipe = Recipe(
-        weights=QuantSpec(weight_bits, weight_symmetric, weight_granularity, weight_quantizer),
+        weights=QuantSpec(weight_bits, weight_symmetric, weight_granularity, weight_quantizer, weight_range),
         activations=QuantSpec(activation_bits, act_symmetric, act_granularity if granularity == GranularityMode.STATIC else Granularity.GRANULAR),
         profile=target,
         keep_ends_8bit=keep_ends_8bit,

@@ -90,9 +90,7 @@ def test_finetune_settings_fail_clearly():
     with pytest.raises(BadInputError, match="needs|trains its adapters"):
         FinetuneConfig(activation_quantizer="adaptive")
     with pytest.raises(BadInputError, match="TensorRT"):
-        from zsq_onnx.profiles import get_profile
-
-        get_profile("tensorrt").check(build_recipe(profile="tensorrt", finetune=FinetuneConfig(steps=1, activation_quantizer="adaptive")))
+        build_recipe(profile="tensorrt", finetune=FinetuneConfig(steps=1, activation_quantizer="adaptive"))
     if not torch.cuda.is_available():
         from zsq_onnx.executors.torch_graph import torch_device
 

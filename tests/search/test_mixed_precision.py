@@ -19,9 +19,9 @@ from zsq_onnx.passes import apply_passes
 from zsq_onnx.passes.fold_batchnorm import FoldBatchNormPass
 from zsq_onnx.passes.fold_pad import FoldPadIntoConvPass
 from zsq_onnx.passes.quantize_weights import QuantizeWeightsPass
-from zsq_onnx.pipeline import insert_quantizers
+from zsq_onnx.pipeline import insert_quantizers, precision_search, target_plan
 from zsq_onnx.plan.empirical_bias import EmpiricalBiasCorrectionPass
-from zsq_onnx.plan.targets import QuantPlan, find_weight_targets, plan_quantization
+from zsq_onnx.plan.targets import find_weight_targets
 from zsq_onnx.profiles import emit
 from zsq_onnx.recipe import MixedPrecisionConfig, build_recipe
 from zsq_onnx.search.frontier import best_within, pareto_frontier, thin
@@ -90,8 +90,7 @@ def digits_setting(digits):
 
 
 def _plan(folded, recipe):
-    plan = plan_quantization(folded.graph, recipe.weights, recipe.activations, recipe.profile.activation_rules(recipe), recipe.keep_ends_8bit)
-    return QuantPlan(recipe.profile.target_weights(plan.weights, recipe), plan.activations, plan.rules)
+    return target_plan(folded, recipe)
 
 
 def _input_of(folded, node):
@@ -135,7 +134,7 @@ def test_bias_corrected_sensitivity_is_the_kl_after_the_pipelines_bias_correctio
 def test_sensitivities_are_finite_and_fall_with_bits(digits_setting):
     folded, batches = digits_setting
     recipe = _mixed(avg_wbits=4)
-    _, choice = choose_bits(folded, _plan(folded, recipe), batches, recipe)
+    _, choice = choose_bits(folded, _plan(folded, recipe), batches, precision_search(recipe))
     searched = [layer for layer in choice.layers if not layer.fixed]
     assert len(searched) == 2 and all(not layer.sensitivity for layer in choice.layers if layer.fixed)
     for layer in searched:
@@ -150,7 +149,7 @@ def test_choose_bits_meets_the_average_bits_budget(digits_setting, profile):
     folded, batches = digits_setting
     recipe = _mixed(profile, avg_wbits=4)
     plan = _plan(folded, recipe)
-    chosen, choice = choose_bits(folded, plan, batches, recipe)
+    chosen, choice = choose_bits(folded, plan, batches, precision_search(recipe))
     layers = {layer.node: layer for layer in choice.layers}
     fixed = [name for name in plan.weights if layers[name].fixed]
     assert fixed == [list(plan.weights)[0], list(plan.weights)[-1]]
@@ -175,7 +174,7 @@ def test_choose_bits_meets_the_average_bits_budget(digits_setting, profile):
 def test_emitted_model_carries_the_chosen_bits(digits_setting):
     folded, batches = digits_setting
     recipe = _mixed(weight_bits=(4, 8), avg_wbits=6)  # digits: only the small conv at 8, the large one at 4, fits
-    chosen, choice = choose_bits(folded, _plan(folded, recipe), batches, recipe)
+    chosen, choice = choose_bits(folded, _plan(folded, recipe), batches, precision_search(recipe))
     assert sorted(layer.bits for layer in choice.layers if not layer.fixed) == [4, 8]
     emitted = emit(insert_quantizers(folded, chosen, batches, recipe))
     weight_of = {t.node: t.weight for t in find_weight_targets(folded.graph)}
@@ -188,7 +187,7 @@ def test_search_activations_under_a_bops_budget(digits_setting):
     folded, batches = digits_setting
     recipe = _mixed(bops_budget=0.02, search_activations=True)
     plan = _plan(folded, recipe)
-    chosen, choice = choose_bits(folded, plan, batches, recipe)
+    chosen, choice = choose_bits(folded, plan, batches, precision_search(recipe))
     assert choice.budget["cost"] == "bops" and choice.point.bops <= 0.02
     for layer in choice.layers:
         if layer.fixed:
@@ -214,4 +213,4 @@ def test_budget_below_the_cheapest_choice_is_bad_input(digits_setting):
     folded, batches = digits_setting
     recipe = _mixed(avg_wbits=1.5)
     with pytest.raises(BadInputError, match="below the cheapest"):
-        choose_bits(folded, _plan(folded, recipe), batches, recipe)
+        choose_bits(folded, _plan(folded, recipe), batches, precision_search(recipe))

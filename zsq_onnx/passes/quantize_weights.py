@@ -13,14 +13,19 @@ from zsq_onnx.errors import BadInputError
 from zsq_onnx.passes.quantizer_nodes import add_lut_quantizer, add_static_quantizer, ensure_quantizer_functions
 from zsq_onnx.plan.targets import as_weight_target, weight_axis
 from zsq_onnx.quantizers.lut import initial_alpha
-from zsq_onnx.quantizers.params import range_params
+from zsq_onnx.quantizers.params import least_error_params, range_params
 from zsq_onnx.quantizers.spec import QuantSpec
 
 logger = logging.getLogger(__name__)
 
 
 def weight_params(weight: np.ndarray, spec: QuantSpec, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (along ``axis``) or per-tensor parameters of a weight from its min/max."""
+    """Per-channel (along ``axis``) or per-tensor parameters of a weight: from its min/max, or
+    from the clipping of it with the least rounding error when ``spec.clips_weights``."""
+    if spec.clips_weights:
+        rows = np.moveaxis(weight, axis, 0).reshape(weight.shape[axis], -1) if spec.granularity == "per_channel" else weight.reshape(1, -1)
+        scale, zero_point = least_error_params(rows.astype(np.float32), spec)
+        return (scale, zero_point) if spec.granularity == "per_channel" else (scale.reshape(()), zero_point.reshape(()))
     if spec.granularity == "per_channel":
         reduce = tuple(i for i in range(weight.ndim) if i != axis)
         return range_params(weight.min(axis=reduce), weight.max(axis=reduce), spec)
@@ -29,8 +34,8 @@ def weight_params(weight: np.ndarray, spec: QuantSpec, axis: int) -> tuple[np.nd
 
 class QuantizeWeightsPass(ir.passes.InPlacePass):
     """Quantize each weighted node's weight with the spec ``specs[node name]`` (nodes not named
-    there stay float); uniform scales come from the weight's own min/max, lookup-table alphas
-    from a percentile of |w|."""
+    there stay float); uniform scales come from :func:`weight_params`, lookup-table alphas from a
+    percentile of |w|."""
 
     def __init__(self, specs: Mapping[str, QuantSpec], use_4bit_types: bool = True) -> None:
         super().__init__()

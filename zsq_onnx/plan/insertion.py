@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 import onnx_ir as ir
@@ -16,33 +16,44 @@ from zsq_onnx.passes.quantize_bias import QuantizeBiasPass
 from zsq_onnx.passes.quantize_weights import QuantizeWeightsPass
 from zsq_onnx.plan.calibrate import Calibration, Range, calibrate_ranges
 from zsq_onnx.plan.targets import QuantPlan
-
-if TYPE_CHECKING:
-    from zsq_onnx.recipe import Recipe
+from zsq_onnx.recipe import DEFAULT_PERCENTILE, CalibrationMethod
 
 logger = logging.getLogger(__name__)
 
 
-def calibrate_plan(folded: ir.Model, plan: QuantPlan, batches: Sequence[np.ndarray], recipe: Recipe) -> Calibration:
-    """Ranges of the static activation quantizers of ``plan`` on ``batches``, by the recipe's
+@dataclass(frozen=True)
+class InsertionSettings:
+    """What inserting a plan's quantizers reads besides the plan: the observer of static
+    activation ranges, and how the target stores and routes quantized tensors (see
+    :class:`~zsq_onnx.profiles.Profile`: ``use_4bit_types``, ``activation_4bit_types`` and
+    ``routes_all_readers``)."""
+
+    calibration_method: CalibrationMethod = CalibrationMethod.PERCENTILE
+    calibration_percentile: float = DEFAULT_PERCENTILE
+    use_4bit_types: bool = False
+    activation_4bit_types: bool = False
+    all_readers: bool = True
+
+
+def calibrate_plan(folded: ir.Model, plan: QuantPlan, batches: Sequence[np.ndarray], settings: InsertionSettings) -> Calibration:
+    """Ranges of the static activation quantizers of ``plan`` on ``batches``, by the settings'
     observer (per-channel ones by their per-channel min/max); granular ones need none."""
     static = {name: spec for name, spec in plan.activations.items() if spec.granularity != "granular"}
     per_channel = {name for name, spec in static.items() if spec.granularity == "per_channel"}
     logger.debug("calibrating %d static activation quantizers (%d per channel) by %s on %d samples",
-                 len(static), len(per_channel), recipe.calibration_method, sum(len(batch) for batch in batches))
-    return calibrate_ranges(folded, static, batches, recipe.calibration_method, per_channel, recipe.calibration_percentile)
+                 len(static), len(per_channel), settings.calibration_method, sum(len(batch) for batch in batches))
+    return calibrate_ranges(folded, static, batches, settings.calibration_method, per_channel, settings.calibration_percentile)
 
 
 def quantizer_passes(
-    plan: QuantPlan, ranges: Mapping[str, Range], recipe: Recipe, bias_correction: ir.passes.PassBase | None = None
+    plan: QuantPlan, ranges: Mapping[str, Range], settings: InsertionSettings, bias_correction: ir.passes.PassBase | None = None
 ) -> list[ir.passes.PassBase]:
-    """The passes that insert ``plan``'s quantizers for the recipe's profile: activations first
-    (the rules recognise weighted ops by their float weights), then weights, then (after
+    """The passes that insert ``plan``'s quantizers as ``settings`` say: activations first (the
+    rules recognise weighted ops by their float weights), then weights, then (after
     ``bias_correction``, which needs quantized weights and float biases) int32 biases."""
-    profile = recipe.profile
     return [
-        QuantizeActivationsPass(plan.activations, ranges, plan.rules, profile.activation_4bit_types(recipe), all_readers=profile.routes_all_readers(recipe)),
-        QuantizeWeightsPass(plan.weights, profile.use_4bit_types),
+        QuantizeActivationsPass(plan.activations, ranges, plan.rules, settings.activation_4bit_types, all_readers=settings.all_readers),
+        QuantizeWeightsPass(plan.weights, settings.use_4bit_types),
         *([bias_correction] if bias_correction is not None else []),
         QuantizeBiasPass(),
     ]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zsq_onnx.errors import InternalError
-from zsq_onnx.quantizers.params import range_params
+from zsq_onnx.quantizers.params import on_grid, range_params
 from zsq_onnx.quantizers.spec import QuantSpec
 from zsq_onnx.recipe import DEFAULT_PERCENTILE, CalibrationMethod
 
@@ -135,8 +135,7 @@ def _fake_quantize(values: np.ndarray, low: np.ndarray, high: np.ndarray, spec: 
     """``values`` (a row) quantized with the parameters of each candidate range (a column each),
     the same scales and zero points QuantizeActivationsPass derives from a range."""
     scale, zero_point = range_params(low, high, spec)
-    scale, zero_point = scale[:, None].astype(np.float64), zero_point[:, None]
-    return (np.clip(np.rint(values / scale) + zero_point, spec.qmin, spec.qmax) - zero_point) * scale
+    return on_grid(values, scale[:, None].astype(np.float64), zero_point[:, None], spec)
 
 
 def mse_range(histogram: Histogram, spec: QuantSpec) -> tuple[float, float]:

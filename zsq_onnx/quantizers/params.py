@@ -30,3 +30,28 @@ def range_params(low: np.ndarray, high: np.ndarray, spec: QuantSpec) -> tuple[np
     if spec.symmetric:
         return symmetric_params(np.maximum(np.abs(low), np.abs(high)), spec)
     return affine_params(low, high, spec)
+
+
+CLIP_RATIOS = np.linspace(1.0, 0.2, 81, dtype=np.float32)
+
+
+def on_grid(values: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, spec: QuantSpec) -> np.ndarray:
+    """``values`` rounded (half to even, as QuantizeLinear) onto the grid of ``scale`` and
+    ``zero_point`` (broadcast against them) and back."""
+    return (np.clip(np.rint(values / scale) + zero_point, spec.qmin, spec.qmax) - zero_point) * scale
+
+
+def least_error_params(rows: np.ndarray, spec: QuantSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``rows`` [channels, values], the parameters of the range [r min, r max] with
+    the least squared rounding error over the ratios r of :data:`CLIP_RATIOS` (1 first, so a tie
+    keeps min/max)."""
+    low, high = rows.min(axis=1), rows.max(axis=1)
+    best_error = np.full(len(rows), np.inf, np.float32)
+    best_ratio = np.ones(len(rows), np.float32)
+    for ratio in CLIP_RATIOS:
+        scale, zero_point = range_params(low * ratio, high * ratio, spec)
+        error = np.square(on_grid(rows, scale[:, None], zero_point[:, None], spec) - rows).sum(axis=1)
+        better = error < best_error
+        best_error = np.where(better, error, best_error)
+        best_ratio = np.where(better, ratio, best_ratio)
+    return range_params(low * best_ratio, high * best_ratio, spec)

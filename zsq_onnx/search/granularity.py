@@ -28,11 +28,10 @@ import onnx_ir as ir
 
 from zsq_onnx.passes import apply_passes
 from zsq_onnx.plan.calibrate import Range, minmax_ranges
-from zsq_onnx.plan.insertion import calibrate_plan, quantizer_passes
+from zsq_onnx.plan.insertion import InsertionSettings, calibrate_plan, quantizer_passes
 from zsq_onnx.plan.targets import QuantPlan, activation_uses
 from zsq_onnx.profiles import Profile, emit
 from zsq_onnx.quantizers.spec import QuantSpec
-from zsq_onnx.recipe import Recipe
 from zsq_onnx.search.measure import batch_shapes, block_cost_ms, latency_vs, reader_sqnr
 from zsq_onnx.search.probe import kind_ranges, probe_model, reader_block, readers_of
 from zsq_onnx.search.select import choice_after, prefix_lengths, upgrade_order
@@ -69,10 +68,16 @@ class GranularityChoice:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class _Target:
+    profile: Profile
+    settings: InsertionSettings
+
+
 def candidates(profile: Profile) -> tuple[str, ...]:
     """The candidate kinds for ``profile``: not per-channel static on integer targets, whose QDQ
     fusion ORT CPU turns into QLinearConv/QLinearGlobalAveragePool kernels that fail at run time
-    on a per-channel activation scale (see Profile.check)."""
+    on a per-channel activation scale (see :class:`~zsq_onnx.recipe.Recipe`'s checks)."""
     if profile.integer_kernels:
         return tuple(kind for kind in CANDIDATES if kind != "per_channel")
     return CANDIDATES
@@ -83,41 +88,45 @@ def _with_choice(plan: QuantPlan, picked: dict[str, str]) -> QuantPlan:
     return QuantPlan(plan.weights, activations, plan.rules)
 
 
-def _block_cost_ms(folded: ir.Model, tensor: str, kind: str, ranges: Range, plan: QuantPlan, recipe: Recipe, shapes: Mapping[str, tuple[int, ...]]) -> float:
+def _block_cost_ms(folded: ir.Model, tensor: str, kind: str, ranges: Range, plan: QuantPlan, target: _Target, shapes: Mapping[str, tuple[int, ...]]) -> float:
     """ORT CPU milliseconds of ``tensor``'s quantizer of ``kind`` and the layers reading it,
-    inserted and emitted for the recipe's profile on their own."""
+    inserted and emitted for the target's profile on their own."""
     readers = readers_of(folded.graph, tensor, plan.rules)
     block = reader_block(folded.graph, readers, shapes)
-    recipe.profile.record(block)
+    target.profile.record(block)
     spec = plan.activations[tensor]
     alone = QuantPlan({node.name: plan.weights[node.name] for node in readers if node.name in plan.weights}, {tensor: QuantSpec(spec.bits, spec.symmetric, kind)}, plan.rules)
-    return block_cost_ms(emit(apply_passes(block, *quantizer_passes(alone, {tensor: kind_ranges(ranges, kind)}, recipe))), shapes)
+    return block_cost_ms(emit(apply_passes(block, *quantizer_passes(alone, {tensor: kind_ranges(ranges, kind)}, target.settings))), shapes)
 
 
-def choose_granularity(folded: ir.Model, plan: QuantPlan, batches: Sequence[np.ndarray], recipe: Recipe) -> tuple[QuantPlan, GranularityChoice]:
-    """``plan`` with each granular spec replaced by the auto choice (module docstring) for the
-    recipe's profile, and the measurements behind it."""
+def choose_granularity(
+    folded: ir.Model, plan: QuantPlan, batches: Sequence[np.ndarray], profile: Profile, settings: InsertionSettings, budget: float
+) -> tuple[QuantPlan, GranularityChoice]:
+    """``plan`` with each granular spec replaced by the auto choice (module docstring) for
+    ``profile``, its quantizers inserted as ``settings`` say, within the latency ``budget`` (a
+    fraction over the slower of FP32 and the all-static graph), and the measurements behind it."""
     specs = {name: spec for name, spec in plan.activations.items() if spec.granularity == "granular"}
     if not specs:
         return plan, GranularityChoice([], 1.0, 1.0, 1.0)
-    kinds = candidates(recipe.profile)
+    kinds = candidates(profile)
+    target = _Target(profile, settings)
     ranges = minmax_ranges(folded, list(specs), batches, per_channel=set(specs))
     sqnr = reader_sqnr(*probe_model(folded, specs, ranges, plan.rules, kinds), batches)
     uses = [node for node, _ in activation_uses(folded.graph, plan.rules)]
     block_values = [v.name for node in uses for v in [*node.inputs, node.outputs[0]] if v is not None and v.const_value is None]
     shapes = batch_shapes(folded, list(dict.fromkeys(block_values)), batches[0][:1])
-    costs = {tensor: {kind: _block_cost_ms(folded, tensor, kind, ranges[tensor], plan, recipe, shapes) for kind in kinds} for tensor in specs}
+    costs = {tensor: {kind: _block_cost_ms(folded, tensor, kind, ranges[tensor], plan, target, shapes) for kind in kinds} for tensor in specs}
     order = upgrade_order(sqnr, costs, START)
     relative_latency = latency_vs(folded, batches[0].shape[1:])
 
     def latency_after(count: int) -> float:
         candidate = _with_choice(plan, choice_after(list(specs), order, count, START))
-        quantized = apply_passes(folded, *quantizer_passes(candidate, calibrate_plan(folded, candidate, batches, recipe).ranges, recipe))
-        recipe.profile.record(quantized)
+        quantized = apply_passes(folded, *quantizer_passes(candidate, calibrate_plan(folded, candidate, batches, settings).ranges, settings))
+        profile.record(quantized)
         return relative_latency(emit(quantized))
 
     static = latency_after(0)
-    limit = (1 + recipe.granularity_budget) * max(1.0, static)
+    limit = (1 + budget) * max(1.0, static)
     count, relative = 0, static
     for candidate in prefix_lengths(len(order)):
         candidate_relative = latency_after(candidate)

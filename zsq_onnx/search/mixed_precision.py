@@ -61,8 +61,9 @@ from zsq_onnx.errors import BadInputError
 from zsq_onnx.plan.calibrate import minmax_ranges
 from zsq_onnx.plan.empirical_bias import output_layers
 from zsq_onnx.plan.targets import QuantPlan, WeightTarget, find_weight_targets
+from zsq_onnx.profiles import Profile, at_reduced_range
 from zsq_onnx.quantizers.spec import QuantSpec
-from zsq_onnx.recipe import Recipe
+from zsq_onnx.recipe import MixedPrecisionConfig
 from zsq_onnx.search.frontier import DEFAULT_BINS, Assignment, best_within, pareto_frontier, thin
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,20 @@ class MixedPrecisionChoice:
 
 
 @dataclass(frozen=True)
+class PrecisionSearch:
+    """What the search reads: its budget and widths (``config``), the target (disk containers,
+    reduce_range), whether the ends stay at 8 bits, whether the pipeline corrects biases (so the
+    sensitivities measure what it will emit), and the activation spec of probed inputs."""
+
+    config: MixedPrecisionConfig
+    profile: Profile
+    reduce_range: bool
+    keep_ends_8bit: bool
+    bias_correction: bool
+    activations: QuantSpec
+
+
+@dataclass(frozen=True)
 class _Layer:
     target: WeightTarget
     params: int
@@ -138,25 +153,25 @@ class _Layer:
     fixed_bits: int | None  # storage bits of a fixed layer, None when searched
 
 
-def _fixed_nodes(plan: QuantPlan, recipe: Recipe) -> set[str]:
-    """The first and last weighted nodes in plan order when the recipe keeps the ends at 8 bits."""
+def _fixed_nodes(plan: QuantPlan, keep_ends_8bit: bool) -> set[str]:
+    """The first and last weighted nodes in plan order when the ends stay at 8 bits."""
     nodes = list(plan.weights)
-    return {nodes[0], nodes[-1]} if recipe.keep_ends_8bit and nodes else set()
+    return {nodes[0], nodes[-1]} if keep_ends_8bit and nodes else set()
 
 
-def _weight_spec(spec: QuantSpec, bits: int, node: str, recipe: Recipe) -> QuantSpec:
-    """``spec`` at ``bits`` as the profile targets it (8 bits become 7 where it reduces range)."""
-    return recipe.profile.target_weights({node: dataclasses.replace(spec, bits=bits)}, recipe)[node]
+def _weight_spec(spec: QuantSpec, bits: int, reduce_range: bool) -> QuantSpec:
+    """``spec`` at ``bits`` as the target stores it (8 bits become 7 where it reduces range)."""
+    spec = dataclasses.replace(spec, bits=bits)
+    return at_reduced_range(spec) if reduce_range else spec
 
 
-def _storage_bits(spec: QuantSpec, recipe: Recipe) -> int:
+def _storage_bits(spec: QuantSpec, reduce_range: bool) -> int:
     """The nominal width of a plan spec: a reduced-range 7-bit weight is the 8-bit candidate."""
-    return 8 if spec.bits == 7 and recipe.profile.reduces_range(recipe) else spec.bits
+    return 8 if spec.bits == 7 and reduce_range else spec.bits
 
 
-def _budget(recipe: Recipe, layers: Sequence[_Layer]) -> dict:
+def _budget(config: MixedPrecisionConfig, layers: Sequence[_Layer]) -> dict:
     """The budget as given and as a limit on the whole model's bytes or giga BOPs."""
-    config = recipe.mixed_precision
     searched = sum(layer.params for layer in layers if layer.fixed_bits is None)
     fixed_bytes = sum(layer.params * layer.fixed_bits / 8 for layer in layers if layer.fixed_bits is not None)
     if config.avg_wbits is not None:
@@ -186,16 +201,16 @@ def _correctable_bias(node: ir.Node, target: WeightTarget) -> str | None:
     return bias.name if node.attributes.get_float("beta", 1.0) == 1.0 else None
 
 
-def _measure(folded: ir.Model, plan: QuantPlan, batches: Sequence[np.ndarray], recipe: Recipe, targets: list[WeightTarget], fixed: set[str]):
+def _measure(folded: ir.Model, plan: QuantPlan, batches: Sequence[np.ndarray], search: PrecisionSearch, targets: list[WeightTarget], fixed: set[str]):
     """Per-layer facts and sensitivities: (layers, weight KL per width, input KL per width)."""
     from zsq_onnx.search.sensitivity import Sensitivity, input_probe
 
-    config = recipe.mixed_precision
+    config = search.config
     searched = [t for t in targets if t.node not in fixed]
     gates = {}
     model = folded
     if config.search_activations and searched:
-        model, gates = input_probe(folded, searched, plan.activations.get(searched[0].activation, recipe.activations))
+        model, gates = input_probe(folded, searched, plan.activations.get(searched[0].activation, search.activations))
     sensitivity = Sensitivity(model, batches)
     nodes = {node.name: node for node in folded.graph}
     elements = sensitivity.output_elements({t.node: nodes[t.node].outputs[0].name for t in targets})
@@ -204,37 +219,36 @@ def _measure(folded: ir.Model, plan: QuantPlan, batches: Sequence[np.ndarray], r
         shape = tuple(nodes[target.node].inputs[1].const_value.shape)
         spec = plan.activations.get(target.activation)
         layers.append(_Layer(target, int(np.prod(shape)), _macs(target, shape, elements[target.node]), spec.bits if spec else FLOAT_BITS,
-                             _storage_bits(plan.weights[target.node], recipe) if target.node in fixed else None))
+                             _storage_bits(plan.weights[target.node], search.reduce_range) if target.node in fixed else None))
     weight_kl = {}
     uncorrected = output_layers(folded.graph, plan.weights)  # as the pipeline's bias correction leaves them
     for t in searched:
-        specs = [_weight_spec(plan.weights[t.node], b, t.node, recipe) for b in config.weight_bits]
-        bias = _correctable_bias(nodes[t.node], t) if recipe.bias_correction and t.node not in uncorrected else None
+        specs = [_weight_spec(plan.weights[t.node], b, search.reduce_range) for b in config.weight_bits]
+        bias = _correctable_bias(nodes[t.node], t) if search.bias_correction and t.node not in uncorrected else None
         weight_kl[t.node] = sensitivity.weights(t, specs, bias, nodes[t.node].outputs[0].name if bias else None)
     input_kl: dict[str, list[float]] = {}
     if gates:
         ranges = minmax_ranges(folded, list(dict.fromkeys(t.activation for t in searched)), batches)
         for t in searched:
-            base = plan.activations.get(t.activation, recipe.activations)
+            base = plan.activations.get(t.activation, search.activations)
             specs = [QuantSpec(a, base.symmetric, "per_tensor") for a in config.activation_bits]
             input_kl[t.node] = sensitivity.inputs(gates[t.node], specs, ranges[t.activation])
     return layers, weight_kl, input_kl
 
 
-def _options(layer: _Layer, recipe: Recipe) -> list[tuple[int, int]]:
+def _options(layer: _Layer, config: MixedPrecisionConfig) -> list[tuple[int, int]]:
     """(weight bits, input bits) a searched layer may take."""
-    config = recipe.mixed_precision
     inputs = config.activation_bits if config.search_activations else (layer.activation_bits,)
     return [(w, a) for w in config.weight_bits for a in inputs]
 
 
-def _point(layers: Sequence[_Layer], picks: Sequence[tuple[int, int]], sensitivity: float, search_activations: bool, recipe: Recipe) -> FrontierPoint:
+def _point(layers: Sequence[_Layer], picks: Sequence[tuple[int, int]], sensitivity: float, search_activations: bool, profile: Profile) -> FrontierPoint:
     """A frontier point from the (weight, input) widths of the searched layers, in order."""
     searched = [layer for layer in layers if layer.fixed_bits is None]
     widths = [(layer, layer.fixed_bits, layer.activation_bits) for layer in layers if layer.fixed_bits is not None]
     widths += [(layer, w, a) for layer, (w, a) in zip(searched, picks)]
     size = sum(layer.params * w / 8 for layer, w, _ in widths)
-    disk = sum(layer.params * recipe.profile.weight_container_bits(w) / 8 for layer, w, _ in widths)
+    disk = sum(layer.params * profile.weight_container_bits(w) / 8 for layer, w, _ in widths)
     bops = sum(layer.macs * w * a for layer, w, a in widths)
     params = sum(layer.params for layer in searched)
     average = sum(layer.params * w for layer, (w, _) in zip(searched, picks)) / params if params else 0.0
@@ -243,12 +257,12 @@ def _point(layers: Sequence[_Layer], picks: Sequence[tuple[int, int]], sensitivi
     return FrontierPoint(float(size), float(disk), float(sensitivity), float(average), float(bops / GIGA), bits, activation_bits)
 
 
-def _chosen_plan(plan: QuantPlan, recipe: Recipe, layers: Sequence[_Layer], point: FrontierPoint) -> QuantPlan:
+def _chosen_plan(plan: QuantPlan, reduce_range: bool, layers: Sequence[_Layer], point: FrontierPoint) -> QuantPlan:
     """``plan`` with the point's weight widths, and input widths when searched (a tensor read by
     several searched layers at the widest; by a fixed layer, at its plan spec)."""
     weights = dict(plan.weights)
     for node, bits in point.bits.items():
-        weights[node] = _weight_spec(plan.weights[node], bits, node, recipe)
+        weights[node] = _weight_spec(plan.weights[node], bits, reduce_range)
     activations = dict(plan.activations)
     if point.activation_bits:
         widest: dict[str, int] = {}
@@ -284,13 +298,13 @@ class _Sensitivities:
                 {str(a): kl for a, kl in zip(self.activation_bits, self.inputs.get(node, []))})
 
 
-def _uniform(layers: Sequence[_Layer], kl: _Sensitivities, recipe: Recipe) -> list[dict]:
+def _uniform(layers: Sequence[_Layer], kl: _Sensitivities, profile: Profile) -> list[dict]:
     """For each weight width: every searched layer at it and at its plan input width."""
     searched = [layer for layer in layers if layer.fixed_bits is None]
     result = []
     for w in kl.weight_bits:
         picks = [(w, layer.activation_bits) for layer in searched]
-        point = _point(layers, picks, sum(kl.of(layer.target.node, w, a) for layer, (_, a) in zip(searched, picks)), False, recipe)
+        point = _point(layers, picks, sum(kl.of(layer.target.node, w, a) for layer, (_, a) in zip(searched, picks)), False, profile)
         result.append({"bits": w, "size_bytes": point.size_bytes, "disk_bytes": point.disk_bytes, "sensitivity": point.sensitivity, "avg_wbits": point.avg_wbits, "bops": point.bops})
     return result
 
@@ -303,33 +317,33 @@ def _too_small(budget: dict, cheapest: FrontierPoint, bits: int, fixed: bool) ->
 
 
 def choose_bits(
-    folded: ir.Model, plan: QuantPlan, batches: Sequence[np.ndarray], recipe: Recipe, bins: int = DEFAULT_BINS, max_points: int | None = MAX_FRONTIER_POINTS,
+    folded: ir.Model, plan: QuantPlan, batches: Sequence[np.ndarray], search: PrecisionSearch, bins: int = DEFAULT_BINS, max_points: int | None = MAX_FRONTIER_POINTS,
 ) -> tuple[QuantPlan, MixedPrecisionChoice]:
     """``plan`` with per-layer weight bits (and input bits with ``search_activations``) at the
-    least sensitive frontier point within the recipe's budget, and the search behind it (module
+    least sensitive frontier point within the search's budget, and the search behind it (module
     docstring). ``folded`` is the BN-folded, shape-inferred FP32 model; ``batches`` the
     synthetic inputs; ``bins`` the DP's cost bins. The choice keeps at most ``max_points``
     frontier points spread evenly over cost, the chosen one always among them (None: all). A
     budget below the cheapest reachable point is a BadInputError."""
-    config = recipe.mixed_precision
+    config = search.config
     start = time.perf_counter()
-    fixed = _fixed_nodes(plan, recipe)
+    fixed = _fixed_nodes(plan, search.keep_ends_8bit)
     targets = [t for t in find_weight_targets(folded.graph) if t.node in plan.weights]
-    layers, weight_kl, input_kl = _measure(folded, plan, batches, recipe, targets, fixed)
+    layers, weight_kl, input_kl = _measure(folded, plan, batches, search, targets, fixed)
     kl = _Sensitivities(config.weight_bits, config.activation_bits, weight_kl, input_kl)
     measured = time.perf_counter()
-    budget = _budget(recipe, layers)
+    budget = _budget(config, layers)
     searched = [layer for layer in layers if layer.fixed_bits is None]
-    options = [_options(layer, recipe) for layer in searched]
+    options = [_options(layer, config) for layer in searched]
     option_cost = {
         "bops": lambda layer, w, a: layer.macs * w * a / GIGA,
         "size_bytes": lambda layer, w, a: layer.params * w / 8,
-        "disk_bytes": lambda layer, w, a: layer.params * recipe.profile.weight_container_bits(w) / 8,
+        "disk_bytes": lambda layer, w, a: layer.params * search.profile.weight_container_bits(w) / 8,
     }[budget["cost"]]
     costs = [[option_cost(layer, w, a) for w, a in choices] for layer, choices in zip(searched, options)]
     sensitivities = [[kl.of(layer.target.node, w, a) for w, a in choices] for layer, choices in zip(searched, options)]
     assignments = pareto_frontier(costs, sensitivities, bins)
-    frontier = [_point(layers, [choices[c] for choices, c in zip(options, a.choices)], a.sensitivity, config.search_activations, recipe) for a in assignments]
+    frontier = [_point(layers, [choices[c] for choices, c in zip(options, a.choices)], a.sensitivity, config.search_activations, search.profile) for a in assignments]
     chosen = best_within([Assignment(a.choices, getattr(p, budget["cost"]), p.sensitivity) for a, p in zip(assignments, frontier)], budget["limit"])
     if chosen is None:
         raise _too_small(budget, frontier[0], min(config.weight_bits), bool(fixed))
@@ -344,7 +358,7 @@ def choose_bits(
         bits = (point.bits.get(node, layer.fixed_bits), point.activation_bits.get(node, layer.activation_bits))
         reports.append(LayerBits(node, layer.params, layer.macs, *bits, layer.fixed_bits is not None, *kl.report(node)))
     seconds = {"sensitivity": measured - start, "frontier": finished - measured}
-    choice = MixedPrecisionChoice(reports, frontier, chosen, budget, _uniform(layers, kl, recipe), config.search_activations, sum(len(b) for b in batches), seconds)
+    choice = MixedPrecisionChoice(reports, frontier, chosen, budget, _uniform(layers, kl, search.profile), config.search_activations, sum(len(b) for b in batches), seconds)
     logger.info("mixed precision: %.2f average weight bits, %.1f KiB of weights, %.4g GBOPs, sensitivity %.4g (frontier of %d points, %d layers searched, %d fixed) in %.1f s",
                 point.avg_wbits, point.size_bytes / KB, point.bops, point.sensitivity, len(assignments), len(searched), len(fixed), finished - start)
-    return _chosen_plan(plan, recipe, layers, point), choice
+    return _chosen_plan(plan, search.reduce_range, layers, point), choice
