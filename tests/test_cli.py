@@ -166,7 +166,7 @@ def test_convert_export_and_eval(tmp_path):
     import json
 
     report = json.loads(result.stdout)
-    assert report["samples"] == 360 and report["agreement"] > 0.95
+    assert report["eval"]["samples"] == 360 and report["quantized"]["agreement"] > 0.95
 
 
 def test_calibration_options_reach_the_recipe(monkeypatch):

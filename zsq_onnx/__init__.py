@@ -10,10 +10,10 @@ from zsq_onnx.pipeline import ConversionResult, LoadedModel, convert, load_model
 from zsq_onnx.profiles import emit
 from zsq_onnx.quantizers.spec import QuantSpec
 from zsq_onnx.recipe import FinetuneConfig, Recipe, ReconstructConfig, SynthConfig, build_recipe
-from zsq_onnx.validate.evaluate import Evaluation, LayerSqnr, Measures
+from zsq_onnx.validate.evaluate import Evaluation, LayerSqnr, Measures, ModelSizes
 
 __all__ = [
     "AccuracyGateError", "BadInputError", "ConversionResult", "Evaluation", "FinetuneConfig", "Gates", "LayerSqnr", "LoadedModel", "Measures",
-    "NoBatchNormError", "PeerFailedError", "Preprocessing", "QuantSpec", "Recipe", "ReconstructConfig", "SynthConfig", "UnsupportedOpError", "ZsqError",
+    "ModelSizes", "NoBatchNormError", "PeerFailedError", "Preprocessing", "QuantSpec", "Recipe", "ReconstructConfig", "SynthConfig", "UnsupportedOpError", "ZsqError",
     "build_recipe", "convert", "emit", "load_model", "quantize",
 ]

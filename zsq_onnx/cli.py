@@ -537,10 +537,10 @@ def synth(model, output, weights, samples, steps, lr, batch_size, seed, quiet, s
 @_preprocessing_options
 def eval_command(model, data, reference, provider, as_json, input_scale, mean, std) -> None:
     """Top-1 of MODEL.onnx on DATA; with --reference, agreement and SQNR against it."""
-    from zsq_onnx.validate import evaluate
+    from zsq_onnx.validate import evaluate, report
 
-    result = evaluate.evaluate_files(model, data, reference, provider, _preprocessing(input_scale, mean, std))
-    click.echo(json.dumps(result, indent=2) if as_json else evaluate.describe(result))
+    evaluation = evaluate.evaluate_files(model, data, reference, provider, _preprocessing(input_scale, mean, std))
+    click.echo(report.to_json(evaluate.file_report(evaluation, model, reference)) if as_json else evaluate.describe(evaluation, model, reference))
 
 
 @main.command("inspect")

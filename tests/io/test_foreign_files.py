@@ -164,7 +164,7 @@ def test_fixed_batch_is_freed_for_the_stages_and_restored_on_the_emitted_model(t
     np.savez(data, images=np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8), labels=np.arange(5) % 4)
     evaluated = _invoke("eval", out, "--data", data, "--reference", path, "--input-scale", "255", "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25", "--json")
     assert evaluated.exit_code == 0, evaluated.output
-    assert json.loads(evaluated.stdout)["samples"] == 5, "a fixed-batch model is evaluated at any batch size"
+    assert json.loads(evaluated.stdout)["eval"]["samples"] == 5, "a fixed-batch model is evaluated at any batch size"
 
 
 def test_dynamic_reshape_head_runs_at_any_batch(tmp_path):

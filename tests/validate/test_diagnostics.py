@@ -17,8 +17,9 @@ from zsq_onnx.models.digits_cnn import digits_split
 from zsq_onnx.pipeline import quantize
 from zsq_onnx.profiles import emit
 from zsq_onnx.recipe import build_recipe
-from zsq_onnx.validate.diagnostics import cross_check, float_layers, layer_outputs, layer_sqnr
+from zsq_onnx.validate.diagnostics import cross_check, float_layers, layer_outputs, layer_powers
 from zsq_onnx.validate.inspection import inspect_model
+from zsq_onnx.validate.metrics import power_ratio_db
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +32,9 @@ def emitted(digits):
 def test_layers_pair_bn_and_quantized_graphs(emitted):
     model, quantized, inputs = emitted
     assert [name for name, _ in layer_outputs(model)] == [name for name, _ in layer_outputs(quantized)] == ["0", "3", "6", "11"]
-    layers = layer_sqnr(model, quantized, inputs)
-    assert [layer["layer"] for layer in layers] == ["0", "3", "6", "11"]
-    assert layers[0]["sqnr_db"] > layers[1]["sqnr_db"]  # the 8-bit first layer beats the 4-bit one
+    layers, signal, noise = layer_powers(model, quantized, inputs)
+    assert [name for name, _ in layers] == ["0", "3", "6", "11"]
+    assert power_ratio_db(signal[0], noise[0]) > power_ratio_db(signal[1], noise[1])  # the 8-bit first layer beats the 4-bit one
 
 
 def test_no_float_layers_and_a_clean_cross_check(emitted):
@@ -76,8 +77,9 @@ def test_eval_reports_top5_latency_and_layers(digits, tmp_path):
     result = CliRunner().invoke(main, ["eval", str(quantized), "--data", str(data), "--reference", str(fp32), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["top5"] >= report["top1"] > 0.9 and report["latency_ms_b1"] > 0 and report["latency_ms_b64"] > 0
-    assert len(report["layers"]) == 4 and report["reference"]["size_bytes"] > report["size_bytes"]
+    quantized_measures = report["quantized"]
+    assert quantized_measures["top5"] >= quantized_measures["top1"] > 0.9 and quantized_measures["latency_ms_b1"] > 0 and quantized_measures["latency_ms_b64"] > 0
+    assert len(report["layers"]) == 4 and report["size_bytes"]["fp32"] > report["size_bytes"]["quantized"]
     result = CliRunner().invoke(main, ["eval", str(quantized), "--data", str(data), "--provider", "cuda"])
     if result.exit_code != 0:
         assert result.exit_code == 2 and "provider" in result.stderr

@@ -16,7 +16,7 @@ from onnx.reference import ReferenceEvaluator
 from zsq_onnx.executors.ort_graph import integer_kernels, optimized_graph, saturating_kernels
 from zsq_onnx.executors.runtime import Execution, batch_size_for, make_session
 from zsq_onnx.plan.calibrate import with_outputs
-from zsq_onnx.validate.metrics import power_ratio_db, signal_and_noise
+from zsq_onnx.validate.metrics import signal_and_noise
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +52,6 @@ def _layer_name(node: ir.Node) -> str:
 def _run(model: ir.Model, names: list[str], inputs: np.ndarray, level: ort.GraphOptimizationLevel) -> list[np.ndarray]:
     session = make_session(with_outputs(model, names), level=level, purpose="cross-check")
     return session.run(names, {session.get_inputs()[0].name: inputs})
-
-
-def layer_sqnr(reference: ir.Model, candidate: ir.Model, inputs: np.ndarray) -> list[dict]:
-    """SQNR (dB) of every weighted layer's output in ``candidate`` against ``reference`` on the
-    same inputs; layers are paired by order (both must have the same weighted layers)."""
-    layers, signal, noise = layer_powers(reference, candidate, inputs)
-    return [{"layer": name, "tensor": tensor, "sqnr_db": power_ratio_db(s, n)} for (name, tensor), s, n in zip(layers, signal, noise)]
 
 
 def layer_powers(reference: ir.Model, candidate: ir.Model, inputs: np.ndarray) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray]:

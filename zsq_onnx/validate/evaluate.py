@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
@@ -20,8 +20,8 @@ from zsq_onnx.io.foreign import free_batch
 from zsq_onnx.io.preprocessing import Preprocessing
 from zsq_onnx.profiles import METADATA_KEY as PROFILE_KEY
 from zsq_onnx.profiles import ORT_CPU
-from zsq_onnx.validate.diagnostics import layer_powers, layer_sqnr
-from zsq_onnx.validate.metrics import agreement, agreement_count, power_ratio_db, signal_and_noise, sqnr_db, top1, top1_count, top5, top5_count
+from zsq_onnx.validate.diagnostics import layer_powers
+from zsq_onnx.validate.metrics import agreement_count, power_ratio_db, signal_and_noise, top1_count, top5_count
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +40,6 @@ class Measures:
     latency_ms_b64: float
 
 
-def measure(session: ort.InferenceSession, inputs: np.ndarray, labels: np.ndarray | None) -> tuple[np.ndarray, Measures]:
-    """Logits of ``session`` over ``inputs``, and its :class:`Measures`."""
-    logits = run_batched(session, inputs)
-    return logits, Measures(top1(logits, labels) if labels is not None else None, top5(logits, labels) if labels is not None else None, *_latencies(session, inputs))
-
-
 @dataclass(frozen=True)
 class LayerSqnr:
     """SQNR (dB) of one weighted layer's output (``tensor``) in the quantized model against FP32."""
@@ -56,29 +50,46 @@ class LayerSqnr:
 
 
 @dataclass(frozen=True)
+class ModelSizes:
+    """Serialized size in bytes of the FP32 model (None without one) and of the quantized model,
+    as they were evaluated: the size of their files, less what loading changed in a foreign file
+    (a free batch dimension, the record of its declared interface)."""
+
+    fp32: int | None
+    quantized: int
+
+
+@dataclass(frozen=True)
 class Evaluation:
-    """FP32 vs quantized on one input set (``dataset``, ``samples`` inputs), in ORT: each model's
-    measures, their top-1 agreement (fraction of inputs with the same top-1 class), the SQNR (dB)
-    of the quantized logits against FP32's, and per-layer SQNR; ``execution`` says how ORT ran
-    the quantized model for accuracy (see :func:`validation_execution`)."""
+    """A quantized model against its FP32 model on one input set (``dataset``, ``samples``
+    inputs) in ORT on ``provider``: each model's measures, their top-1 agreement (fraction of
+    inputs with the same top-1 class), the SQNR (dB) of the quantized logits against FP32's,
+    per-layer SQNR and both sizes; ``execution`` says how ORT ran the quantized model for
+    accuracy (see :func:`validation_execution`). Without an FP32 model (``zsq-onnx eval``
+    without ``--reference``) ``fp32``, ``agreement`` and ``output_sqnr_db`` are None and
+    ``layers`` is empty."""
 
     dataset: str
     samples: int
-    fp32: Measures
+    provider: str
+    fp32: Measures | None
     quantized: Measures
-    agreement: float
-    output_sqnr_db: float
+    agreement: float | None
+    output_sqnr_db: float | None
     layers: tuple[LayerSqnr, ...]
     execution: dict[str, str]
+    size_bytes: ModelSizes
 
     def to_dict(self) -> dict:
-        """The report's sections on the evaluation: ``eval`` (with how it ran), ``fp32``,
-        ``quantized`` (measures, agreement, output SQNR) and ``layers``."""
+        """The evaluation's sections, in the conversion report and in ``zsq-onnx eval --json``
+        alike: ``eval`` (what ran and how), ``fp32``, ``quantized`` (measures, agreement,
+        output SQNR), ``layers`` and ``size_bytes``."""
         return {
-            "eval": {"dataset": self.dataset, "samples": self.samples, "execution": self.execution},
-            "fp32": asdict(self.fp32),
+            "eval": {"dataset": self.dataset, "samples": self.samples, "provider": self.provider, "execution": self.execution},
+            "fp32": asdict(self.fp32) if self.fp32 is not None else None,
             "quantized": {**asdict(self.quantized), "agreement": self.agreement, "output_sqnr_db": self.output_sqnr_db},
             "layers": [asdict(layer) for layer in self.layers],
+            "size_bytes": asdict(self.size_bytes),
         }
 
 
@@ -114,43 +125,71 @@ def execution_record(execution: Execution, reason: str) -> dict[str, str]:
     return {"accuracy": describe_execution(execution), "why": reason, "latency": describe_execution(Execution.INTEGER), "layers": describe_execution(Execution.FLOAT_QDQ)}
 
 
-def evaluate(fp32: ir.Model, quantized: ir.Model, inputs: np.ndarray, labels: np.ndarray | None, name: str, provider: str = "cpu") -> Evaluation:
+def evaluate(fp32: ir.Model | None, quantized: ir.Model, inputs: np.ndarray, labels: np.ndarray | None, dataset: str, provider: str = "cpu") -> Evaluation:
     """Run both models over preprocessed ``inputs`` and compare them (and with ``labels``); on
     the CPU the quantized model runs as :func:`validation_execution` says, and is timed with
-    the integer kernels it deploys on.
+    the integer kernels it deploys on. Without ``fp32`` the quantized model is measured alone.
 
     In a torch.distributed group each rank runs its :func:`~zsq_onnx.distributed.part` of the
     inputs and the counts and power sums are added over ranks; rank 0 alone times the models."""
-    mine = distributed.part(len(inputs))
     execution, reason = _execution_on(quantized, provider)
-    fp_session, q_session = make_session(fp32, provider, purpose="evaluate"), make_session(quantized, provider, execution=execution, purpose="evaluate")
-    fp_logits, q_logits = (run_batched(session, inputs[mine]) if mine.stop > mine.start else None for session in (fp_session, q_session))
-    layer_inputs = inputs[:LAYER_SQNR_SAMPLES]
-    layers, layer_signal, layer_noise = layer_powers(fp32, quantized, layer_inputs[distributed.part(len(layer_inputs))])
-    local = np.concatenate([_tallies(fp_logits, q_logits, labels[mine] if labels is not None else None), layer_signal, layer_noise])
-    totals = np.sum(distributed.gather(local), axis=0)
-    count, agreeing, signal, noise, fp_top1, fp_top5, q_top1, q_top5 = totals[:8]
-    layer_signal, layer_noise = totals[8 : 8 + len(layers)], totals[8 + len(layers) :]
+    q_session = make_session(quantized, provider, execution=execution, purpose="evaluate")
+    fp_session = make_session(fp32, provider, purpose="evaluate") if fp32 is not None else None
+    count, agreeing, signal, noise, fp_top1, fp_top5, q_top1, q_top5 = _counts(fp_session, q_session, inputs, labels)
+    compared = fp32 is not None
+    layers = _layer_sqnrs(fp32, quantized, inputs[:LAYER_SQNR_SAMPLES]) if compared else ()
     latencies = distributed.from_main(lambda: _latencies(fp_session, inputs) + _latencies(_timing(quantized, provider, q_session, execution), inputs), 4)
     fraction = (lambda value: float(value / count)) if labels is not None else (lambda value: None)
-    fp_measures = Measures(fraction(fp_top1), fraction(fp_top5), *latencies[:2])
-    q_measures = Measures(fraction(q_top1), fraction(q_top5), *latencies[2:])
-    layer_sqnrs = tuple(LayerSqnr(layer, tensor, power_ratio_db(s, n)) for (layer, tensor), s, n in zip(layers, layer_signal, layer_noise))
-    evaluation = Evaluation(name, len(inputs), fp_measures, q_measures, float(agreeing / count), power_ratio_db(signal, noise), layer_sqnrs,
-                            execution_record(execution, reason))
-    logger.info("%s (%d samples): top-1 FP32 %s, quantized %s, agreement %s, output SQNR %.1f dB", name, len(inputs),
-                _percent(fp_measures.top1), _percent(q_measures.top1), _percent(evaluation.agreement), evaluation.output_sqnr_db)
+    evaluation = Evaluation(
+        dataset=dataset, samples=len(inputs), provider=provider,
+        fp32=Measures(fraction(fp_top1), fraction(fp_top5), *latencies[:2]) if compared else None,
+        quantized=Measures(fraction(q_top1), fraction(q_top5), *latencies[2:]),
+        agreement=float(agreeing / count) if compared else None,
+        output_sqnr_db=power_ratio_db(signal, noise) if compared else None,
+        layers=layers,
+        execution=execution_record(execution, reason),
+        size_bytes=ModelSizes(serialized_bytes(fp32) if compared else None, serialized_bytes(quantized)),
+    )
+    logger.info("%s (%d samples): top-1 FP32 %s, quantized %s, agreement %s, output SQNR %s dB", dataset, len(inputs),
+                _percent(evaluation.fp32.top1 if compared else None), _percent(evaluation.quantized.top1), _percent(evaluation.agreement),
+                "n/a" if evaluation.output_sqnr_db is None else f"{evaluation.output_sqnr_db:.1f}")
     return evaluation
+
+
+def serialized_bytes(model: ir.Model) -> int:
+    """The size of ``model`` as an ONNX protobuf, as it is written to a file."""
+    return ir.serde.serialize_model(model).ByteSize()
+
+
+def _counts(fp_session: ort.InferenceSession | None, q_session: ort.InferenceSession, inputs: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+    """The :func:`_tallies` of both sessions' logits over ``inputs``, summed over ranks (each
+    runs its part)."""
+    mine = distributed.part(len(inputs))
+    fp_logits, q_logits = (run_batched(session, inputs[mine]) if session is not None and mine.stop > mine.start else None for session in (fp_session, q_session))
+    return np.sum(distributed.gather(_tallies(fp_logits, q_logits, labels[mine] if labels is not None else None)), axis=0)
 
 
 def _tallies(fp_logits: np.ndarray | None, q_logits: np.ndarray | None, labels: np.ndarray | None) -> np.ndarray:
     """Counts and sums over one shard that add up across shards: samples, agreeing samples,
     signal and noise power of the logits, and FP32's and the quantized model's top-1 and top-5
-    hits (0 without labels)."""
-    if fp_logits is None:
+    hits (0 without labels; FP32's figures 0 without FP32 logits)."""
+    if q_logits is None:
         return np.zeros(8)
-    hits = [count(logits, labels) if labels is not None else 0 for logits in (fp_logits, q_logits) for count in (top1_count, top5_count)]
-    return np.array([len(fp_logits), agreement_count(fp_logits, q_logits), *signal_and_noise(fp_logits, q_logits), *hits], np.float64)
+    if fp_logits is not None and fp_logits.shape != q_logits.shape:
+        raise BadInputError(f"the reference model gives outputs of shape {fp_logits.shape[1:]}, the quantized model {q_logits.shape[1:]}; "
+                            "a reference gives the same outputs")
+    hits = [count(logits, labels) if labels is not None and logits is not None else 0 for logits in (fp_logits, q_logits) for count in (top1_count, top5_count)]
+    compared = [agreement_count(fp_logits, q_logits), *signal_and_noise(fp_logits, q_logits)] if fp_logits is not None else [0, 0.0, 0.0]
+    return np.array([len(q_logits), *compared, *hits], np.float64)
+
+
+def _layer_sqnrs(fp32: ir.Model, quantized: ir.Model, inputs: np.ndarray) -> tuple[LayerSqnr, ...]:
+    """Per weighted layer the SQNR of the quantized model's output against FP32's on ``inputs``,
+    the signal and noise powers summed over ranks (each runs its part)."""
+    layers, signal, noise = layer_powers(fp32, quantized, inputs[distributed.part(len(inputs))])
+    totals = np.sum(distributed.gather(np.concatenate([signal, noise])), axis=0)
+    signal, noise = totals[: len(layers)], totals[len(layers) :]
+    return tuple(LayerSqnr(layer, tensor, power_ratio_db(s, n)) for (layer, tensor), s, n in zip(layers, signal, noise))
 
 
 def _timing(model: ir.Model, provider: str, session: ort.InferenceSession, execution: Execution) -> ort.InferenceSession:
@@ -161,41 +200,51 @@ def _timing(model: ir.Model, provider: str, session: ort.InferenceSession, execu
     return make_session(model, provider, execution=Execution.INTEGER, purpose="latency")
 
 
-def _latencies(session: ort.InferenceSession, inputs: np.ndarray) -> list[float]:
-    """Median latency of ``session`` at batch 1 and 64 (``inputs`` repeated to fill the batch), in ms."""
+def _latencies(session: ort.InferenceSession | None, inputs: np.ndarray) -> list[float]:
+    """Median latency of ``session`` at batch 1 and 64 (``inputs`` repeated to fill the batch), in
+    ms; NaN without a session."""
+    if session is None:
+        return [math.nan, math.nan]
     batch = np.resize(inputs, (64, *inputs.shape[1:])).astype(np.float32)
     return [latency_ms(session, batch[:1], repeats=50, budget_s=LATENCY_BUDGET_S), latency_ms(session, batch, budget_s=LATENCY_BUDGET_S)]
 
 
-def evaluate_files(model_path: str, data_path: str, reference_path: str | None = None, provider: str = "cpu", preprocessing: Preprocessing | None = None) -> dict:
-    """An .onnx model's top-1/top-5 and latency on a dataset; with a reference model, the same for
-    it plus agreement, output SQNR, per-layer SQNR and file sizes."""
-    model = free_batch(ir.serde.deserialize_model(onnx_io.load_onnx(model_path)), model_path)
+def evaluate_files(model_path: str, data_path: str, reference_path: str | None = None, provider: str = "cpu", preprocessing: Preprocessing | None = None) -> Evaluation:
+    """:func:`evaluate` of an .onnx model against an FP32 ``reference_path`` (or alone) on a
+    dataset of raw images, preprocessed as ``preprocessing`` or the model's metadata says."""
+    model = _load(model_path)
     preprocessing = preprocessing or Preprocessing.from_metadata(model.metadata_props)
     if preprocessing is None:
         raise BadInputError(f"{model_path}: carries no zsq preprocessing metadata; pass --input-scale/--mean/--std")
     expected = onnx_io.image_input_shape(model, model_path)
-    reference = free_batch(ir.serde.deserialize_model(onnx_io.load_onnx(reference_path)), reference_path) if reference_path is not None else None
-    if reference is not None and onnx_io.image_input_shape(reference, reference_path) != expected:
+    reference = _load(reference_path) if reference_path is not None else None
+    if reference is not None:
+        _check_reference(reference, reference_path, model, model_path)
+    data = load_dataset(data_path, expected)
+    return evaluate(reference, model, _model_inputs(data.images, preprocessing, expected, model_path), data.labels, data.name, provider)
+
+
+def _load(path: str) -> ir.Model:
+    """The .onnx file at ``path`` with a free batch size."""
+    return free_batch(ir.serde.deserialize_model(onnx_io.load_onnx(path)), path)
+
+
+def _check_reference(reference: ir.Model, reference_path: str, model: ir.Model, model_path: str) -> None:
+    """BadInputError unless ``reference`` takes the inputs ``model`` takes and, where both
+    declare them, gives outputs of the same shape."""
+    expected = onnx_io.image_input_shape(model, model_path)
+    if onnx_io.image_input_shape(reference, reference_path) != expected:
         raise BadInputError(f"{reference_path}: takes inputs of shape {onnx_io.image_input_shape(reference, reference_path)}, "
                             f"{model_path} {expected}; a reference takes the same inputs")
-    data = load_dataset(data_path, expected)
-    inputs = _model_inputs(data.images, preprocessing, expected, model_path)
-    execution, reason = _execution_on(model, provider)
-    logits, measures = measure(make_session(model, provider, execution=execution, purpose="evaluate"), inputs, data.labels)
-    logger.info("%s on %s (%d samples): top-1 %s, latency b1 %.2f ms", model_path, data.name, len(data), _percent(measures.top1), measures.latency_ms_b1)
-    result: dict = {"model": model_path, "dataset": data.name, "samples": len(data), "provider": provider, **asdict(measures), "size_bytes": Path(model_path).stat().st_size,
-                    "execution": execution_record(execution, reason)}
-    if reference is not None:
-        reference_logits, reference_measures = measure(make_session(reference, provider, purpose="evaluate"), inputs, data.labels)
-        if reference_logits.shape != logits.shape:
-            raise BadInputError(f"{reference_path}: gives outputs of shape {reference_logits.shape[1:]}, {model_path} {logits.shape[1:]}; "
-                                "a reference gives the same outputs")
-        result["reference"] = {"model": reference_path, **asdict(reference_measures), "size_bytes": Path(reference_path).stat().st_size}
-        result["agreement"] = agreement(reference_logits, logits)
-        result["output_sqnr_db"] = sqnr_db(reference_logits, logits)
-        result["layers"] = layer_sqnr(reference, model, inputs[:LAYER_SQNR_SAMPLES])
-    return result
+    outputs = [tuple(list(m.graph.outputs[0].shape or [None])[1:]) for m in (reference, model)]
+    if all(dims and all(isinstance(d, int) for d in dims) for dims in outputs) and outputs[0] != outputs[1]:
+        raise BadInputError(f"{reference_path}: gives outputs of shape {outputs[0]}, {model_path} {outputs[1]}; a reference gives the same outputs")
+
+
+def file_report(evaluation: Evaluation, model_path: str, reference_path: str | None) -> dict:
+    """``zsq-onnx eval --json``'s document: the files (``model``, ``reference``), then the
+    evaluation's sections, as a conversion report has them (see :meth:`Evaluation.to_dict`)."""
+    return {"model": model_path, "reference": reference_path, **evaluation.to_dict()}
 
 
 def _model_inputs(images: np.ndarray, preprocessing: Preprocessing, expected: tuple[int, ...], model_path: str) -> np.ndarray:
@@ -210,16 +259,17 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
-def describe(result: dict) -> str:
-    """Human-readable lines for :func:`evaluate_files`' result."""
-    def line(label: str, measures: dict) -> str:
-        return (f"{label}: top-1 {_percent(measures['top1'])}  top-5 {_percent(measures['top5'])}  latency b1 {measures['latency_ms_b1']:.2f} ms, "
-                f"b64 {measures['latency_ms_b64']:.2f} ms  size {measures['size_bytes'] / 1024:.1f} KiB")
+def describe(evaluation: Evaluation, model_path: str, reference_path: str | None) -> str:
+    """Human-readable lines for :func:`evaluate_files`' evaluation."""
+    def line(label: str, measures: Measures, size: int | None) -> str:
+        return (f"{label}: top-1 {_percent(measures.top1)}  top-5 {_percent(measures.top5)}  latency b1 {measures.latency_ms_b1:.2f} ms, "
+                f"b64 {measures.latency_ms_b64:.2f} ms  size {size / 1024:.1f} KiB")
 
-    lines = [f"{result['dataset']} ({result['samples']} samples, {result['provider']}; ran as {result['execution']['accuracy']}: {result['execution']['why']})",
-             line(result["model"], result)]
-    if "reference" in result:
-        lines.append(line(result["reference"]["model"], result["reference"]))
-        lines.append(f"agreement {_percent(result['agreement'])}, output SQNR {result['output_sqnr_db']:.1f} dB")
-        lines += [f"  {layer['layer']:<40} SQNR {layer['sqnr_db']:6.1f} dB" for layer in result["layers"]]
+    execution = evaluation.execution
+    lines = [f"{evaluation.dataset} ({evaluation.samples} samples, {evaluation.provider}; ran as {execution['accuracy']}: {execution['why']})",
+             line(model_path, evaluation.quantized, evaluation.size_bytes.quantized)]
+    if evaluation.fp32 is not None:
+        lines.append(line(reference_path, evaluation.fp32, evaluation.size_bytes.fp32))
+        lines.append(f"agreement {_percent(evaluation.agreement)}, output SQNR {evaluation.output_sqnr_db:.1f} dB")
+        lines += [f"  {layer.layer:<40} SQNR {layer.sqnr_db:6.1f} dB" for layer in evaluation.layers]
     return "\n".join(lines)

@@ -53,12 +53,13 @@ def build(
     world = world or World()
     evaluated = evaluation.to_dict()
     evaluated["quantized"]["quantizers"] = quantizer_counts(quantized)
+    sizes = evaluated.pop("size_bytes")
     return {
         "model": name,
         "recipe": recipe.to_dict(),
         **evaluated,
         **diagnostics,
-        "size_bytes": {"fp32": ir.serde.serialize_model(fp32).ByteSize(), "quantized": ir.serde.serialize_model(quantized).ByteSize()},
+        "size_bytes": sizes,
         **({"lookup_tables": tables} if (tables := lookup_table_storage(quantized))["layers"] else {}),
         "calibration": {
             "source": calibration.source,
