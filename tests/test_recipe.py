@@ -12,7 +12,7 @@ from zsq_onnx.errors import BadInputError
 from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, ReconstructMode, Synthesizer, WeightLevels, WeightRange, WeightRounding
 from zsq_onnx.profiles import PROFILES
 from zsq_onnx.quantizers.spec import QuantSpec
-from zsq_onnx.recipe import DEFAULT_RECIPE, RECIPE_VERSION, FinetuneConfig, GeneratorConfig, MixedPrecisionConfig, Recipe, ReconstructConfig, SynthConfig, build_recipe
+from zsq_onnx.recipe import DEFAULT_RECIPE, RECIPE_OPTIONS, RECIPE_VERSION, FinetuneConfig, GeneratorConfig, MixedPrecisionConfig, Recipe, ReconstructConfig, SynthConfig, build_recipe
 
 
 def _every_field_changed() -> Recipe:
@@ -128,6 +128,45 @@ def test_constructors_take_strings_and_store_members():
 
 def test_build_recipe_defaults_are_the_field_defaults():
     assert build_recipe() == DEFAULT_RECIPE
+
+
+def test_build_recipe_takes_each_option_flat_or_its_config_whole():
+    flat = build_recipe(finetune_steps=3, train_weights=True, optimizer="sgd", mixed_precision_enabled=True, avg_wbits=5.0, mp_weight_bits="4,8",
+                        generator_steps=7, margin_low=0.2, synth_lr=0.1, weight_rounding="gptq")
+    assert flat.finetune == FinetuneConfig(steps=3, train_weights=True, optimizer="sgd")
+    assert flat.mixed_precision == MixedPrecisionConfig(enabled=True, avg_wbits=5.0, weight_bits=(4, 8))
+    assert flat.synth == SynthConfig(lr=0.1, generator=GeneratorConfig(warmup_steps=7, margin_low=0.2))
+    assert flat.reconstruct == ReconstructConfig(weight_rounding="gptq")
+    whole = build_recipe(finetune=FinetuneConfig(steps=3, optimizer="sgd"), finetune_lr=0.5, finetune_minutes=None)
+    assert whole.finetune == FinetuneConfig(steps=3, optimizer="sgd", lr=0.5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'steps'"):
+        build_recipe(steps=3)
+
+
+def test_options_whose_shape_is_not_their_field():
+    bits = build_recipe(bits="W4A6", abits=8, profile="sim")
+    assert (bits.weights.bits, bits.activations.bits) == (4, 8)
+    assert build_recipe(profile="tensorrt").activations.symmetric and not build_recipe(profile="sim").activations.symmetric
+    assert build_recipe(profile="sim", act_symmetric=True).activations.symmetric
+    assert build_recipe(weight_granularity="per-tensor").weights.granularity is Granularity.PER_TENSOR
+    assert build_recipe(profile="sim", granularity="auto", act_granularity="per-channel").activations.granularity is Granularity.GRANULAR
+    with pytest.raises(BadInputError, match="--mp-weight-bits takes comma-separated integers such as 2,3,4,5,6,8, got '4,x'"):
+        build_recipe(mp_weight_bits="4,x")
+
+
+@pytest.mark.parametrize("command", ["convert", "synth"])
+def test_each_declared_option_is_a_cli_option_with_the_field_default(command):
+    params = {param.name: param for param in cli.main.commands[command].params}
+    for option in RECIPE_OPTIONS:
+        name = option.flag.option(command) if option.flag is not None else None
+        if name is None:
+            assert option.keyword not in params
+            continue
+        param = params[option.keyword]
+        assert name.split("/")[0] in param.opts and param.help == option.flag.help
+        assert option.default is False if param.is_flag and not param.secondary_opts else param.default == option.cli_default
+    ctx = cli.main.commands[command].make_context(command, ["digits-cnn", "-o", "out.onnx"])
+    assert build_recipe(**{key: value for key, value in ctx.params.items() if key in {option.keyword for option in RECIPE_OPTIONS}}) == DEFAULT_RECIPE
 
 
 def _choices(name: str) -> list[str]:

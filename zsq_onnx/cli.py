@@ -1,7 +1,8 @@
 """Command line: a thin click layer over the pipeline. torch is imported only by the stages.
 
-Choices come from the enums of :mod:`zsq_onnx.options` (and the profile table), defaults from the
-recipe's fields (:data:`zsq_onnx.recipe.DEFAULT_RECIPE`): neither is written here.
+The recipe's options are made from their declarations on the recipe's fields
+(:data:`zsq_onnx.recipe.RECIPE_OPTIONS`): names, help, defaults, types and choices alike; only the
+options that are no part of a recipe (files, gates, output) are written here.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import click
 from click.core import ParameterSource
 
 from zsq_onnx.errors import BadInputError, ZsqError
-from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, ReconstructMode, Synthesizer, WeightLevels, WeightRange, WeightRounding
-from zsq_onnx.profiles import PROFILES
-from zsq_onnx.recipe import DEFAULT_RECIPE
+from zsq_onnx.options import CalibrationMethod, Device, GranularityMode, Synthesizer
+from zsq_onnx.recipe import RECIPE_OPTIONS
+from zsq_onnx.recipe_flags import RecipeOption
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 logger = logging.getLogger(__name__)
@@ -156,13 +157,31 @@ def _choice(options: type[enum.StrEnum]) -> click.Choice:
     return click.Choice([member.value for member in options])
 
 
-def _flag(granularity: Granularity) -> str:
-    """A granularity as the CLI spells it: per-channel for per_channel."""
-    return granularity.value.replace("_", "-")
+def _recipe_options(command: str) -> Callable:
+    """Decorator adding the recipe options of ``command`` (convert or synth), in the order of
+    :data:`~zsq_onnx.recipe.RECIPE_OPTIONS`; each passes its value to ``build_recipe`` under its keyword."""
+    def add(function):
+        for option in reversed(RECIPE_OPTIONS):
+            name = option.flag.option(command) if option.flag is not None else None
+            if name is not None:
+                function = _click_option(option, name)(function)
+        return function
+
+    return add
 
 
-# Static scales a tensor granularity flag can ask for (granular comes with --granularity).
-_STATIC_GRANULARITIES = click.Choice([_flag(member) for member in Granularity if member is not Granularity.GRANULAR])
+def _click_option(option: RecipeOption, name: str) -> Callable:
+    """The click option ``name`` of ``option``: a flag for a bool field (``--x/--no-x`` an
+    on/off switch), else typed, with the spelling's choices; the default shown where it has one."""
+    if option.kind is bool and "/" not in name:
+        return click.option(name, option.keyword, is_flag=True, help=option.flag.help)
+    settings: dict[str, Any] = {"default": option.cli_default, "help": option.flag.help}
+    if option.kind is not bool:
+        choices = option.spelling.choices if option.spelling is not None else None
+        settings["type"] = click.Choice(choices) if choices is not None else option.kind
+    if option.cli_default is not None:
+        settings["show_default"] = True
+    return click.option(name, option.keyword, **settings)
 
 
 def _preprocessing_options(command):
@@ -170,34 +189,6 @@ def _preprocessing_options(command):
     command = click.option("--std", default=None, help="Per-channel std, comma-separated (with --mean).")(command)
     command = click.option("--mean", default=None, help="Per-channel mean, comma-separated, after scaling.")(command)
     return click.option("--input-scale", type=float, default=None, help="Factor applied to raw pixel values first (e.g. 1/255).")(command)
-
-
-_GENERATOR = DEFAULT_RECIPE.synth.generator
-
-
-def _margin_options(command):
-    """--margin-low/--margin-high: the generator's margins in its game against the quantized
-    model, which convert plays while it fine-tunes."""
-    command = click.option("--margin-high", type=float, default=_GENERATOR.margin_high, show_default=True,
-                           help="Generator: upper margin bound on the normalized entropy of P - Q (samples above it are too easy for Q).")(command)
-    return click.option("--margin-low", type=float, default=_GENERATOR.margin_low, show_default=True,
-                        help="Generator: lower margin bound (samples below it are too hard for Q).")(command)
-
-
-def _generator_options(command):
-    """--synthesizer and the AdaDFQ generator's warm-up settings (defaults of its public code)."""
-    command = click.option("--generator-lr", type=float, default=_GENERATOR.lr, show_default=True, help="Generator: Adam learning rate.")(command)
-    command = click.option("--generator-steps", type=int, default=_GENERATOR.warmup_steps, show_default=True,
-                           help="Generator: warm-up steps against the FP32 model before calibration.")(command)
-    return click.option("--synthesizer", type=_choice(Synthesizer), default=DEFAULT_RECIPE.synth.synthesizer.value, show_default=True,
-                        help="Fine-tuning data: a pool of ZeroQ-distilled inputs, or AdaDFQ's label-conditioned generator, "
-                             "trained in turn with the quantized model (one generator step per fine-tuning step).")(command)
-
-
-def _generator_config(generator_steps, generator_lr, margin_low=_GENERATOR.margin_low, margin_high=_GENERATOR.margin_high):
-    import dataclasses
-
-    return dataclasses.replace(_GENERATOR, warmup_steps=generator_steps, lr=generator_lr, margin_low=margin_low, margin_high=margin_high)
 
 
 def _foreign_options(command):
@@ -226,80 +217,20 @@ def _preprocessing(input_scale, mean, std):
 @click.argument("model")
 @click.option("-o", "--output", required=True, help="Where to write the quantized .onnx model.")
 @click.option("--weights", help="Weights file (state dict) for zoo models that need one.")
-@click.option("--bits", default=None, help="Bit widths as W<w>A<a>, e.g. W8A8 or W4A8 (2-8 each).")
-@click.option("--wbits", type=int, default=None, help="Weight bits (overrides --bits).")
-@click.option("--abits", type=int, default=None, help="Activation bits (overrides --bits).")
-@click.option("--profile", type=click.Choice(list(PROFILES)), default=DEFAULT_RECIPE.profile.name, show_default=True, help="Deployment target.")
-@click.option("--weight-granularity", type=_STATIC_GRANULARITIES, default=_flag(DEFAULT_RECIPE.weights.granularity), show_default=True)
-@click.option("--act-granularity", type=_STATIC_GRANULARITIES, default=_flag(DEFAULT_RECIPE.activations.granularity), show_default=True,
-              help="Static activation scales (with --granularity static).")
-@click.option("--granularity", type=_choice(GranularityMode), default=DEFAULT_RECIPE.granularity.value, show_default=True,
-              help="Activations: calibrated static scales, GranQ per-sample per-channel scales computed in the graph, or a per-tensor choice.")
-@click.option("--granularity-budget", type=float, default=DEFAULT_RECIPE.granularity_budget, show_default=True,
-              help="auto: latency allowed over the slower of FP32 and the all-static graph at batch 64, as a fraction (0.3 = 1.3x).")
-@click.option("--weight-quantizer", type=_choice(WeightLevels), default=DEFAULT_RECIPE.weights.levels.value, show_default=True,
-              help="Weight levels: uniform QDQ (integer kernels), or ASQ's powers of sqrt(2) (post) or powers of two (pot) as k-bit codes into a lookup table "
-                   "(float kernels; first and last layers stay uniform with --keep-ends-8bit).")
-@click.option("--weight-range", type=_choice(WeightRange), default=DEFAULT_RECIPE.weights.weight_range.value, show_default=True,
-              help="Uniform weight ranges per channel (or tensor): the weight's min/max, or the clipping of it with the least squared rounding error (mse).")
-@click.option("--weight-symmetric/--weight-asymmetric", default=DEFAULT_RECIPE.weights.symmetric, show_default=True)
-@click.option("--act-symmetric/--act-asymmetric", default=None, help="Default: symmetric for tensorrt/ort-cuda, asymmetric otherwise.")
-@click.option("--keep-ends-8bit/--no-keep-ends-8bit", default=DEFAULT_RECIPE.keep_ends_8bit, show_default=True, help="First conv and last linear at 8 bits.")
-@click.option("--reduce-range/--no-reduce-range", default=DEFAULT_RECIPE.reduce_range,
-              help="8-bit weights use 7 bits, as ORT's reduce_range: fused QLinearConv on x86 CPUs without VNNI saturates otherwise. "
-                   "Default: on for ort-cpu (use --no-reduce-range for VNNI or ARM targets), off elsewhere.")
-@click.option("--calibration-method", type=_choice(CalibrationMethod), default=DEFAULT_RECIPE.calibration_method.value, show_default=True,
-              help="How static activation ranges are chosen on the calibration data: min/max, a percentile of |x| (or both tails), "
-                   "least quantization MSE, or TensorRT's entropy (KL) calibration.")
-@click.option("--calibration-percentile", type=float, default=DEFAULT_RECIPE.calibration_percentile, show_default=True,
-              help="The percentile that --calibration-method percentile keeps.")
-@click.option("--bias-correction/--no-bias-correction", default=DEFAULT_RECIPE.bias_correction, show_default=True,
-              help="Correct each Conv/Gemm bias, layer by layer, so its mean output on the calibration data is the FP32 one (NNCF-style empirical bias correction).")
-@click.option("--weight-rounding", type=_choice(WeightRounding), default=DEFAULT_RECIPE.reconstruct.weight_rounding.value, show_default=True,
-              help="Round weights to the nearest level, or by GPTQ or AdaRound: layer by layer, minimising the output error on the calibration inputs (uniform weights).")
-@click.option("--reconstruct", type=_choice(ReconstructMode), default=DEFAULT_RECIPE.reconstruct.mode.value, show_default=True,
-              help="What --weight-rounding fits at a time: each layer, or each block (BRECQ/QDrop, with --weight-rounding adaround: "
-                   "residual blocks or MBConvs against the float model, activation steps learned jointly).")
-@click.option("--finetune-steps", type=int, default=DEFAULT_RECIPE.finetune.steps, show_default=True, help="KD fine-tuning steps of the quantized graph (0: none).")
-@click.option("--finetune-minutes", type=float, default=DEFAULT_RECIPE.finetune.minutes, help="Fine-tune for this many minutes (with --finetune-steps: whichever ends first).")
-@click.option("--finetune-lr", type=float, default=DEFAULT_RECIPE.finetune.lr, show_default=True, help="Step-size learning rate, relative to each scale.")
-@click.option("--finetune-samples", type=int, default=DEFAULT_RECIPE.finetune.samples, show_default=True, help="Distilled samples in the fine-tuning pool.")
-@click.option("--finetune-bn-loss", type=float, default=DEFAULT_RECIPE.finetune.bn_loss, show_default=True, help="Weight of the BN-statistics loss added to KD (0: KD only).")
-@click.option("--train-weights", is_flag=True, help="Fine-tune weights and biases too (not only quantizer step sizes).")
-@click.option("--activation-quantizer", type=_choice(ActivationQuantizer), default=DEFAULT_RECIPE.finetune.activation_quantizer.value, show_default=True,
-              help="adaptive: ASQ per-sample step adapters, trained by fine-tuning.")
-@click.option("--optimizer", type=_choice(Optimizer), default=DEFAULT_RECIPE.finetune.optimizer.value, show_default=True)
-@click.option("--device", type=_choice(Device), default=DEFAULT_RECIPE.finetune.device.value, show_default=True, help="Where fine-tuning runs.")
-@click.option("--mixed-precision", is_flag=True, help="ZeroQ mixed precision: per-layer weight bits on the Pareto frontier of size against sensitivity, within one budget.")
-@click.option("--mp-weight-bits", default=",".join(map(str, DEFAULT_RECIPE.mixed_precision.weight_bits)), show_default=True,
-              help="--mixed-precision: candidate weight bit widths, comma-separated.")
-@click.option("--avg-wbits", type=float, default=None, help="--mixed-precision budget: average weight bits, weighted by parameter count.")
-@click.option("--size-budget-kb", type=float, default=None, help="--mixed-precision budget: weight storage in KiB.")
-@click.option("--bops-budget", type=float, default=None, help="--mixed-precision budget: giga bit-operations (MACs x weight bits x activation bits).")
-@click.option("--search-activations", is_flag=True, help=f"--mixed-precision on sim: also choose each layer's input activation bits from "
-              f"{','.join(map(str, DEFAULT_RECIPE.mixed_precision.activation_bits))}, priced by BOPs.")
-@click.option("--samples", type=int, default=DEFAULT_RECIPE.synth.samples, show_default=True, help="Number of distilled calibration samples.")
-@click.option("--synth-steps", type=int, default=DEFAULT_RECIPE.synth.steps, show_default=True, help="Adam steps of ZeroQ distillation.")
-@click.option("--synth-batch-size", type=int, default=DEFAULT_RECIPE.synth.batch_size, show_default=True, help="Samples per distillation batch.")
+@_recipe_options("convert")
 @click.option("--synthetic-data", default=None, help="Reuse distilled inputs from `zsq-onnx synth` (.npz), or with --synthesizer generator the generator it saved.")
 @click.option("--calibration-data", default=None, help="Calibrate on REAL images (.npz or class folders) instead.")
 @click.option("--eval-data", default=None, help="Labelled images (.npz or class folders) to measure accuracy on.")
 @click.option("--report", "report_path", default=None, help="Write the JSON report here (plus .md and .png beside it).")
 @click.option("--min-agreement", type=float, default=None, help="Exit 3 when top-1 agreement with FP32 is below this (0..1).")
 @click.option("--max-drop", type=float, default=None, help="Exit 3 when top-1 drops more than this many points.")
-@click.option("--seed", type=int, default=DEFAULT_RECIPE.seed, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-@_generator_options
-@_margin_options
 @_preprocessing_options
 @_foreign_options
 @_nproc_option
 def convert(model, output, weights, synthetic_data, calibration_data, eval_data, report_path, min_agreement, max_drop, as_json, quiet, input_scale, mean, std,
-            output_name, input_shape,
-            finetune_steps, finetune_minutes, finetune_lr, finetune_samples, finetune_bn_loss, train_weights, activation_quantizer, optimizer, device,
-            mixed_precision, mp_weight_bits, avg_wbits, size_budget_kb, bops_budget, search_activations,
-            generator_steps, generator_lr, margin_low, margin_high, nproc, **recipe_options) -> None:
+            output_name, input_shape, nproc, **recipe_options) -> None:
     """Quantize MODEL (a zoo name or an .onnx file with BatchNorm) without data."""
     from zsq_onnx import distributed, pipeline
     from zsq_onnx.gates import Gates
@@ -309,12 +240,7 @@ def convert(model, output, weights, synthetic_data, calibration_data, eval_data,
     gates = Gates(min_agreement, max_drop)
     preprocessing = _preprocessing(input_scale, mean, std)
     foreign = _foreign(output_name, input_shape)
-    for key in ("weight_granularity", "act_granularity"):
-        recipe_options[key] = recipe_options[key].replace("-", "_")
-    recipe = build_recipe(**recipe_options, finetune=_finetune_config(finetune_steps, finetune_minutes, finetune_lr, finetune_samples, finetune_bn_loss,
-                                                                      train_weights, activation_quantizer, optimizer, device),
-                          mixed_precision=_mixed_precision_config(mixed_precision, mp_weight_bits, avg_wbits, size_budget_kb, bops_budget, search_activations),
-                          generator=_generator_config(generator_steps, generator_lr, margin_low, margin_high))
+    recipe = build_recipe(**recipe_options)
     _refuse_idle_options(_CONVERT_IDLE)
     _check_report_name(report_path)
     _check_outputs([("-o", output), *(("--report", path) for path in (publish.paths(report_path) if report_path else []))],
@@ -404,7 +330,7 @@ _CONVERT_IDLE = (
     _Idle(("act_granularity",), lambda p: p["granularity"] != GranularityMode.STATIC,
           "with --granularity {granularity}: it sets static activation scales (--granularity static)"),
     _Idle(("granularity_budget",), lambda p: p["granularity"] != GranularityMode.AUTO, "without --granularity auto: it is the latency budget of that search"),
-    _Idle(("mp_weight_bits",), lambda p: not p["mixed_precision"], "without --mixed-precision: it lists the widths that search chooses from"),
+    _Idle(("mp_weight_bits",), lambda p: not p["mixed_precision_enabled"], "without --mixed-precision: it lists the widths that search chooses from"),
     _Idle(("generator_steps", "generator_lr", "margin_low", "margin_high"), lambda p: not _generates(p),
           "with --synthesizer {synthesizer}: it sets the generator of --synthesizer generator"),
     _Idle(("margin_low", "margin_high"), lambda p: not _finetunes(p),
@@ -418,7 +344,7 @@ _CONVERT_IDLE = (
     _FOREIGN_IDLE,
 )
 _SYNTH_IDLE = (
-    _Idle(("steps", "lr"), _generates, "with --synthesizer generator: it sets ZeroQ distillation; the generator has --generator-steps and --generator-lr"),
+    _Idle(("synth_steps", "synth_lr"), _generates, "with --synthesizer generator: it sets ZeroQ distillation; the generator has --generator-steps and --generator-lr"),
     _Idle(("generator_steps", "generator_lr"), lambda p: not _generates(p), "with --synthesizer {synthesizer}: it sets the generator of --synthesizer generator"),
     _WEIGHTS_IDLE,
     _FOREIGN_IDLE,
@@ -440,24 +366,6 @@ def _option_name(ctx: click.Context, name: str) -> str:
     """How the user spells parameter ``name`` of the current command (its longest option)."""
     (param,) = [param for param in ctx.command.params if param.name == name]
     return max(param.opts, key=len)
-
-
-def _finetune_config(steps, minutes, lr, samples, bn_loss, train_weights, activation_quantizer, optimizer, device):
-    from zsq_onnx.recipe import FinetuneConfig
-
-    return FinetuneConfig(steps=steps, minutes=minutes, lr=lr, samples=samples, bn_loss=bn_loss, train_weights=train_weights,
-                          activation_quantizer=activation_quantizer, optimizer=optimizer, device=device)
-
-
-def _mixed_precision_config(enabled, weight_bits, avg_wbits, size_budget_kb, bops_budget, search_activations):
-    from zsq_onnx.recipe import MixedPrecisionConfig
-
-    try:
-        widths = tuple(int(text) for text in weight_bits.split(","))
-    except ValueError:
-        raise BadInputError(f"--mp-weight-bits takes comma-separated integers such as 2,3,4,5,6,8, got {weight_bits!r}") from None
-    return MixedPrecisionConfig(enabled=enabled, weight_bits=widths, search_activations=search_activations, avg_wbits=avg_wbits,
-                                size_budget_kb=size_budget_kb, bops_budget=bops_budget)
 
 
 @main.command()
@@ -482,24 +390,18 @@ def export(model, output, weights, input_scale, mean, std) -> None:
 @click.argument("model")
 @click.option("-o", "--output", required=True, help="Where to write the distilled inputs (.npz), or with --synthesizer generator the generator's weights.")
 @click.option("--weights", help="Weights file (state dict) for zoo models that need one.")
-@click.option("--samples", type=int, default=DEFAULT_RECIPE.synth.samples, show_default=True, help="Number of samples to distill.")
-@click.option("--steps", type=int, default=DEFAULT_RECIPE.synth.steps, show_default=True, help="Adam steps per batch.")
-@click.option("--lr", type=float, default=DEFAULT_RECIPE.synth.lr, show_default=True, help="Adam learning rate on the inputs.")
-@click.option("--batch-size", type=int, default=DEFAULT_RECIPE.synth.batch_size, show_default=True, help="Samples per batch (BN statistics are matched per batch).")
-@click.option("--seed", type=int, default=DEFAULT_RECIPE.seed, show_default=True)
+@_recipe_options("synth")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@_generator_options
 @_foreign_options
 @_nproc_option
-def synth(model, output, weights, samples, steps, lr, batch_size, seed, quiet, synthesizer, generator_steps, generator_lr, output_name, input_shape, nproc) -> None:
+def synth(model, output, weights, quiet, output_name, input_shape, nproc, **recipe_options) -> None:
     """Distill calibration inputs from MODEL's BatchNorm statistics (ZeroQ) into an .npz, or
     train AdaDFQ's generator against MODEL and save its weights (--synthesizer generator)."""
     from zsq_onnx import distributed, pipeline
     from zsq_onnx.recipe import build_recipe
     from zsq_onnx.synth.distill import distill, save_synthetic
 
-    recipe = build_recipe(samples=samples, synth_steps=steps, synth_lr=lr, synth_batch_size=batch_size, seed=seed, synthesizer=synthesizer,
-                          generator=_generator_config(generator_steps, generator_lr))
+    recipe = build_recipe(**recipe_options)
     _refuse_idle_options(_SYNTH_IDLE)
     foreign = _foreign(output_name, input_shape)
     _check_outputs([("-o", output)], {"MODEL": model, "--weights": weights})
@@ -511,7 +413,7 @@ def synth(model, output, weights, samples, steps, lr, batch_size, seed, quiet, s
         if config.synthesizer == Synthesizer.GENERATOR:
             result = pipeline.generated_inputs(loaded, recipe, progress=progress)
         else:
-            result = distill(loaded.model, loaded.input_shape, config, seed, progress=progress, source=str(model))
+            result = distill(loaded.model, loaded.input_shape, config, recipe.seed, progress=progress, source=str(model))
         distributed.all_succeeded()
     if not group.main:
         return
@@ -522,7 +424,7 @@ def synth(model, output, weights, samples, steps, lr, batch_size, seed, quiet, s
         curve = f", loss {result.loss_curve[0]:.3f} -> {result.loss_curve[-1]:.3f}" if result.loss_curve else ""
         click.echo(f"{loaded.name}: trained the generator {config.generator.warmup_steps} steps in {result.seconds:.1f} s{curve}")
     else:
-        save_synthetic(result, output, config, seed, loaded.name)
+        save_synthetic(result, output, config, recipe.seed, loaded.name)
         click.echo(f"{loaded.name}: distilled {config.samples} samples in {result.seconds:.1f} s, "
                    f"BN-statistics loss {result.loss_curve[0]:.3f} -> {result.loss_curve[-1]:.3f}")
     click.echo(f"wrote {output}")

@@ -1,7 +1,8 @@
 """The quantization recipe: frozen dataclasses with a versioned JSON round trip.
 
-Each default is written once, on its dataclass field; :data:`DEFAULT_RECIPE` reads them for
-:func:`build_recipe` and the CLI. The JSON form (``version`` :data:`RECIPE_VERSION`) is encoded
+Each default is written once, on its dataclass field, and so is each command-line option: its
+flag and help in the field's metadata (:mod:`zsq_onnx.recipe_flags`). :data:`RECIPE_OPTIONS`
+collects them, with defaults from :data:`DEFAULT_RECIPE`, for :func:`build_recipe` and the CLI. The JSON form (``version`` :data:`RECIPE_VERSION`) is encoded
 and decoded generically by walking the dataclass fields (:mod:`zsq_onnx.recipe_json`). The rules
 that tie recipe choices to the profile's target live here too (checked once, in
 :class:`Recipe`; notes for the user in :func:`target_notes`), so profiles never read a recipe.
@@ -9,7 +10,6 @@ that tie recipe choices to the profile's target live here too (checked once, in
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import json
 import logging
@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zsq_onnx.errors import BadInputError
-from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, ReconstructMode, Synthesizer, WeightLevels, WeightRange, WeightRounding
-from zsq_onnx.profiles import ORT_CPU, Profile, get_profile
+from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, ReconstructMode, Synthesizer, WeightRounding
+from zsq_onnx.profiles import ORT_CPU, PROFILES, Profile, get_profile
 from zsq_onnx.quantizers.spec import QuantSpec
+from zsq_onnx.recipe_flags import COMMA_INTEGERS, WHOLE, Flag, RecipeOption, Spelling, check_unique, dashed, declared_options, flag, replace_paths, rule_option, shared_flags
 from zsq_onnx.recipe_json import decode, encode
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,9 @@ RECIPE_VERSION = 2
 # What a version-1 recipe (no "version" key) meant by leaving out a field added later: it was
 # written before that field existed, so it calibrated with min/max and corrected no biases.
 VERSION_1_MEANINGS: dict[str, Any] = {"calibration_method": CalibrationMethod.MINMAX.value, "bias_correction": False}
+# The static scales --weight-granularity and --act-granularity ask for (granular comes with --granularity).
+STATIC_GRANULARITIES = dashed(member for member in Granularity if member is not Granularity.GRANULAR)
+PROFILE_NAMES = Spelling(text=lambda profile: profile.name, parse=lambda value: value if isinstance(value, Profile) else get_profile(value), choices=tuple(PROFILES))
 
 
 def _set_choice(instance: Any, name: str, choices: type[enum.StrEnum], flag: str) -> None:
@@ -52,12 +56,12 @@ class GeneratorConfig:
     and ``agreement_weight`` (CE of P - Q and P + Q on y), and the margin hinges at
     ``margin_low`` and ``margin_high`` of the normalized entropy of P - Q."""
 
-    warmup_steps: int = 400
-    lr: float = 1e-3
+    warmup_steps: int = field(default=400, metadata=flag("--generator-steps", "Generator: warm-up steps against the FP32 model before calibration.", synth="--generator-steps"))
+    lr: float = field(default=1e-3, metadata=flag("--generator-lr", "Generator: Adam learning rate.", synth="--generator-lr"))
     batch_size: int = 32
     latent_dim: int = 100
-    margin_low: float = 0.1
-    margin_high: float = 0.8
+    margin_low: float = field(default=0.1, metadata=flag("--margin-low", "Generator: lower margin bound (samples below it are too hard for Q)."))
+    margin_high: float = field(default=0.8, metadata=flag("--margin-high", "Generator: upper margin bound on the normalized entropy of P - Q (samples above it are too easy for Q)."))
     disagreement_weight: float = 0.2
     agreement_weight: float = 0.1
     ce_weight: float = 1.0
@@ -82,12 +86,14 @@ class SynthConfig:
     ``generator`` an AdaDFQ generator (``generator``) makes the calibration inputs and the
     fine-tuning batches instead."""
 
-    samples: int = 32
-    steps: int = 20
-    batch_size: int = 32
-    lr: float = 0.5
-    synthesizer: Synthesizer = Synthesizer.POOL
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    samples: int = field(default=32, metadata=flag("--samples", "Number of distilled calibration samples.", synth="--samples"))
+    steps: int = field(default=20, metadata=flag("--synth-steps", "Adam steps of ZeroQ distillation, per batch.", synth="--steps"))
+    batch_size: int = field(default=32, metadata=flag("--synth-batch-size", "Samples per distillation batch (BN statistics are matched per batch).", synth="--batch-size"))
+    lr: float = field(default=0.5, metadata=flag("--synth-lr", "Adam learning rate on the inputs.", synth="--lr", convert=False))
+    synthesizer: Synthesizer = field(default=Synthesizer.POOL, metadata=flag(
+        "--synthesizer", "Fine-tuning data: a pool of ZeroQ-distilled inputs, or AdaDFQ's label-conditioned generator, "
+                         "trained in turn with the quantized model (one generator step per fine-tuning step).", synth="--synthesizer"))
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig, metadata=WHOLE)
 
     def __post_init__(self) -> None:
         _set_choice(self, "synthesizer", Synthesizer, "--synthesizer")
@@ -109,18 +115,19 @@ class FinetuneConfig:
     statistics of each folded BatchNorm's output against the ones BN gives (mean beta, std
     |gamma| sqrt(var / (var + eps)))."""
 
-    steps: int = 0
-    minutes: float | None = None
-    lr: float = 1e-2
+    steps: int = field(default=0, metadata=flag("--finetune-steps", "KD fine-tuning steps of the quantized graph (0: none)."))
+    minutes: float | None = field(default=None, metadata=flag("--finetune-minutes", "Fine-tune for this many minutes (with --finetune-steps: whichever ends first)."))
+    lr: float = field(default=1e-2, metadata=flag("--finetune-lr", "Step-size learning rate, relative to each scale."))
     weight_lr: float = 1e-5
-    train_weights: bool = False
-    optimizer: Optimizer = Optimizer.ADAM
+    train_weights: bool = field(default=False, metadata=flag("--train-weights", "Fine-tune weights and biases too (not only quantizer step sizes)."))
+    optimizer: Optimizer = field(default=Optimizer.ADAM, metadata=flag("--optimizer"))
     batch_size: int = 32
-    samples: int = 256
+    samples: int = field(default=256, metadata=flag("--finetune-samples", "Distilled samples in the fine-tuning pool."))
     temperature: float = 1.0
-    bn_loss: float = 0.0
-    activation_quantizer: ActivationQuantizer = ActivationQuantizer.STATIC
-    device: Device = Device.CPU
+    bn_loss: float = field(default=0.0, metadata=flag("--finetune-bn-loss", "Weight of the BN-statistics loss added to KD (0: KD only)."))
+    activation_quantizer: ActivationQuantizer = field(default=ActivationQuantizer.STATIC, metadata=flag(
+        "--activation-quantizer", "adaptive: ASQ per-sample step adapters, trained by fine-tuning."))
+    device: Device = field(default=Device.CPU, metadata=flag("--device", "Where fine-tuning runs."))
 
     def __post_init__(self) -> None:
         if not self.steps >= 0 or (self.minutes is not None and not self.minutes > 0):
@@ -151,11 +158,14 @@ class ReconstructConfig:
     by the block's output error jointly with its activation steps, ``block_iterations`` Adam
     steps per block; it needs ``weight_rounding`` adaround, the rounding it learns."""
 
-    weight_rounding: WeightRounding = WeightRounding.NEAREST
+    weight_rounding: WeightRounding = field(default=WeightRounding.NEAREST, metadata=flag(
+        "--weight-rounding", "Round weights to the nearest level, or by GPTQ or AdaRound: layer by layer, minimising the output error on the calibration inputs (uniform weights)."))
     damping: float = 0.01
     block_size: int = 128
     iterations: int = 1000
-    mode: ReconstructMode = ReconstructMode.LAYER
+    mode: ReconstructMode = field(default=ReconstructMode.LAYER, metadata=flag(
+        "--reconstruct", "What --weight-rounding fits at a time: each layer, or each block (BRECQ/QDrop, with --weight-rounding adaround: "
+                         "residual blocks or MBConvs against the float model, activation steps learned jointly)."))
     block_iterations: int = 300
 
     def __post_init__(self) -> None:
@@ -184,13 +194,17 @@ class MixedPrecisionConfig:
     ``search_activations`` also chooses per-layer activation bits from ``activation_bits``
     (``sim`` only), priced by BOPs."""
 
-    enabled: bool = False
-    weight_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
+    enabled: bool = field(default=False, metadata=flag(
+        "--mixed-precision", "ZeroQ mixed precision: per-layer weight bits on the Pareto frontier of size against sensitivity, within one budget.",
+        keyword="mixed_precision_enabled"))
+    weight_bits: tuple[int, ...] = field(default=(2, 3, 4, 5, 6, 8), metadata=flag(
+        "--mp-weight-bits", "--mixed-precision: candidate weight bit widths, comma-separated.", spelling=COMMA_INTEGERS))
     activation_bits: tuple[int, ...] = (4, 8)
-    search_activations: bool = False
-    avg_wbits: float | None = None
-    size_budget_kb: float | None = None
-    bops_budget: float | None = None
+    search_activations: bool = field(default=False, metadata=flag(
+        "--search-activations", f"--mixed-precision on sim: also choose each layer's input activation bits from {','.join(map(str, activation_bits))}, priced by BOPs."))
+    avg_wbits: float | None = field(default=None, metadata=flag("--avg-wbits", "--mixed-precision budget: average weight bits, weighted by parameter count."))
+    size_budget_kb: float | None = field(default=None, metadata=flag("--size-budget-kb", "--mixed-precision budget: weight storage in KiB."))
+    bops_budget: float | None = field(default=None, metadata=flag("--bops-budget", "--mixed-precision budget: giga bit-operations (MACs x weight bits x activation bits)."))
 
     def __post_init__(self) -> None:
         if any(not 2 <= bits <= 8 for bits in (*self.weight_bits, *self.activation_bits)) or not self.weight_bits or not self.activation_bits:
@@ -213,20 +227,40 @@ class MixedPrecisionConfig:
 class Recipe:
     """Everything that decides the quantized model; written into the report as JSON."""
 
-    weights: QuantSpec = field(default_factory=lambda: QuantSpec(8, True, Granularity.PER_CHANNEL))
-    activations: QuantSpec = field(default_factory=lambda: QuantSpec(8, False, Granularity.PER_TENSOR))
-    profile: Profile = ORT_CPU
-    keep_ends_8bit: bool = True
-    reduce_range: bool | None = None
+    weights: QuantSpec = field(default_factory=lambda: QuantSpec(8, True, Granularity.PER_CHANNEL), metadata=shared_flags(
+        bits=Flag("--wbits", "Weight bits (overrides --bits).", unset=True),
+        symmetric=Flag("--weight-symmetric/--weight-asymmetric"),
+        granularity=Flag("--weight-granularity", spelling=STATIC_GRANULARITIES),
+        levels=Flag("--weight-quantizer", "Weight levels: uniform QDQ (integer kernels), or ASQ's powers of sqrt(2) (post) or powers of two (pot) as k-bit codes "
+                                          "into a lookup table (float kernels; first and last layers stay uniform with --keep-ends-8bit)."),
+        weight_range=Flag("--weight-range", "Uniform weight ranges per channel (or tensor): the weight's min/max, or the clipping of it with the least squared rounding error (mse)."),
+    ))
+    activations: QuantSpec = field(default_factory=lambda: QuantSpec(8, False, Granularity.PER_TENSOR), metadata=shared_flags(
+        bits=Flag("--abits", "Activation bits (overrides --bits).", unset=True),
+        symmetric=Flag("--act-symmetric/--act-asymmetric", "Default: symmetric for tensorrt/ort-cuda, asymmetric otherwise.", unset=True),
+        granularity=Flag("--act-granularity", "Static activation scales (with --granularity static).", spelling=STATIC_GRANULARITIES),
+    ))
+    profile: Profile = field(default=ORT_CPU, metadata=flag("--profile", "Deployment target.", spelling=PROFILE_NAMES))
+    keep_ends_8bit: bool = field(default=True, metadata=flag("--keep-ends-8bit/--no-keep-ends-8bit", "First conv and last linear at 8 bits."))
+    reduce_range: bool | None = field(default=None, metadata=flag(
+        "--reduce-range/--no-reduce-range", "8-bit weights use 7 bits, as ORT's reduce_range: fused QLinearConv on x86 CPUs without VNNI saturates otherwise. "
+                                            "Default: on for ort-cpu (use --no-reduce-range for VNNI or ARM targets), off elsewhere."))
     synth: SynthConfig = field(default_factory=SynthConfig)
-    seed: int = 0
-    granularity: GranularityMode = GranularityMode.STATIC
-    granularity_budget: float = 0.3
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    calibration_method: CalibrationMethod = CalibrationMethod.PERCENTILE  # chosen by bench/observers.py and bench/efficientnet.py --observers
-    calibration_percentile: float = DEFAULT_PERCENTILE
-    bias_correction: bool = True
-    mixed_precision: MixedPrecisionConfig = field(default_factory=MixedPrecisionConfig)
+    seed: int = field(default=0, metadata=flag("--seed", synth="--seed"))
+    granularity: GranularityMode = field(default=GranularityMode.STATIC, metadata=flag(
+        "--granularity", "Activations: calibrated static scales, GranQ per-sample per-channel scales computed in the graph, or a per-tensor choice."))
+    granularity_budget: float = field(default=0.3, metadata=flag(
+        "--granularity-budget", "auto: latency allowed over the slower of FP32 and the all-static graph at batch 64, as a fraction (0.3 = 1.3x)."))
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig, metadata=WHOLE)
+    # the default calibration method was chosen by bench/observers.py and bench/efficientnet.py --observers
+    calibration_method: CalibrationMethod = field(default=CalibrationMethod.PERCENTILE, metadata=flag(
+        "--calibration-method", "How static activation ranges are chosen on the calibration data: min/max, a percentile of |x| (or both tails), "
+                                "least quantization MSE, or TensorRT's entropy (KL) calibration."))
+    calibration_percentile: float = field(default=DEFAULT_PERCENTILE, metadata=flag("--calibration-percentile", "The percentile that --calibration-method percentile keeps."))
+    bias_correction: bool = field(default=True, metadata=flag(
+        "--bias-correction/--no-bias-correction", "Correct each Conv/Gemm bias, layer by layer, so its mean output on the calibration data is the FP32 one "
+                                                  "(NNCF-style empirical bias correction)."))
+    mixed_precision: MixedPrecisionConfig = field(default_factory=MixedPrecisionConfig, metadata=WHOLE)
     reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
 
     def __post_init__(self) -> None:
@@ -367,75 +401,53 @@ def parse_bits(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def build_recipe(
-    bits: str | None = None,
-    wbits: int | None = None,
-    abits: int | None = None,
-    profile: str = DEFAULT_RECIPE.profile.name,
-    weight_symmetric: bool = DEFAULT_RECIPE.weights.symmetric,
-    weight_granularity: Granularity = DEFAULT_RECIPE.weights.granularity,
-    weight_quantizer: WeightLevels = DEFAULT_RECIPE.weights.levels,
-    weight_range: WeightRange = DEFAULT_RECIPE.weights.weight_range,
-    act_symmetric: bool | None = None,
-    act_granularity: Granularity = DEFAULT_RECIPE.activations.granularity,
-    keep_ends_8bit: bool = DEFAULT_RECIPE.keep_ends_8bit,
-    reduce_range: bool | None = DEFAULT_RECIPE.reduce_range,
-    samples: int | None = None,
-    synth_steps: int | None = None,
-    synth_lr: float | None = None,
-    synth_batch_size: int | None = None,
-    synthesizer: Synthesizer = DEFAULT_RECIPE.synth.synthesizer,
-    generator: GeneratorConfig | None = None,
-    seed: int = DEFAULT_RECIPE.seed,
-    granularity: GranularityMode = DEFAULT_RECIPE.granularity,
-    granularity_budget: float = DEFAULT_RECIPE.granularity_budget,
-    finetune: FinetuneConfig | None = None,
-    mixed_precision: MixedPrecisionConfig | None = None,
-    calibration_method: CalibrationMethod = DEFAULT_RECIPE.calibration_method,
-    calibration_percentile: float = DEFAULT_RECIPE.calibration_percentile,
-    bias_correction: bool = DEFAULT_RECIPE.bias_correction,
-    weight_rounding: WeightRounding = DEFAULT_RECIPE.reconstruct.weight_rounding,
-    reconstruct: ReconstructMode = DEFAULT_RECIPE.reconstruct.mode,
-) -> Recipe:
-    """A Recipe from CLI-style options; unset ones keep the field defaults (activations
-    symmetric for the TensorRT-style profiles and asymmetric otherwise; ``reduce_range`` None:
-    the profile's default, see :meth:`zsq_onnx.profiles.Profile.reduces_range`). ``granularity``
-    ``granular`` and ``auto`` replace ``act_granularity`` (auto chooses per tensor among
-    per-tensor, per-channel and granular within ``granularity_budget``). ``calibration_method``
-    chooses static activation ranges (see :mod:`zsq_onnx.plan.observers`; ``calibration_percentile``
-    for ``percentile``); ``bias_correction`` corrects each Conv/Gemm bias for the mean shift its
-    weights' quantization causes at its output (see :mod:`zsq_onnx.plan.empirical_bias`).
-    ``weight_quantizer`` picks the weight levels: uniform QDQ, or ASQ's POST or powers of two
-    as codes into a lookup table (see :mod:`zsq_onnx.quantizers.lut`); ``weight_range`` how
-    uniform weight ranges are chosen (see :class:`~zsq_onnx.options.WeightRange`). ``synthesizer`` picks
-    where fine-tuning's inputs come from: the distilled pool, or AdaDFQ's generator
-    (``generator`` its settings; see :mod:`zsq_onnx.synth.adadfq`). ``weight_rounding`` rounds the
-    weights by their layers' output error on the calibration inputs, layer by layer or (``reconstruct`` block) block by
-    block (see :mod:`zsq_onnx.reconstruct`)."""
-    weight_bits, activation_bits = parse_bits(bits) if bits else (DEFAULT_RECIPE.weights.bits, DEFAULT_RECIPE.activations.bits)
-    weight_bits = wbits if wbits is not None else weight_bits
-    activation_bits = abits if abits is not None else activation_bits
-    target = get_profile(profile)
-    if act_symmetric is None:
-        act_symmetric = target.symmetric_activations_by_default
-    overrides = {"samples": samples, "steps": synth_steps, "lr": synth_lr, "batch_size": synth_batch_size}
-    overrides = {key: value for key, value in overrides.items() if value is not None}
-    recipe = Recipe(
-        weights=QuantSpec(weight_bits, weight_symmetric, weight_granularity, weight_quantizer, weight_range),
-        activations=QuantSpec(activation_bits, act_symmetric, act_granularity if granularity == GranularityMode.STATIC else Granularity.GRANULAR),
-        profile=target,
-        keep_ends_8bit=keep_ends_8bit,
-        reduce_range=reduce_range,
-        synth=dataclasses.replace(DEFAULT_RECIPE.synth, **overrides, synthesizer=synthesizer, generator=generator or DEFAULT_RECIPE.synth.generator),
-        seed=seed,
-        granularity=granularity,
-        granularity_budget=granularity_budget,
-        finetune=finetune or DEFAULT_RECIPE.finetune,
-        mixed_precision=mixed_precision or DEFAULT_RECIPE.mixed_precision,
-        calibration_method=calibration_method,
-        calibration_percentile=calibration_percentile,
-        bias_correction=bias_correction,
-        reconstruct=dataclasses.replace(DEFAULT_RECIPE.reconstruct, weight_rounding=weight_rounding, mode=reconstruct),
-    )
+BITS = rule_option(Flag("--bits", "Bit widths as W<w>A<a>, e.g. W8A8 or W4A8 (2-8 each)."), str)
+RECIPE_OPTIONS: tuple[RecipeOption, ...] = (BITS, *declared_options(DEFAULT_RECIPE))
+"""The keywords of :func:`build_recipe` and the recipe options of the CLI: --bits, then the
+declarations on the fields (see :mod:`zsq_onnx.recipe_flags`), in field order. Where an option's
+shape is not its field's, it says so in its declaration: --weight-granularity and
+--act-granularity spell values with dashes (``STATIC_GRANULARITIES``), --profile by name,
+--mp-weight-bits as a comma list; --mixed-precision has the keyword ``mixed_precision_enabled``
+(``mixed_precision`` is the whole config); ``zsq-onnx synth`` names synthesis fields by
+themselves (--steps, --lr, --batch-size). The rest of the shapes are the rules of
+:func:`_shaped_changes`."""
+check_unique(list(RECIPE_OPTIONS))
+_BY_KEYWORD = {option.keyword: option for option in RECIPE_OPTIONS}
+_WEIGHT_BITS, _ACTIVATION_BITS = ("weights", "bits"), ("activations", "bits")
+
+
+def build_recipe(**options: Any) -> Recipe:
+    """A Recipe from the keywords of :data:`RECIPE_OPTIONS`: each option as click names it
+    (``weight_range`` for --weight-range, ``synth_steps`` for --synth-steps) with its command-line
+    text or the field's value, and ``finetune``, ``mixed_precision`` and ``generator`` as whole
+    configs that those options then change. A keyword left out or given as None keeps the
+    field's default (``reduce_range`` None: the profile's, see
+    :meth:`zsq_onnx.profiles.Profile.reduces_range`), except where a rule of
+    :func:`_shaped_changes` decides; each config is built once, so its checks see all of its
+    new values together."""
+    unknown = [keyword for keyword in options if keyword not in _BY_KEYWORD]
+    if unknown:
+        raise TypeError(f"build_recipe() got an unexpected keyword argument {unknown[0]!r}")
+    given = {keyword: value for keyword, value in options.items() if value is not None}
+    changes = {_BY_KEYWORD[keyword].path: _BY_KEYWORD[keyword].parse(value) for keyword, value in given.items() if _BY_KEYWORD[keyword].path is not None}
+    recipe = replace_paths(DEFAULT_RECIPE, changes | _shaped_changes(given, changes))
     logger.debug("recipe %s", recipe.to_json())
     return recipe
+
+
+def _shaped_changes(given: dict[str, Any], changes: dict[tuple[str, ...], Any]) -> dict[tuple[str, ...], Any]:
+    """The rules of the options whose command-line shape is not one field, by field path:
+    --bits W<w>A<a> sets both bit widths, each unless --wbits or --abits gives it;
+    --act-symmetric/--act-asymmetric left out follows the profile (symmetric for tensorrt and
+    ort-cuda); --granularity granular or auto makes the activations granular whatever
+    --act-granularity says (auto then chooses per tensor among per-tensor, per-channel and
+    granular within --granularity-budget)."""
+    shaped: dict[tuple[str, ...], Any] = {}
+    if "bits" in given:
+        weight_bits, activation_bits = parse_bits(given["bits"])
+        shaped[_WEIGHT_BITS], shaped[_ACTIVATION_BITS] = changes.get(_WEIGHT_BITS, weight_bits), changes.get(_ACTIVATION_BITS, activation_bits)
+    if "act_symmetric" not in given:
+        shaped["activations", "symmetric"] = changes.get(("profile",), DEFAULT_RECIPE.profile).symmetric_activations_by_default
+    if changes.get(("granularity",), DEFAULT_RECIPE.granularity) != GranularityMode.STATIC:
+        shaped["activations", "granularity"] = Granularity.GRANULAR
+    return shaped
