@@ -47,7 +47,7 @@ def _module_name(path: Path) -> str:
 def _recipe_parameter(node: ast.FunctionDef) -> str | None:
     for argument in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]:
         annotation = ast.unparse(argument.annotation) if argument.annotation is not None else ""
-        if argument.arg == "recipe" or annotation.strip("'\"") in ("Recipe", "Recipe | None"):
+        if annotation.strip("'\"") in ("Recipe", "Recipe | None") or (argument.arg == "recipe" and not annotation):
             return argument.arg
     return None
 

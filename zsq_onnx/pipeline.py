@@ -303,15 +303,10 @@ def convert(
     progress = progress and distributed.world().main
     timer = StageTimer()
     start = time.perf_counter()
+    gates = gates or Gates()
     with timer.stage("load"):
         loaded = load_model(source, weights, preprocessing, foreign)
-        dataset = load_dataset(eval_data, loaded.input_shape) if isinstance(eval_data, (str, Path)) else eval_data or loaded.default_eval_data
-        if dataset is not None and loaded.preprocessing is None:
-            raise BadInputError(f"{source}: carries no zsq preprocessing metadata, so raw images from {dataset.name} cannot be fed; pass --input-scale/--mean/--std")
-        if dataset is not None:
-            require_classifier(loaded.model.graph.outputs[0].shape, str(source))
-        gates = gates or Gates()
-        gates.check_data(dataset is not None, str(source))
+        dataset = evaluation_data(loaded, eval_data, gates, str(source))
     with timer.stage("synth"):
         calibration = calibration_inputs(loaded, recipe, synthetic_data, calibration_data, progress)
     with timer.stage("quantize"), progress_bars(progress):
@@ -323,9 +318,7 @@ def convert(
     with timer.stage("emit"):
         emitted = emit(quantized)
     with timer.stage("validate"):
-        inputs = loaded.preprocessing.apply(dataset.images) if dataset is not None else calibration.inputs
-        labels = dataset.labels if dataset is not None else None
-        evaluation = evaluate(loaded.model, emitted, inputs, labels, dataset.name if dataset is not None else calibration.source)
+        evaluation, inputs = evaluate_emitted(loaded, emitted, dataset, calibration)
         group = distributed.world()
         found = diagnose(emitted, inputs, recipe) if group.main else {}
     timer.seconds["total"] = time.perf_counter() - start
@@ -335,9 +328,31 @@ def convert(
     if tuned is not None:
         found["finetune"] = report.finetune_section(tuned)
     emitted = restore_interface(emitted)
-    content = report.build(loaded.name, recipe, evaluation, calibration, loaded.model, emitted, found, timer.seconds, group)
+    content = report.build(loaded.name, recipe.to_dict(), evaluation, calibration, loaded.model, emitted, found, timer.seconds, group)
     publish(content, emitted, output, report_path, gates)
     return ConversionResult(emitted, evaluation, content)
+
+
+def evaluate_emitted(loaded: LoadedModel, emitted: ir.Model, dataset: Dataset | None, calibration: SynthResult) -> tuple[Evaluation, np.ndarray]:
+    """The emitted model measured against the FP32 one on ``dataset`` (labelled), else on the
+    calibration inputs (agreement and SQNR only); with the preprocessed inputs it ran on."""
+    if dataset is None:
+        return evaluate(loaded.model, emitted, calibration.inputs, None, calibration.source), calibration.inputs
+    inputs = loaded.preprocessing.apply(dataset.images)
+    return evaluate(loaded.model, emitted, inputs, dataset.labels, dataset.name), inputs
+
+
+def evaluation_data(loaded: LoadedModel, eval_data: str | Path | Dataset | None, gates: Gates, source: str) -> Dataset | None:
+    """The labelled images ``convert`` evaluates on: ``eval_data`` loaded, else the zoo model's
+    own test split, else None; BadInputError when they cannot be fed to the model or it is no
+    classifier, or when ``gates`` need data that is absent."""
+    dataset = load_dataset(eval_data, loaded.input_shape) if isinstance(eval_data, (str, Path)) else eval_data or loaded.default_eval_data
+    if dataset is not None and loaded.preprocessing is None:
+        raise BadInputError(f"{source}: carries no zsq preprocessing metadata, so raw images from {dataset.name} cannot be fed; pass --input-scale/--mean/--std")
+    if dataset is not None:
+        require_classifier(loaded.model.graph.outputs[0].shape, source)
+    gates.check_data(dataset is not None, source)
+    return dataset
 
 
 def diagnose(emitted: ir.Model, inputs: np.ndarray, recipe: Recipe) -> dict:

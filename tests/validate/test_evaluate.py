@@ -71,7 +71,7 @@ def test_to_dict_is_the_reports_evaluation_sections(digits):
     assert json.dumps(EVALUATION.to_dict()) == json.dumps(expected)  # keys in the same order
     _, model, _ = digits
     calibration = SynthResult([np.zeros((2, 1, 8, 8), np.float32)], [2.0, 1.0], {}, 1.0)
-    built = report.build("digits-cnn", Recipe(), EVALUATION, calibration, model, model, {}, {"total": 1.0})
+    built = report.build("digits-cnn", Recipe().to_dict(), EVALUATION, calibration, model, model, {}, {"total": 1.0})
     assert list(built) == ["model", "recipe", "eval", "fp32", "quantized", "layers", "size_bytes", "calibration", "activation_ranges", "bias_correction",
                            "seconds", "distributed", "runtime", "peak_memory_mb"]
     expected["quantized"]["quantizers"] = {"weights": 0, "biases": 0, "activations": 0}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.io.preprocessing import Preprocessing
-from zsq_onnx.models.registry import ZooEntry
+from zsq_onnx.models.entry import ZooEntry
 from zsq_onnx.models.weights import load_state_dict
 
 PREPROCESSING = Preprocessing(scale=1.0 / 255.0, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))

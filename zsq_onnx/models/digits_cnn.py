@@ -11,7 +11,7 @@ import numpy as np
 
 from zsq_onnx.io.data import Dataset
 from zsq_onnx.io.preprocessing import Preprocessing
-from zsq_onnx.models.registry import ZooEntry
+from zsq_onnx.models.entry import ZooEntry
 from zsq_onnx.models.weights import load_strictly
 
 ENTRY_NAME = "digits-cnn"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zsq_onnx.models.efficientnet_lite import BN_EPS, BN_MOMENTUM, HEAD_CHANNELS, NUM_CLASSES, STEM_CHANNELS, same_padding, stage_plan
+from zsq_onnx.models.efficientnet_spec import BN_EPS, BN_MOMENTUM, HEAD_CHANNELS, NUM_CLASSES, STEM_CHANNELS, same_padding, stage_plan
 
 
 def batch_norm(channels: int) -> nn.BatchNorm2d:
@@ -52,7 +52,7 @@ class MBConv(nn.Module):
 
 def mbconv_blocks(width: float, depth: float, size: int) -> list[MBConv]:
     """The MBConv blocks of the stages scaled by ``width`` and ``depth`` (see
-    :func:`~zsq_onnx.models.efficientnet_lite.stage_plan`), padded for the stem's output of
+    :func:`~zsq_onnx.models.efficientnet_spec.stage_plan`), padded for the stem's output of
     ``size`` pixels."""
     cin, blocks = STEM_CHANNELS, []
     for repeats, kernel, stride, expand, cout in stage_plan(width, depth):

@@ -2,35 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
-
 from zsq_onnx.errors import BadInputError
-from zsq_onnx.io.preprocessing import Preprocessing
-
-if TYPE_CHECKING:
-    import torch
-
-    from zsq_onnx.io.data import Dataset
-
-
-@dataclass(frozen=True)
-class ZooEntry:
-    """A named model: how to build it (with weights), its input shape and preprocessing."""
-
-    name: str
-    build: Callable[[Path | None], torch.nn.Module]
-    input_shape: tuple[int, int, int]
-    preprocessing: Preprocessing
-    default_eval_data: Callable[[], Dataset] | None = None
-    needs_weights: bool = False
+from zsq_onnx.models import cifar_resnet, digits_cnn, efficientnet_lite, torchvision_zoo
+from zsq_onnx.models.entry import ZooEntry
 
 
 def _entries() -> dict[str, ZooEntry]:
-    from zsq_onnx.models import cifar_resnet, digits_cnn, efficientnet_lite, torchvision_zoo
-
     entries = [digits_cnn.ENTRY, *cifar_resnet.ENTRIES, *efficientnet_lite.ENTRIES, *torchvision_zoo.ENTRIES]
     return {entry.name: entry for entry in entries}
 

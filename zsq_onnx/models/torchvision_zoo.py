@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from zsq_onnx.errors import BadInputError
 from zsq_onnx.io.preprocessing import Preprocessing
-from zsq_onnx.models.registry import ZooEntry
+from zsq_onnx.models.entry import ZooEntry
 from zsq_onnx.models.weights import load_strictly
 
 if TYPE_CHECKING:

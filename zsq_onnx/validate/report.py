@@ -17,7 +17,6 @@ from zsq_onnx.executors.ort_graph import runtime_record
 from zsq_onnx.executors.runtime import Execution, describe_execution
 from zsq_onnx.io.foreign import CONVERSION_KEY
 from zsq_onnx.plan.calibrate import recorded_calibration
-from zsq_onnx.recipe import Recipe
 from zsq_onnx.validate.evaluate import Evaluation
 from zsq_onnx.validate.inspection import lookup_table_storage
 
@@ -45,18 +44,19 @@ def peak_memory_mb() -> float:
 
 
 def build(
-    name: str, recipe: Recipe, evaluation: Evaluation, calibration: SynthResult, fp32: ir.Model, quantized: ir.Model,
+    name: str, recipe: dict[str, Any], evaluation: Evaluation, calibration: SynthResult, fp32: ir.Model, quantized: ir.Model,
     diagnostics: dict[str, Any], seconds: dict[str, float], world: World | None = None,
 ) -> dict[str, Any]:
-    """The report of one conversion (accuracies are fractions 0..1); ``world``: the
-    torch.distributed group it ran in (one process by default), whose rank 0 timed the stages."""
+    """The report of one conversion (accuracies are fractions 0..1); ``recipe`` is the recipe's
+    JSON form (:meth:`~zsq_onnx.recipe.Recipe.to_dict`); ``world``: the torch.distributed group
+    it ran in (one process by default), whose rank 0 timed the stages."""
     world = world or World()
     evaluated = evaluation.to_dict()
     evaluated["quantized"]["quantizers"] = quantizer_counts(quantized)
     sizes = evaluated.pop("size_bytes")
     return {
         "model": name,
-        "recipe": recipe.to_dict(),
+        "recipe": recipe,
         **evaluated,
         **diagnostics,
         "size_bytes": sizes,
@@ -88,19 +88,19 @@ def runtime_section(evaluation: Evaluation) -> dict[str, Any]:
     }
 
 
-def observer_sections(recipe: Recipe, quantized: ir.Model) -> dict[str, Any]:
+def observer_sections(recipe: dict[str, Any], quantized: ir.Model) -> dict[str, Any]:
     """How activation ranges were chosen (``activation_ranges``: the observer method and, per
     static activation quantizer, its range and the share of calibration values outside it) and
     the bias correction (``bias_correction``: per corrected layer the largest bias change), as
-    recorded in the quantized model."""
+    recorded in the quantized model, else as the recipe (JSON form) asked."""
     recorded = recorded_calibration(quantized) or {}
     return {
         "activation_ranges": {
-            "method": recorded.get("method", recipe.calibration_method),
+            "method": recorded.get("method", recipe["calibration_method"]),
             **({"percentile": recorded["percentile"]} if "percentile" in recorded else {}),
             "tensors": recorded.get("tensors", []),
         },
-        "bias_correction": recorded.get("bias_correction", {"enabled": recipe.bias_correction, "max_abs_shift": {}}),
+        "bias_correction": recorded.get("bias_correction", {"enabled": recipe["bias_correction"], "max_abs_shift": {}}),
     }
 
 
