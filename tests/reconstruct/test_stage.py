@@ -19,6 +19,7 @@ from tests.test_profiles import _assert_ort_equals_torch
 from zsq_onnx.cli import main
 from zsq_onnx.models.digits_cnn import digits_split
 from zsq_onnx.pipeline import convert, quantize
+from zsq_onnx.plan.calibrate import METADATA_KEY as CALIBRATION_KEY
 from zsq_onnx.profiles import emit
 from zsq_onnx.quantizers.registry import Role, constant_output, input_for
 from zsq_onnx.recipe import Recipe, build_recipe
@@ -83,6 +84,17 @@ def test_reconstructed_weights_stay_on_the_profile_grid_and_ort_equals_torch(set
 def test_nearest_runs_no_reconstruction(setting):
     model, batches, _ = setting
     assert METADATA_KEY not in quantize(model, batches, build_recipe(bits="W4A8")).metadata_props
+
+
+@pytest.mark.parametrize("rounding", ["gptq", "adaround"])
+def test_bias_correction_measures_reconstructed_weights_against_the_float_ones(setting, rounding):
+    """Reconstruction rewrites each quantizer's source with its rounded weights; bias correction
+    must still see the error against the float weights, or it silently corrects nothing."""
+    model, batches, _ = setting
+    recipe = build_recipe(bits="W4A8", profile="sim", weight_rounding=rounding)
+    recipe = dataclasses.replace(recipe, reconstruct=dataclasses.replace(recipe.reconstruct, iterations=20))
+    shifts = json.loads(quantize(model, batches, recipe).metadata_props[CALIBRATION_KEY])["bias_correction"]["max_abs_shift"]
+    assert shifts and all(shift > 0 for shift in shifts.values())
 
 
 def test_recipe_round_trip_keeps_weight_rounding_and_reads_old_recipes():

@@ -93,11 +93,14 @@ def conv_response(weight: np.ndarray, taps: np.ndarray, group: int = 1) -> np.nd
 class BiasCorrectionPass(ir.passes.InPlacePass):
     """Correct the bias of every Conv/Gemm named in ``means`` whose weight is a zsq weight
     quantizer of a constant (static or lookup table): ``means`` are its input's means in the float
-    graph. After a call, ``shifts`` holds the largest |shift| per corrected node."""
+    graph. The error is measured against ``float_weights[node]`` where given (the weight before
+    reconstruction rewrote the quantizer's source, see :mod:`zsq_onnx.reconstruct`), else against
+    the quantizer's source. After a call, ``shifts`` holds the largest |shift| per corrected node."""
 
-    def __init__(self, means: Mapping[str, np.ndarray]) -> None:
+    def __init__(self, means: Mapping[str, np.ndarray], float_weights: Mapping[str, np.ndarray] | None = None) -> None:
         super().__init__()
         self.means = means
+        self.float_weights = float_weights or {}
         self.shifts: dict[str, float] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -118,6 +121,8 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
             logger.debug("bias correction skips %s: its weight is not a static quantizer of a constant", node.name)
             return None
         weight, quantized = (w.astype(np.float64) for w in weights)
+        if node.name in self.float_weights:
+            weight = np.asarray(self.float_weights[node.name], np.float64)
         means = np.asarray(self.means[node.name], np.float64)
         if node.op_type == "Conv":
             if means.ndim > 1:

@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 class EmpiricalBiasCorrectionPass(ir.passes.InPlacePass):
     """Correct the float biases of ``nodes`` (quantized weights, biases not yet quantized) by the
     input means of each node in ``reference`` (the float graph the model came from) on
-    ``batches``, output layers excepted. After a call, ``shifts`` holds the largest |bias change|
+    ``batches`` and the error of its quantized weight against its float weight there, output
+    layers excepted. After a call, ``shifts`` holds the largest |bias change|
     per corrected node."""
 
     def __init__(self, reference: ir.Model, nodes: Collection[str], batches: Sequence[np.ndarray]) -> None:
@@ -44,12 +45,20 @@ class EmpiricalBiasCorrectionPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         outputs = output_layers(model.graph, self.nodes)
-        means = input_means(self.reference, [name for name in self.nodes if name not in outputs], self.batches)
-        correction = BiasCorrectionPass(means)
+        corrected = [name for name in self.nodes if name not in outputs]
+        means = input_means(self.reference, corrected, self.batches)
+        correction = BiasCorrectionPass(means, float_weights(self.reference, set(corrected)))
         result = correction(model)
         self.shifts = correction.shifts
         logger.info("bias correction: %d of %d layers corrected (output layers kept: %s)", len(self.shifts), len(self.nodes), ", ".join(sorted(outputs)) or "none")
         return result
+
+
+def float_weights(reference: ir.Model, nodes: Collection[str]) -> dict[str, np.ndarray]:
+    """The constant weights of ``nodes`` in the float graph ``reference``: what the correction
+    measures the quantization error against, whatever rounding rewrote since."""
+    return {node.name: node.inputs[1].const_value.numpy() for node in reference.graph
+            if node.name in nodes and len(node.inputs) > 1 and node.inputs[1] is not None and node.inputs[1].const_value is not None}
 
 
 def output_layers(graph: ir.Graph, nodes: Collection[str]) -> set[str]:
