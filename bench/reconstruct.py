@@ -11,13 +11,14 @@ shared machine).
 
     python bench/reconstruct.py [--model resnet20-cifar10|resnet32-cifar10|efficientnet-lite0] [--bits W4A8,W3A8,W2A8]
                                 [--rounding nearest,gptq,adaround,block] [--profile sim] [--images 2000] [--samples 32] [--synth-steps 20]
-                                [--weight-range auto] [--block-iterations 500] [--threads 1] [--no-keep-ends-8bit]
+                                [--weight-range minmax,mse] [--granularity static] [--block-iterations 500] [--threads 1] [--no-keep-ends-8bit]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -49,10 +50,10 @@ def _evaluation_data(model: str, images: int):
     return loaded, loaded.preprocessing.apply(dataset.images[:images]), dataset.labels[:images]
 
 
-def _recipe(args: argparse.Namespace, bits: str, rounding: str, samples: int, steps: int):
+def _recipe(args: argparse.Namespace, bits: str, rounding: str, samples: int, steps: int, weight_range: str):
     block = rounding == "block"
     recipe = build_recipe(bits=bits, profile=args.profile, seed=args.seed, keep_ends_8bit=args.keep_ends_8bit, samples=samples, synth_steps=steps,
-                          weight_range=args.weight_range, weight_rounding="adaround" if block else rounding, reconstruct="block" if block else "layer")
+                          granularity=args.granularity, weight_range=weight_range, weight_rounding="adaround" if block else rounding, reconstruct="block" if block else "layer")
     if block and args.block_iterations is not None:
         recipe = dataclasses.replace(recipe, reconstruct=dataclasses.replace(recipe.reconstruct, block_iterations=args.block_iterations))
     return recipe
@@ -67,10 +68,11 @@ def main() -> None:
     parser.add_argument("--profile", default="sim")
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--no-keep-ends-8bit", dest="keep_ends_8bit", action="store_false")
+    parser.add_argument("--granularity", default=DEFAULT_RECIPE.granularity.value, help="activations: static, granular or auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", default=str(DEFAULT_RECIPE.synth.samples), help="distilled calibration samples, a comma list")
     parser.add_argument("--synth-steps", default=str(DEFAULT_RECIPE.synth.steps), help="distillation steps, a comma list")
-    parser.add_argument("--weight-range", default=DEFAULT_RECIPE.weights.weight_range.value)
+    parser.add_argument("--weight-range", default=DEFAULT_RECIPE.weights.weight_range.value, help="weight ranges, a comma list (minmax, mse)")
     parser.add_argument("--block-iterations", type=int, default=None, help="block mode: Adam steps per block (default: the recipe's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
@@ -81,26 +83,25 @@ def main() -> None:
     fp32_logits = run_batched(make_session(loaded.model), inputs)
     fp32 = top1(fp32_logits, labels)
     record = {"bench": "reconstruct", "model": args.model, "profile": args.profile, "images": len(labels), "keep_ends_8bit": args.keep_ends_8bit,
-              "weight_range": args.weight_range, "threads": args.threads, "fp32_top1": fp32, "settings": []}
+              "threads": args.threads, "fp32_top1": fp32, "settings": []}
     for samples in map(int, args.samples.split(",")):
         for steps in map(int, args.synth_steps.split(",")):
             start = time.perf_counter()
             pool = build_recipe(seed=args.seed, samples=samples, synth_steps=steps).synth
             batches = distill(loaded.model, loaded.input_shape, pool, args.seed, progress=False).batches
             distill_seconds = round(time.perf_counter() - start, 1)
-            for bits in args.bits.split(","):
-                for rounding in args.rounding.split(","):
-                    recipe = _recipe(args, bits, rounding, samples, steps)
-                    start = time.perf_counter()
-                    quantized = pipeline.quantize(loaded.model, batches, recipe)
-                    seconds = time.perf_counter() - start
-                    logits = run_batched(validation_session(emit(quantized)), inputs)
-                    accuracy = top1(logits, labels)
-                    record["settings"].append({"samples": samples, "synth_steps": steps, "distill_seconds": distill_seconds, "bits": bits, "rounding": rounding,
-                                               "top1": accuracy, "drop_points": round(100 * (fp32 - accuracy), 2), "agreement": agreement(fp32_logits, logits),
-                                               "quantize_seconds": round(seconds, 1),
-                                               **({"block_iterations": recipe.reconstruct.block_iterations} if rounding == "block" else {})})
-                    print(record["settings"][-1], file=sys.stderr, flush=True)
+            for bits, rounding, weight_range in itertools.product(args.bits.split(","), args.rounding.split(","), args.weight_range.split(",")):
+                recipe = _recipe(args, bits, rounding, samples, steps, weight_range)
+                start = time.perf_counter()
+                quantized = pipeline.quantize(loaded.model, batches, recipe)
+                seconds = time.perf_counter() - start
+                logits = run_batched(validation_session(emit(quantized)), inputs)
+                accuracy = top1(logits, labels)
+                record["settings"].append({"samples": samples, "synth_steps": steps, "distill_seconds": distill_seconds, "bits": bits, "rounding": rounding,
+                                           "weight_range": weight_range, "top1": accuracy, "drop_points": round(100 * (fp32 - accuracy), 2),
+                                           "agreement": agreement(fp32_logits, logits), "quantize_seconds": round(seconds, 1),
+                                           **({"block_iterations": recipe.reconstruct.block_iterations} if rounding == "block" else {})})
+                print(record["settings"][-1], file=sys.stderr, flush=True)
     emit_json(record)
 
 
