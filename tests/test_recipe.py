@@ -12,7 +12,19 @@ from zsq_onnx.errors import BadInputError
 from zsq_onnx.options import ActivationQuantizer, CalibrationMethod, Device, Granularity, GranularityMode, Optimizer, ReconstructMode, Synthesizer, WeightLevels, WeightRange, WeightRounding
 from zsq_onnx.profiles import PROFILES
 from zsq_onnx.quantizers.spec import QuantSpec
-from zsq_onnx.recipe import DEFAULT_RECIPE, RECIPE_OPTIONS, RECIPE_VERSION, FinetuneConfig, GeneratorConfig, MixedPrecisionConfig, Recipe, ReconstructConfig, SynthConfig, build_recipe
+from zsq_onnx.recipe import (
+    DEFAULT_RECIPE,
+    LOW_BIT_SYNTH_STEPS,
+    RECIPE_OPTIONS,
+    RECIPE_VERSION,
+    FinetuneConfig,
+    GeneratorConfig,
+    MixedPrecisionConfig,
+    Recipe,
+    ReconstructConfig,
+    SynthConfig,
+    build_recipe,
+)
 
 
 def _every_field_changed() -> Recipe:
@@ -135,7 +147,7 @@ def test_build_recipe_takes_each_option_flat_or_its_config_whole():
                         generator_steps=7, margin_low=0.2, synth_lr=0.1, weight_rounding="gptq")
     assert flat.finetune == FinetuneConfig(steps=3, train_weights=True, optimizer="sgd")
     assert flat.mixed_precision == MixedPrecisionConfig(enabled=True, avg_wbits=5.0, weight_bits=(4, 8))
-    assert flat.synth == SynthConfig(lr=0.1, generator=GeneratorConfig(warmup_steps=7, margin_low=0.2))
+    assert flat.synth == SynthConfig(steps=LOW_BIT_SYNTH_STEPS, lr=0.1, generator=GeneratorConfig(warmup_steps=7, margin_low=0.2))
     assert flat.reconstruct == ReconstructConfig(weight_rounding="gptq")
     whole = build_recipe(finetune=FinetuneConfig(steps=3, optimizer="sgd"), finetune_lr=0.5, finetune_minutes=None)
     assert whole.finetune == FinetuneConfig(steps=3, optimizer="sgd", lr=0.5)
@@ -195,3 +207,11 @@ def test_cli_defaults_are_the_field_defaults():
     generator = DEFAULT_RECIPE.synth.generator
     assert (defaults["generator_steps"], defaults["generator_lr"], defaults["margin_low"], defaults["margin_high"]) == (
         generator.warmup_steps, generator.lr, generator.margin_low, generator.margin_high)
+
+
+def test_synthesis_steps_default_to_more_below_8_bits_unless_given():
+    assert build_recipe().synth.steps == DEFAULT_RECIPE.synth.steps == 20
+    assert build_recipe(bits="W4A8").synth.steps == build_recipe(abits=6).synth.steps == LOW_BIT_SYNTH_STEPS
+    assert build_recipe(mixed_precision_enabled=True, avg_wbits=4.0).synth.steps == LOW_BIT_SYNTH_STEPS
+    assert build_recipe(bits="W4A8", synth_steps=20).synth.steps == 20
+    assert build_recipe(bits="W8A8", synth_steps=7).synth.steps == 7
