@@ -18,7 +18,7 @@ def _heavy_tailed(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
 def _rounding_error(weight: np.ndarray, spec: QuantSpec) -> np.ndarray:
     scale, zero_point = weight_params(weight, spec, axis=0)
     shape = (-1, *[1] * (weight.ndim - 1)) if spec.granularity == "per_channel" else ()
-    rounded = on_grid(weight, scale.reshape(shape), zero_point.reshape(shape), spec)
+    rounded = on_grid(weight, scale.reshape(shape), zero_point.reshape(shape), spec.qmin, spec.qmax)
     return np.square(rounded - weight).reshape(len(weight), -1).sum(axis=1)
 
 

@@ -135,7 +135,7 @@ def _fake_quantize(values: np.ndarray, low: np.ndarray, high: np.ndarray, spec: 
     """``values`` (a row) quantized with the parameters of each candidate range (a column each),
     the same scales and zero points QuantizeActivationsPass derives from a range."""
     scale, zero_point = range_params(low, high, spec)
-    return on_grid(values, scale[:, None].astype(np.float64), zero_point[:, None], spec)
+    return on_grid(values, scale[:, None].astype(np.float64), zero_point[:, None], spec.qmin, spec.qmax)
 
 
 def mse_range(histogram: Histogram, spec: QuantSpec) -> tuple[float, float]:

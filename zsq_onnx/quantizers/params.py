@@ -35,10 +35,11 @@ def range_params(low: np.ndarray, high: np.ndarray, spec: QuantSpec) -> tuple[np
 CLIP_RATIOS = np.linspace(1.0, 0.2, 81, dtype=np.float32)
 
 
-def on_grid(values: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, spec: QuantSpec) -> np.ndarray:
-    """``values`` rounded (half to even, as QuantizeLinear) onto the grid of ``scale`` and
-    ``zero_point`` (broadcast against them) and back."""
-    return (np.clip(np.rint(values / scale) + zero_point, spec.qmin, spec.qmax) - zero_point) * scale
+def on_grid(values: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int) -> np.ndarray:
+    """``values`` rounded (half to even, as QuantizeLinear) onto the integer levels [qmin, qmax]
+    of ``scale`` and ``zero_point`` (broadcast against them) and back, as QuantizeLinear ->
+    (Clip) -> DequantizeLinear compute it."""
+    return (np.clip(np.rint(values / scale) + zero_point, qmin, qmax) - zero_point) * scale
 
 
 def least_error_params(rows: np.ndarray, spec: QuantSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +51,7 @@ def least_error_params(rows: np.ndarray, spec: QuantSpec) -> tuple[np.ndarray, n
     best_ratio = np.ones(len(rows), np.float32)
     for ratio in CLIP_RATIOS:
         scale, zero_point = range_params(low * ratio, high * ratio, spec)
-        error = np.square(on_grid(rows, scale[:, None], zero_point[:, None], spec) - rows).sum(axis=1)
+        error = np.square(on_grid(rows, scale[:, None], zero_point[:, None], spec.qmin, spec.qmax) - rows).sum(axis=1)
         better = error < best_error
         best_error = np.where(better, error, best_error)
         best_ratio = np.where(better, ratio, best_ratio)

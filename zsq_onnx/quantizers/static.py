@@ -21,6 +21,7 @@ from onnxscript import opset21 as op
 from onnxscript import script
 
 from zsq_onnx.quantizers.common import INTEGER_RANGES, fake_quantize, learned_scale, zsq
+from zsq_onnx.quantizers.params import on_grid
 from zsq_onnx.quantizers.registry import InputRole, NodeInputs, QuantizerKind, Role, input_for, integer_range, register
 
 logger = logging.getLogger(__name__)
@@ -64,8 +65,7 @@ def _dequantized_constant(node: ir.Node) -> np.ndarray:
         shape[node.attributes.get_int("axis", 1)] = -1
     scale = np.asarray(scale, np.float32).reshape(shape)
     zero_point = np.asarray(zero_point).astype(np.int64).reshape(shape)
-    levels = np.clip(np.rint(source.astype(np.float32) / scale) + zero_point, qmin, qmax)
-    return ((levels - zero_point) * scale).astype(np.float32)
+    return on_grid(source.astype(np.float32), scale, zero_point, qmin, qmax).astype(np.float32)
 
 
 _INPUTS = (InputRole("x", Role.SOURCE, trainable=True), InputRole("scale", Role.SCALE, trainable=True), InputRole("zero_point", Role.ZERO_POINT))
