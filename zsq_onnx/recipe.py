@@ -298,6 +298,12 @@ class Recipe:
         return self.profile.reduces_range(self.reduce_range)
 
     @property
+    def below_8_bits(self) -> bool:
+        """Whether a weight or activation width is below 8 bits, or a mixed-precision search may
+        choose one."""
+        return self.weights.bits < 8 or self.activations.bits < 8 or self.mixed_precision.enabled
+
+    @property
     def activation_rules(self) -> tuple[str, ...]:
         """Which activation uses get quantizers (see :meth:`Profile.activation_rules`)."""
         return self.profile.activation_rules(self.granularity)
@@ -368,7 +374,7 @@ def target_notes(recipe: Recipe) -> list[str]:
     if profile.reports_fusion:
         notes.append("8-bit weights use ORT's 7-bit reduce_range, exact in fused QLinearConv on every x86 CPU" if recipe.reduces_range else
                      "8-bit weights use the full int8 range: on x86 CPUs without VNNI fused QLinearConv saturates and differs from QDQ (--reduce-range avoids it)")
-        if recipe.activations.bits < 8 or recipe.weights.bits < 8 or recipe.mixed_precision.enabled:
+        if recipe.below_8_bits:
             notes.append("layers below 8 bits keep an 8-bit container with Clip and run as float QDQ, not as integer kernels")
     if recipe.mixed_precision.enabled:
         notes.append("mixed precision: weights at 2-4 bits are stored as int4, 5-7 bits in int8" if profile.use_4bit_types else
@@ -437,6 +443,8 @@ def build_recipe(**options: Any) -> Recipe:
     given = {keyword: value for keyword, value in options.items() if value is not None}
     changes = {_BY_KEYWORD[keyword].path: _BY_KEYWORD[keyword].parse(value) for keyword, value in given.items() if _BY_KEYWORD[keyword].path is not None}
     recipe = replace_paths(DEFAULT_RECIPE, changes | _shaped_changes(given, changes))
+    if "synth_steps" not in given and recipe.below_8_bits:
+        recipe = replace_paths(recipe, {("synth", "steps"): LOW_BIT_SYNTH_STEPS})
     logger.debug("recipe %s", recipe.to_json())
     return recipe
 
@@ -447,8 +455,8 @@ def _shaped_changes(given: dict[str, Any], changes: dict[tuple[str, ...], Any]) 
     --act-symmetric/--act-asymmetric left out follows the profile (symmetric for tensorrt and
     ort-cuda); --granularity granular or auto makes the activations granular whatever
     --act-granularity says (auto then chooses per tensor among per-tensor, per-channel and
-    granular within --granularity-budget); --synth-steps left out is 20, or
-    :data:`LOW_BIT_SYNTH_STEPS` when a bit width is below 8 or --mixed-precision searches."""
+    granular within --granularity-budget). --synth-steps left out is the field's 20, or
+    :data:`LOW_BIT_SYNTH_STEPS` for a recipe :attr:`Recipe.below_8_bits` (see :func:`build_recipe`)."""
     shaped: dict[tuple[str, ...], Any] = {}
     if "bits" in given:
         weight_bits, activation_bits = parse_bits(given["bits"])
@@ -457,8 +465,4 @@ def _shaped_changes(given: dict[str, Any], changes: dict[tuple[str, ...], Any]) 
         shaped["activations", "symmetric"] = changes.get(("profile",), DEFAULT_RECIPE.profile).symmetric_activations_by_default
     if changes.get(("granularity",), DEFAULT_RECIPE.granularity) != GranularityMode.STATIC:
         shaped["activations", "granularity"] = Granularity.GRANULAR
-    if "synth_steps" not in given:
-        widths = [{**changes, **shaped}.get(path, DEFAULT_RECIPE.weights.bits if path == _WEIGHT_BITS else DEFAULT_RECIPE.activations.bits) for path in (_WEIGHT_BITS, _ACTIVATION_BITS)]
-        searched = changes.get(("mixed_precision", "enabled"), changes.get(("mixed_precision",), DEFAULT_RECIPE.mixed_precision).enabled)
-        shaped["synth", "steps"] = LOW_BIT_SYNTH_STEPS if min(widths) < 8 or searched else DEFAULT_RECIPE.synth.steps
     return shaped

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from zsq_onnx.options import CalibrationMethod
 from zsq_onnx.passes.quantize_activations import QuantizeActivationsPass
 from zsq_onnx.passes.quantize_bias import QuantizeBiasPass
 from zsq_onnx.passes.quantize_weights import QuantizeWeightsPass
 from zsq_onnx.plan.calibrate import Calibration, Range, calibrate_ranges
 from zsq_onnx.plan.targets import QuantPlan
-from zsq_onnx.recipe import DEFAULT_PERCENTILE, CalibrationMethod
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +28,11 @@ class InsertionSettings:
     :class:`~zsq_onnx.profiles.Profile`: ``use_4bit_types``, ``activation_4bit_types`` and
     ``routes_all_readers``)."""
 
-    calibration_method: CalibrationMethod = CalibrationMethod.PERCENTILE
-    calibration_percentile: float = DEFAULT_PERCENTILE
-    use_4bit_types: bool = False
-    activation_4bit_types: bool = False
-    all_readers: bool = True
+    calibration_method: CalibrationMethod
+    calibration_percentile: float
+    use_4bit_types: bool
+    activation_4bit_types: bool
+    all_readers: bool
 
 
 def calibrate_plan(folded: ir.Model, plan: QuantPlan, batches: Sequence[np.ndarray], settings: InsertionSettings) -> Calibration:

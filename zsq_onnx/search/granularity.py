@@ -68,12 +68,6 @@ class GranularityChoice:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class _Target:
-    profile: Profile
-    settings: InsertionSettings
-
-
 def candidates(profile: Profile) -> tuple[str, ...]:
     """The candidate kinds for ``profile``: not per-channel static on integer targets, whose QDQ
     fusion ORT CPU turns into QLinearConv/QLinearGlobalAveragePool kernels that fail at run time
@@ -88,15 +82,17 @@ def _with_choice(plan: QuantPlan, picked: dict[str, str]) -> QuantPlan:
     return QuantPlan(plan.weights, activations, plan.rules)
 
 
-def _block_cost_ms(folded: ir.Model, tensor: str, kind: str, ranges: Range, plan: QuantPlan, target: _Target, shapes: Mapping[str, tuple[int, ...]]) -> float:
+def _block_cost_ms(
+    folded: ir.Model, tensor: str, kind: str, ranges: Range, plan: QuantPlan, profile: Profile, settings: InsertionSettings, shapes: Mapping[str, tuple[int, ...]]
+) -> float:
     """ORT CPU milliseconds of ``tensor``'s quantizer of ``kind`` and the layers reading it,
     inserted and emitted for the target's profile on their own."""
     readers = readers_of(folded.graph, tensor, plan.rules)
     block = reader_block(folded.graph, readers, shapes)
-    target.profile.record(block)
+    profile.record(block)
     spec = plan.activations[tensor]
     alone = QuantPlan({node.name: plan.weights[node.name] for node in readers if node.name in plan.weights}, {tensor: QuantSpec(spec.bits, spec.symmetric, kind)}, plan.rules)
-    return block_cost_ms(emit(apply_passes(block, *quantizer_passes(alone, {tensor: kind_ranges(ranges, kind)}, target.settings))), shapes)
+    return block_cost_ms(emit(apply_passes(block, *quantizer_passes(alone, {tensor: kind_ranges(ranges, kind)}, settings))), shapes)
 
 
 def choose_granularity(
@@ -109,13 +105,12 @@ def choose_granularity(
     if not specs:
         return plan, GranularityChoice([], 1.0, 1.0, 1.0)
     kinds = candidates(profile)
-    target = _Target(profile, settings)
     ranges = minmax_ranges(folded, list(specs), batches, per_channel=set(specs))
     sqnr = reader_sqnr(*probe_model(folded, specs, ranges, plan.rules, kinds), batches)
     uses = [node for node, _ in activation_uses(folded.graph, plan.rules)]
     block_values = [v.name for node in uses for v in [*node.inputs, node.outputs[0]] if v is not None and v.const_value is None]
     shapes = batch_shapes(folded, list(dict.fromkeys(block_values)), batches[0][:1])
-    costs = {tensor: {kind: _block_cost_ms(folded, tensor, kind, ranges[tensor], plan, target, shapes) for kind in kinds} for tensor in specs}
+    costs = {tensor: {kind: _block_cost_ms(folded, tensor, kind, ranges[tensor], plan, profile, settings, shapes) for kind in kinds} for tensor in specs}
     order = upgrade_order(sqnr, costs, START)
     relative_latency = latency_vs(folded, batches[0].shape[1:])
 
