@@ -33,8 +33,10 @@ def cifar_weights(model: str) -> Path:
 
 
 def size_bytes(model: ir.Model | onnx.ModelProto) -> int:
-    """Serialized size of a model, in bytes."""
-    return (ir.serde.serialize_model(model) if isinstance(model, ir.Model) else model).ByteSize()
+    """Serialized size of a model, in bytes (an IR model as the report measures it)."""
+    from zsq_onnx.validate.evaluate import serialized_bytes
+
+    return serialized_bytes(model) if isinstance(model, ir.Model) else model.ByteSize()
 
 
 def emitted_scores(model: ir.Model, inputs: np.ndarray, labels: np.ndarray, fp32_logits: np.ndarray | None = None) -> dict:

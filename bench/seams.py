@@ -53,13 +53,12 @@ def _recipe_parameter(node: ast.FunctionDef) -> str | None:
 
 
 def _functions(tree: ast.Module, module: str) -> Iterator[tuple[ast.FunctionDef, str]]:
+    """The module's functions and the methods of its classes (nested ones count in their parent)."""
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef):
             for item in node.body:
                 if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
                     yield item, f"{module}.{node.name}.{item.name}"
-        elif isinstance(node, ast.Module):
-            continue
     for item in tree.body:
         if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
             yield item, f"{module}.{item.name}"
